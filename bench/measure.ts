@@ -1,0 +1,207 @@
+/**
+ * The measurements, as seen by a client of the bench target at `addr`: throughput, round
+ * trip, connection setup rate, and many concurrent echo sessions. Each opens its own
+ * connections and closes them before it resolves (except {@link openSessions}, whose caller
+ * holds them).
+ * @module
+ */
+
+import { randomBytes } from "./data.ts";
+import { Mode, readFull, writeAll } from "./io.ts";
+
+/** Where the bench target (or a path leading to it) listens. */
+export interface Addr {
+  /** Host name or IP. */
+  hostname: string;
+  /** TCP port. */
+  port: number;
+}
+
+async function dial(addr: Addr): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect(addr);
+  conn.setNoDelay(true);
+  return conn;
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed (a failed operation closes the resource).
+  }
+}
+
+/** Result of {@link throughput}. */
+export interface ThroughputResult {
+  /** Bytes received over all streams. */
+  bytes: number;
+  /** Wall time from the first request to the last stream stopping. */
+  seconds: number;
+  /** Aggregate rate. */
+  mibPerSec: number;
+}
+
+/**
+ * Downloads from the target's endless source over `streams` parallel connections for
+ * `seconds`, counting the bytes that arrive. Connections are opened before the clock starts.
+ */
+export async function throughput(
+  addr: Addr,
+  streams: number,
+  seconds: number,
+): Promise<ThroughputResult> {
+  const conns = await Promise.all(Array.from({ length: streams }, () => dial(addr)));
+  const buf = () => new Uint8Array(256 * 1024);
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  try {
+    const counts = await Promise.all(conns.map(async (conn) => {
+      const p = buf();
+      let bytes = 0;
+      await writeAll(conn, new Uint8Array([Mode.source]));
+      while (performance.now() < deadline) {
+        const n = await conn.read(p);
+        if (n === null) throw new Deno.errors.UnexpectedEof("Source ended early");
+        bytes += n;
+      }
+      return bytes;
+    }));
+    const elapsed = (performance.now() - start) / 1000;
+    const bytes = counts.reduce((a, b) => a + b, 0);
+    return { bytes, seconds: elapsed, mibPerSec: bytes / 2 ** 20 / elapsed };
+  } finally {
+    conns.forEach(closeQuietly);
+  }
+}
+
+/** Result of {@link pingPong}; times in microseconds. */
+export interface PingPongResult {
+  /** Measured exchanges (after warm-up). */
+  count: number;
+  /** Median round trip. */
+  p50Us: number;
+  /** 99th-percentile round trip. */
+  p99Us: number;
+  /** Mean round trip. */
+  meanUs: number;
+}
+
+/** The `q` quantile (0..1) of ascending `sorted`, nearest-rank. */
+export function quantile(sorted: readonly number[], q: number): number {
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[i] ?? NaN;
+}
+
+/** Sends 1 byte and waits for its echo, `count` times after `warmup` untimed exchanges. */
+export async function pingPong(addr: Addr, count: number, warmup = 200): Promise<PingPongResult> {
+  const conn = await dial(addr);
+  try {
+    await writeAll(conn, new Uint8Array([Mode.echo]));
+    const ping = new Uint8Array([0x2a]);
+    const pong = new Uint8Array(1);
+    const times = new Float64Array(count);
+    for (let i = -warmup; i < count; i++) {
+      const t0 = performance.now();
+      await writeAll(conn, ping);
+      await readFull(conn, pong);
+      if (i >= 0) times[i] = (performance.now() - t0) * 1000;
+    }
+    const sorted = Array.from(times).sort((a, b) => a - b);
+    const mean = sorted.reduce((a, b) => a + b, 0) / count;
+    return { count, p50Us: quantile(sorted, 0.5), p99Us: quantile(sorted, 0.99), meanUs: mean };
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+/** Result of {@link setupRate}. */
+export interface SetupRateResult {
+  /** Connections made. */
+  count: number;
+  /** Wall time for all of them. */
+  seconds: number;
+  /** Connections per second. */
+  perSec: number;
+}
+
+/** One at a time, `count` times: connect, echo 1 byte, close. */
+export async function setupRate(addr: Addr, count: number): Promise<SetupRateResult> {
+  const request = new Uint8Array([Mode.echo, 0x2a]);
+  const reply = new Uint8Array(1);
+  const start = performance.now();
+  for (let i = 0; i < count; i++) {
+    const conn = await dial(addr);
+    try {
+      await writeAll(conn, request);
+      await readFull(conn, reply);
+    } finally {
+      closeQuietly(conn);
+    }
+  }
+  const seconds = (performance.now() - start) / 1000;
+  return { count, seconds, perSec: count / seconds };
+}
+
+/** Result of {@link openSessions}. */
+export interface SessionsResult {
+  /** Sessions attempted. */
+  count: number;
+  /** Sessions whose echo came back byte-for-byte. */
+  ok: number;
+  /** Distinct error messages of the failed ones, with how often each occurred. */
+  errors: Record<string, number>;
+  /** Wall time to open and verify all of them. */
+  seconds: number;
+}
+
+/** Concurrent echo sessions that stay open until {@link HeldSessions.close}. */
+export interface HeldSessions {
+  /** What opening them achieved. */
+  result: SessionsResult;
+  /** Closes every session. */
+  close(): void;
+}
+
+/**
+ * Opens `count` connections (at most `concurrency` handshakes in flight), echoes `size` random
+ * bytes on each and compares them byte-for-byte, then keeps them all open for the caller.
+ */
+export async function openSessions(
+  addr: Addr,
+  count: number,
+  size: number,
+  concurrency = 100,
+): Promise<HeldSessions> {
+  const conns: Deno.TcpConn[] = [];
+  const errors: Record<string, number> = {};
+  let ok = 0;
+  let next = 0;
+  const start = performance.now();
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      let conn: Deno.TcpConn | undefined;
+      try {
+        conn = await dial(addr);
+        conns.push(conn);
+        const payload = randomBytes(size);
+        await writeAll(conn, new Uint8Array([Mode.echo]));
+        const [, echoed] = await Promise.all([
+          writeAll(conn, payload),
+          readFull(conn, new Uint8Array(size)),
+        ]);
+        if (echoed.every((b, i) => b === payload[i])) ok++;
+        else errors["echo differs"] = (errors["echo differs"] ?? 0) + 1;
+      } catch (err) {
+        const key = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+        errors[key] = (errors[key] ?? 0) + 1;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  const seconds = (performance.now() - start) / 1000;
+  return {
+    result: { count, ok, errors, seconds },
+    close: () => conns.forEach(closeQuietly),
+  };
+}

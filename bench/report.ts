@@ -1,0 +1,196 @@
+/**
+ * Results of a bench run: their shape, the figures derived from them (each also as a ratio
+ * to the relay path of the same run), the printed table, and the JSON file.
+ * @module
+ */
+
+import type {
+  PingPongResult,
+  SessionsResult,
+  SetupRateResult,
+  ThroughputResult,
+} from "./measure.ts";
+import type { PathName } from "./paths.ts";
+
+/** A measurement that did not produce a value. */
+export interface Failure {
+  /** What went wrong. */
+  error: string;
+}
+
+/** Resident memory of one process of a chain. */
+export interface ProcessRss {
+  /** Role in the chain, e.g. "dp", "expose", "relay1". */
+  name: string;
+  /** VmRSS in KiB before the concurrent sessions were opened. */
+  idleKiB?: number;
+  /** VmRSS in KiB while they were held open. */
+  heldKiB?: number;
+}
+
+/** Concurrent-session outcome plus the chain's memory around it. */
+export interface SessionsFigure extends SessionsResult {
+  /** One entry per chain process. */
+  rss: ProcessRss[];
+}
+
+/** Everything measured on one path. */
+export interface PathResult {
+  /** Which path. */
+  path: PathName;
+  /** Set when the chain itself could not be started. */
+  error?: string;
+  /** Chain processes that exited during the measurements, with their last stderr lines. */
+  crashed?: string[];
+  /** Single-stream download. */
+  throughput1?: ThroughputResult | Failure;
+  /** 8-stream aggregate download. */
+  throughput8?: ThroughputResult | Failure;
+  /** 1-byte round trips. */
+  pingPong?: PingPongResult | Failure;
+  /** Connect, echo 1 byte, close. */
+  setup?: SetupRateResult | Failure;
+  /** Concurrent verified echo sessions. */
+  sessions?: SessionsFigure | Failure;
+}
+
+/** The measured parts of a {@link PathResult}. */
+const FIGURES = ["throughput1", "throughput8", "pingPong", "setup", "sessions"] as const;
+
+function ok<T extends object>(value: T | Failure | undefined): T | undefined {
+  return value === undefined || "error" in value ? undefined : value;
+}
+
+function sumRss(figure: SessionsFigure | undefined, key: "idleKiB" | "heldKiB") {
+  if (figure === undefined || figure.rss.length === 0) return undefined;
+  return figure.rss.reduce((sum, p) => sum + (p[key] ?? NaN), 0) / 1024;
+}
+
+/** One row of the table: a figure derived from a path's results. */
+interface Metric {
+  key: string;
+  label: string;
+  digits: number;
+  get(result: PathResult): number | undefined;
+}
+
+/** The figures, in table order. */
+const METRICS: readonly Metric[] = [
+  {
+    key: "stream1MiBps",
+    label: "1-stream MiB/s",
+    digits: 0,
+    get: (r) => ok(r.throughput1)?.mibPerSec,
+  },
+  {
+    key: "stream8MiBps",
+    label: "8-stream MiB/s",
+    digits: 0,
+    get: (r) => ok(r.throughput8)?.mibPerSec,
+  },
+  { key: "rttP50Us", label: "RTT p50 µs", digits: 0, get: (r) => ok(r.pingPong)?.p50Us },
+  { key: "rttP99Us", label: "RTT p99 µs", digits: 0, get: (r) => ok(r.pingPong)?.p99Us },
+  { key: "setupPerSec", label: "setup /s", digits: 0, get: (r) => ok(r.setup)?.perSec },
+  { key: "sessionsOk", label: "sessions ok", digits: 0, get: (r) => ok(r.sessions)?.ok },
+  {
+    key: "rssIdleMiB",
+    label: "chain RSS idle MiB",
+    digits: 1,
+    get: (r) => sumRss(ok(r.sessions), "idleKiB"),
+  },
+  {
+    key: "rssHeldMiB",
+    label: "chain RSS held MiB",
+    digits: 1,
+    get: (r) => sumRss(ok(r.sessions), "heldKiB"),
+  },
+];
+
+/** A figure and its ratio to the relay path's figure. */
+export interface SummaryCell {
+  /** The figure (undefined if not measured or failed). */
+  value?: number;
+  /** value / relay's value (undefined without a relay figure). */
+  ratioToRelay?: number;
+}
+
+/** Per path, per metric key: value and ratio to relay. */
+export type Summary = Record<string, Record<string, SummaryCell>>;
+
+/** Derives every figure of every path, with ratios to `relay` when it was measured. */
+export function summarize(results: readonly PathResult[]): Summary {
+  const relay = results.find((r) => r.path === "relay");
+  const summary: Summary = {};
+  for (const result of results) {
+    const row: Record<string, SummaryCell> = {};
+    for (const metric of METRICS) {
+      const value = metric.get(result);
+      const base = relay === undefined ? undefined : metric.get(relay);
+      row[metric.key] = {
+        value,
+        ratioToRelay: value === undefined || !base ? undefined : value / base,
+      };
+    }
+    summary[result.path] = row;
+  }
+  return summary;
+}
+
+function cellText(cell: SummaryCell | undefined, digits: number): string {
+  if (cell?.value === undefined || Number.isNaN(cell.value)) return "—";
+  const ratio = cell.ratioToRelay === undefined ? "" : ` (${cell.ratioToRelay.toFixed(2)}x)`;
+  return `${cell.value.toFixed(digits)}${ratio}`;
+}
+
+/** The table: one column per path, one row per figure, plus per-process memory and errors. */
+export function formatTable(results: readonly PathResult[]): string {
+  const summary = summarize(results);
+  const header = ["", ...results.map((r) => r.path)];
+  const rows = METRICS.map((m) => [
+    m.label,
+    ...results.map((r) => cellText(summary[r.path]?.[m.key], m.digits)),
+  ]);
+  const widths = header.map((_, i) => Math.max(...[header, ...rows].map((row) => row[i]!.length)));
+  const line = (row: string[]) =>
+    row.map((cell, i) => i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!)).join(
+      "  ",
+    );
+  const out = [line(header), ...rows.map(line)];
+  out.push("", "RSS per process, MiB idle -> held:");
+  for (const result of results) {
+    const sessions = ok(result.sessions);
+    const text = sessions?.rss.map((p) =>
+      `${p.name} ${formatMiB(p.idleKiB)} -> ${formatMiB(p.heldKiB)}`
+    ).join(
+      ", ",
+    );
+    out.push(`  ${result.path}: ${text || "—"}`);
+  }
+  const failures = results.flatMap((r) => [
+    ...(r.error === undefined ? [] : [`  ${r.path}: ${r.error}`]),
+    ...(r.crashed ?? []).map((c) => `  ${r.path} crashed: ${c}`),
+    ...FIGURES.flatMap((k) => {
+      const figure = r[k];
+      return figure !== undefined && "error" in figure ? [`  ${r.path} ${k}: ${figure.error}`] : [];
+    }),
+  ]);
+  const sessionErrors = results.flatMap((r) =>
+    Object.entries(ok(r.sessions)?.errors ?? {}).map(([e, n]) => `  ${r.path} sessions: ${n}x ${e}`)
+  );
+  if (failures.length + sessionErrors.length > 0) {
+    out.push("", "Failures:", ...failures, ...sessionErrors);
+  }
+  return out.join("\n");
+}
+
+/** KiB as MiB with one decimal, or "?" when unknown. */
+export function formatMiB(kib: number | undefined): string {
+  return kib === undefined ? "?" : (kib / 1024).toFixed(1);
+}
+
+/** Writes `report` as JSON to `path`, creating its directory. */
+export async function writeJson(path: string, report: unknown): Promise<void> {
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  if (dir !== "") await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
+}

@@ -1,0 +1,44 @@
+/**
+ * Starting bench/client.ts from an orchestrating script: one operation, results as JSON lines.
+ * @module
+ */
+
+import type { Child, ChildGroup } from "./procs.ts";
+
+/** How long a client may take to print a result line, unless the caller says otherwise. */
+export const CLIENT_TIMEOUT_MS = 90_000;
+
+/**
+ * Spawns `bench/client.ts OP --addr ENTRY FLAGS` in `group`; with `stdin`, the client can be
+ * told (by a line) to release what it holds.
+ */
+export function spawnClient(
+  group: ChildGroup,
+  op: string,
+  entry: string,
+  flags: string[] = [],
+  stdin = false,
+): Child {
+  return group.spawn({
+    name: `client ${op}`,
+    script: "bench/client.ts",
+    args: [op, "--addr", entry, ...flags],
+    stdin,
+  });
+}
+
+/** Runs one client operation to completion and resolves its JSON result line. */
+export async function runClient<T>(
+  group: ChildGroup,
+  op: string,
+  entry: string,
+  flags: string[] = [],
+  timeoutMs = CLIENT_TIMEOUT_MS,
+): Promise<T> {
+  const client = spawnClient(group, op, entry, flags);
+  try {
+    return await client.readJson<T>(timeoutMs);
+  } finally {
+    await client.kill();
+  }
+}

@@ -1,0 +1,267 @@
+/**
+ * Message codecs and the Web Streams that use them.
+ *
+ * A {@linkcode Codec} turns messages into bytes and takes whole messages off
+ * the front of a {@linkcode ByteQueue}. A {@linkcode MessageDecoder} owns the
+ * queue and the codec in use, so a link can switch codecs between two messages
+ * (an extension does that after the handshake) without losing buffered bytes.
+ * @module
+ */
+
+import { ByteQueue } from "./_bytes.ts";
+import { ProtocolError } from "./errors.ts";
+import { bodyOf, type Message, messageFromBody, MessageType, messageTypeName } from "./message.ts";
+
+/** Default longest line (type line or JSON body) a reader accepts: 1 MiB. */
+export const MAX_LINE_BYTES = 1024 * 1024;
+
+/** Most raw bytes one Data message carries; writers split larger writes. */
+export const MAX_DATA_BYTES = 64 * 1024;
+
+/** Longest type line: a message type needs at most a few digits. */
+const MAX_TYPE_LINE_BYTES = 12;
+
+const NEWLINE = 0x0a;
+const CARRIAGE_RETURN = 0x0d;
+
+/** Turns messages into bytes and bytes back into messages. One instance serves one link. */
+export interface Codec {
+  /** Short name for logs, e.g. `"text"`. */
+  readonly name: string;
+  /** Encodes one whole message as one byte array. */
+  encode(message: Message): Uint8Array;
+  /**
+   * Removes one whole message from the front of `queue` and returns it, or
+   * returns `undefined` (consuming nothing) when more bytes are needed.
+   * @throws {ProtocolError} When the queued bytes cannot be a valid message.
+   */
+  decode(queue: ByteQueue): Message | undefined;
+}
+
+/** Options of the text codec. */
+export interface TextCodecOptions {
+  /** Longest line accepted, in bytes. @default {1048576} */
+  maxLineBytes?: number;
+}
+
+const encoder = new TextEncoder();
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+function lineEnd(bytes: Uint8Array, newline: number, start: number): number {
+  return newline > start && bytes[newline - 1] === CARRIAGE_RETURN ? newline - 1 : newline;
+}
+
+/**
+ * The protocol's own framing (PROTOCOL.md Part 2 items 1–2): the type in ASCII
+ * decimal, `\n`, the body as one line of JSON, `\n`; Data content in base64.
+ */
+export class TextCodec implements Codec {
+  /** Always `"text"`. */
+  readonly name: string = "text";
+  readonly #maxLineBytes: number;
+  /** Where the search for the body's newline resumes, so a long line is scanned once. */
+  #scanned = 0;
+
+  /** Creates a text codec with the given line limit. */
+  constructor(options: TextCodecOptions = {}) {
+    this.#maxLineBytes = options.maxLineBytes ?? MAX_LINE_BYTES;
+  }
+
+  /** Encodes `message` as a type line and a JSON line. */
+  encode(message: Message): Uint8Array {
+    if (message.type === MessageType.Data) {
+      // The hot path: no JSON.stringify of the content, and no object for the body.
+      return encoder.encode(
+        `3\n{"X":${message.sessionId},"C":"${message.content.toBase64()}"}\n`,
+      );
+    }
+    return encoder.encode(`${message.type}\n${JSON.stringify(bodyOf(message))}\n`);
+  }
+
+  /** Decodes one message from the front of `queue`, if it is all there. */
+  decode(queue: ByteQueue): Message | undefined {
+    const bytes = queue.view();
+    const typeEnd = bytes.subarray(0, MAX_TYPE_LINE_BYTES + 1).indexOf(NEWLINE);
+    if (typeEnd < 0) {
+      if (bytes.length > MAX_TYPE_LINE_BYTES) {
+        throw new ProtocolError(
+          `Cannot decode message: the type line is longer than ${MAX_TYPE_LINE_BYTES} bytes`,
+        );
+      }
+      checkDigits(bytes, bytes.length);
+      return undefined;
+    }
+    const type = parseType(bytes, lineEnd(bytes, typeEnd, 0));
+    if (type > MAX_MESSAGE_TYPE) {
+      throw new ProtocolError(`Cannot decode message: unknown message type ${type}`);
+    }
+    const bodyStart = typeEnd + 1;
+    const from = Math.max(bodyStart, this.#scanned);
+    const bodyNewline = bytes.indexOf(NEWLINE, from);
+    const limit = bodyStart + this.#maxLineBytes;
+    if (bodyNewline < 0 ? bytes.length > limit : bodyNewline > limit) {
+      throw new ProtocolError(
+        `Cannot decode ${
+          typeLabel(type)
+        }: the body line is longer than ${this.#maxLineBytes} bytes`,
+      );
+    }
+    if (bodyNewline < 0) {
+      this.#scanned = bytes.length;
+      return undefined;
+    }
+    this.#scanned = 0;
+    let body: unknown;
+    try {
+      body = JSON.parse(
+        utf8.decode(bytes.subarray(bodyStart, lineEnd(bytes, bodyNewline, bodyStart))),
+      );
+    } catch (error) {
+      throw new ProtocolError(
+        `Cannot decode ${typeLabel(type)}: the body is not valid JSON: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    queue.consume(bodyNewline + 1);
+    return messageFromBody(type, body);
+  }
+}
+
+function typeLabel(type: number): string {
+  return `${messageTypeName(type)} message`;
+}
+
+const MAX_MESSAGE_TYPE = Math.max(...Object.values(MessageType));
+
+function isDigit(byte: number | undefined): boolean {
+  return byte !== undefined && byte >= 0x30 && byte <= 0x39;
+}
+
+function checkDigits(bytes: Uint8Array, end: number): void {
+  for (let i = 0; i < end; i++) {
+    if (!isDigit(bytes[i]) && !(i === end - 1 && bytes[i] === CARRIAGE_RETURN)) {
+      throw new ProtocolError(
+        `Cannot decode message: the type line must be decimal digits, got byte 0x${
+          (bytes[i] ?? 0).toString(16).padStart(2, "0")
+        } at offset ${i}`,
+      );
+    }
+  }
+}
+
+function parseType(bytes: Uint8Array, end: number): number {
+  if (end === 0) throw new ProtocolError("Cannot decode message: the type line is empty");
+  let type = 0;
+  for (let i = 0; i < end; i++) {
+    const byte = bytes[i];
+    if (!isDigit(byte)) checkDigits(bytes, end);
+    type = type * 10 + (byte! - 0x30);
+  }
+  return type;
+}
+
+/** Options of {@linkcode MessageDecoder} and {@linkcode MessageDecoderStream}. */
+export interface MessageDecoderOptions {
+  /** Longest line accepted, in bytes. @default {1048576} */
+  maxLineBytes?: number;
+  /** The codec to start with. @default {new TextCodec({ maxLineBytes })} */
+  codec?: Codec;
+}
+
+/**
+ * Pull decoder: push received chunks, then take messages one by one. The
+ * codec may be replaced between two messages with {@linkcode useCodec}.
+ */
+export class MessageDecoder {
+  readonly #queue = new ByteQueue();
+  #codec: Codec;
+
+  /** Creates a decoder that starts with the text codec. */
+  constructor(options: MessageDecoderOptions = {}) {
+    this.#codec = options.codec ?? new TextCodec({ maxLineBytes: options.maxLineBytes });
+  }
+
+  /** Bytes received but not yet returned as messages. */
+  get bufferedBytes(): number {
+    return this.#queue.length;
+  }
+
+  /** Replaces the codec for all messages not yet taken. */
+  useCodec(codec: Codec): void {
+    this.#codec = codec;
+  }
+
+  /** Adds received bytes (copied). */
+  push(chunk: Uint8Array): void {
+    this.#queue.push(chunk);
+  }
+
+  /**
+   * Takes the next whole message.
+   * @returns The message, or `undefined` when more bytes are needed.
+   * @throws {ProtocolError} When the input cannot be a valid message.
+   */
+  next(): Message | undefined {
+    return this.#queue.length === 0 ? undefined : this.#codec.decode(this.#queue);
+  }
+
+  /**
+   * Declares the end of input.
+   * @throws {ProtocolError} When a partial message remains.
+   */
+  finish(): void {
+    if (this.#queue.length > 0) {
+      throw new ProtocolError(
+        `Cannot decode message: input ended inside a message (${this.#queue.length} bytes left)`,
+      );
+    }
+  }
+}
+
+/**
+ * Decodes a byte stream into messages. Accepts any chunking, caps each line
+ * at `maxLineBytes`, and errors on a truncated tail.
+ * @example
+ * ```ts ignore
+ * for await (const message of conn.readable.pipeThrough(new MessageDecoderStream())) console.log(message);
+ * ```
+ */
+export class MessageDecoderStream extends TransformStream<Uint8Array, Message> {
+  /** Creates a decoder stream. */
+  constructor(options: MessageDecoderOptions = {}) {
+    const decoder = new MessageDecoder(options);
+    super({
+      transform(chunk, controller) {
+        decoder.push(chunk);
+        for (let message = decoder.next(); message !== undefined; message = decoder.next()) {
+          controller.enqueue(message);
+        }
+      },
+      flush() {
+        decoder.finish();
+      },
+    });
+  }
+}
+
+/** Options of {@linkcode MessageEncoderStream}. */
+export interface MessageEncoderStreamOptions {
+  /** The codec to encode with. @default {new TextCodec()} */
+  codec?: Codec;
+}
+
+/**
+ * Encodes messages into bytes, one `Uint8Array` per whole message, so writers
+ * sharing a socket never interleave half messages.
+ */
+export class MessageEncoderStream extends TransformStream<Message, Uint8Array> {
+  /** Creates an encoder stream. */
+  constructor(options: MessageEncoderStreamOptions = {}) {
+    const codec = options.codec ?? new TextCodec();
+    super({
+      transform(message, controller) {
+        controller.enqueue(codec.encode(message));
+      },
+    });
+  }
+}

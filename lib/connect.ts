@@ -1,0 +1,123 @@
+/**
+ * `connect()`: a plain TCP connection, or an indirect client's session to a
+ * named server through a discover point.
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { ProtocolError, SessionRefusedError } from "./errors.ts";
+import { dialDiscoverPoint } from "./handshake.ts";
+import { Feature } from "./link.ts";
+import { MessageType, messageTypeName, Role } from "./message.ts";
+import { SessionMux } from "./mux.ts";
+import type { IndirectConn } from "./session.ts";
+
+const logger = getLogger(["rtcp", "connect"]);
+
+/** Options of an indirect client: `connect({ dp, name })`. */
+export interface IndirectConnectOptions {
+  /** The discover point, as `"host:port"`. */
+  dp: string;
+  /** The indirect server's registered name (ISName). */
+  name: string;
+  /** The name this client announces; the server sees it instead of our address. @default {""} */
+  clientName?: string;
+  /** Milliseconds to wait for the session to open. @default {10000} */
+  timeout?: number;
+  /** Cancels the attempt. */
+  signal?: AbortSignal;
+}
+
+/** Options of a direct (plain TCP) client: exactly `Deno.connect`'s. */
+export type DirectConnectOptions = Deno.ConnectOptions;
+
+/** Options of {@linkcode connect}: direct when they name a port, indirect when they name a `dp`. */
+export type ConnectOptions = DirectConnectOptions | IndirectConnectOptions;
+
+class ConnectTimeout extends Error {}
+
+async function connectIndirect(options: IndirectConnectOptions): Promise<IndirectConn> {
+  const timeout = options.timeout ?? 10_000;
+  if (!(timeout > 0)) {
+    throw new RangeError(`Cannot connect with timeout ${timeout}: expected more than 0 ms`);
+  }
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new ConnectTimeout()), timeout);
+  const onAbort = () => controller.abort(options.signal!.reason);
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
+  const signal = controller.signal;
+  try {
+    const link = await dialDiscoverPoint(options.dp, {
+      role: Role.IndirectClient,
+      name: options.clientName ?? "",
+      features: [Feature.HalfClose],
+      signal,
+    });
+    try {
+      link.send({ type: MessageType.Connect, name: options.name });
+      const answer = await link.nextWithin(signal);
+      if (answer?.type !== MessageType.Ack) {
+        throw new ProtocolError(
+          `Cannot open session to "${options.name}": expected Ack, ${
+            answer === null ? "the link closed" : `got ${messageTypeName(answer.type)}`
+          }`,
+        );
+      }
+      if (answer.sessionId === -1) throw new SessionRefusedError(options.name, answer.reason);
+      const mux = new SessionMux(link, { onRelease: () => void link.close() });
+      const conn = mux.open(answer.sessionId);
+      mux.run().catch((error) => {
+        logger.debug("Session {id} link ended: {message}", {
+          id: answer.sessionId,
+          message: error.message,
+        });
+      });
+      return conn;
+    } catch (error) {
+      link.abort();
+      throw error;
+    }
+  } catch (error) {
+    if (error instanceof ConnectTimeout) {
+      throw new Deno.errors.TimedOut(
+        `Cannot open session to "${options.name}" through "${options.dp}": no answer within ${timeout} ms`,
+      );
+    }
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * Connects: plain TCP when given a port (exactly `Deno.connect`), or a session
+ * to the indirect server `name` through the discover point `dp`.
+ * @param options A host and port for a direct client, or a discover point and a name.
+ * @returns A `Deno.TcpConn`, or an {@linkcode IndirectConn}.
+ * @throws {DiscoverPointUnreachableError} If the discover point cannot be reached.
+ * @throws {VersionMismatchError} If the discover point refuses our protocol version.
+ * @throws {SessionRefusedError} If no server has that name, or the server refused.
+ * @throws {Deno.errors.TimedOut} If the session did not open within `timeout`.
+ * @example
+ * ```ts ignore
+ * using conn = await connect({ dp: "dp.example.com:7000", name: "echo" });
+ * await conn.write(new TextEncoder().encode("hello"));
+ * ```
+ */
+export function connect(options: DirectConnectOptions): Promise<Deno.TcpConn>;
+/**
+ * Opens a session to the indirect server `name` through the discover point `dp`.
+ * @param options The discover point, the server's name, a timeout.
+ * @returns A connection shaped like `Deno.Conn`.
+ * @throws {DiscoverPointUnreachableError} If the discover point cannot be reached.
+ * @throws {VersionMismatchError} If the discover point refuses our protocol version.
+ * @throws {SessionRefusedError} If no server has that name, or the server refused.
+ * @throws {Deno.errors.TimedOut} If the session did not open within `timeout`.
+ */
+export function connect(options: IndirectConnectOptions): Promise<IndirectConn>;
+export function connect(options: ConnectOptions): Promise<Deno.TcpConn | IndirectConn> {
+  if ("dp" in options) return connectIndirect(options);
+  return Deno.connect(options);
+}

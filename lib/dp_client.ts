@@ -1,0 +1,255 @@
+/**
+ * The two kinds of client end at a discover point: an indirect client's link
+ * (RTCP messages), and a plain TCP connection on a public port (raw bytes).
+ * @module
+ */
+
+import { ProtocolError } from "./errors.ts";
+import { Feature, type Link } from "./link.ts";
+import { MessageType, messageTypeName } from "./message.ts";
+import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./dp_session.ts";
+import type { Transport } from "./transport.ts";
+
+/** `waiting`: Connect sent on, no Ack yet; `open`: session open; `done`: over. */
+type ClientState = "waiting" | "open" | "done";
+
+/** An indirect client's link: one session, then the link ends (Part 2 item 9). */
+export class LinkClient implements ClientEnd {
+  /** The client's Aloha name, else its address. */
+  readonly label: string;
+  readonly #link: Link;
+  #state: ClientState = "waiting";
+  #session: DiscoverPointSession | undefined;
+  /** Set by the router: the Connect waiting for its Ack. */
+  pending: PendingConnect | undefined;
+
+  /** Creates the client end for `link`. */
+  constructor(link: Link, label: string) {
+    this.#link = link;
+    this.label = label;
+  }
+
+  /** Sends the Ack and opens the session. */
+  accepted(session: DiscoverPointSession): void {
+    if (this.#state !== "waiting") {
+      session.clientClosed("The client went away");
+      return;
+    }
+    this.#state = "open";
+    this.#session = session;
+    this.#send({ type: MessageType.Ack, sessionId: session.id, reason: "" });
+  }
+
+  /** Sends the refusal and ends the link. */
+  refused(reason: string): void {
+    if (this.#state !== "waiting") return;
+    this.#state = "done";
+    this.#send({ type: MessageType.Ack, sessionId: -1, reason });
+    void this.#link.close();
+  }
+
+  /** Forwards server bytes. */
+  data(bytes: Uint8Array): Promise<void> | undefined {
+    if (this.#state !== "open") return undefined;
+    return this.#send({ type: MessageType.Data, sessionId: this.#session!.id, content: bytes });
+  }
+
+  /** Forwards End where this link agreed on half-close; an original client cannot be told. */
+  ended(): void {
+    if (this.#state !== "open" || !this.#link.features.has(Feature.HalfClose)) return;
+    this.#send({ type: MessageType.End, sessionId: this.#session!.id });
+  }
+
+  /** Forwards the server's Close and ends the link. */
+  closed(reason: string): void {
+    if (this.#state !== "open") return;
+    this.#state = "done";
+    this.#send({ type: MessageType.Close, sessionId: this.#session!.id, reason });
+    void this.#link.close();
+  }
+
+  #send(message: Parameters<Link["send"]>[0]): Promise<void> | undefined {
+    try {
+      return this.#link.send(message);
+    } catch {
+      // The link broke; run() sees it and closes the session.
+      return undefined;
+    }
+  }
+
+  /**
+   * Reads the client's messages until the session and link end.
+   * @throws {ProtocolError} On a message that is malformed or out of place.
+   */
+  async run(): Promise<void> {
+    let failure = "The indirect client's link closed without a Close";
+    try {
+      for (
+        let message = await this.#link.next();
+        message !== null;
+        message = await this.#link.next()
+      ) {
+        if (this.#state === "done") continue;
+        const session = this.#session;
+        switch (message.type) {
+          case MessageType.Data: {
+            this.#expectSession(message.type, message.sessionId);
+            const full = session!.fromClient(message.content);
+            if (full) await full;
+            break;
+          }
+          case MessageType.End:
+            this.#expectSession(message.type, message.sessionId);
+            session!.clientEnded();
+            break;
+          case MessageType.Close:
+            if (this.#state === "waiting") {
+              this.#abandon();
+              return;
+            }
+            this.#expectSession(message.type, message.sessionId);
+            this.#state = "done";
+            session!.clientClosed(message.reason);
+            this.#send({
+              type: MessageType.Close,
+              sessionId: message.sessionId,
+              reason: message.reason,
+            });
+            await this.#link.close();
+            return;
+          default:
+            throw new ProtocolError(
+              `Cannot accept ${
+                messageTypeName(message.type)
+              } from an indirect client after its Connect`,
+            );
+        }
+      }
+    } catch (error) {
+      failure = `The indirect client's link failed: ${(error as Error).message}`;
+      throw error;
+    } finally {
+      this.#finish(failure);
+    }
+  }
+
+  #expectSession(type: number, sessionId: number): void {
+    if (this.#state !== "open") {
+      throw new ProtocolError(
+        `Cannot accept ${messageTypeName(type)} before the session is acknowledged`,
+      );
+    }
+    if (sessionId !== this.#session!.id) {
+      throw new ProtocolError(
+        `Cannot accept ${
+          messageTypeName(type)
+        } for session ${sessionId}: this link carries session ${this.#session!.id}`,
+      );
+    }
+  }
+
+  #abandon(): void {
+    this.#state = "done";
+    if (this.pending) this.pending.abandoned = true;
+  }
+
+  #finish(reason: string): void {
+    if (this.#state === "waiting") this.#abandon();
+    if (this.#state === "open") {
+      this.#state = "done";
+      this.#session!.clientClosed(reason);
+    }
+  }
+}
+
+/** A plain TCP connection on a public port: its bytes are the session's data. */
+export class SocketClient implements ClientEnd {
+  /** The connection's remote address. */
+  readonly label: string;
+  readonly #transport: Transport;
+  #state: ClientState = "waiting";
+  readonly #outcome = Promise.withResolvers<DiscoverPointSession | undefined>();
+  /** Set by the router: the Connect waiting for its Ack. */
+  pending: PendingConnect | undefined;
+
+  /** Creates the client end for `transport`. */
+  constructor(transport: Transport, label: string) {
+    this.#transport = transport;
+    this.label = label;
+  }
+
+  /** Starts pumping the connection's bytes into the session. */
+  accepted(session: DiscoverPointSession): void {
+    if (this.#state !== "waiting") {
+      session.clientClosed("The client went away");
+      return;
+    }
+    this.#state = "open";
+    this.#outcome.resolve(session);
+  }
+
+  /** Closes the connection: the session could not open. */
+  refused(_reason: string): void {
+    if (this.#state !== "waiting") return;
+    this.#state = "done";
+    this.#transport.abort();
+    this.#outcome.resolve(undefined);
+  }
+
+  /** Writes server bytes to the connection. */
+  data(bytes: Uint8Array): Promise<void> | undefined {
+    if (this.#state !== "open") return undefined;
+    try {
+      return this.#transport.write(bytes);
+    } catch {
+      // The client is gone; the pump sees the closed connection and closes the session.
+      this.#transport.abort();
+      return undefined;
+    }
+  }
+
+  /** The server finished sending: shut down our write side after the queued bytes. */
+  ended(): void {
+    if (this.#state === "open") void this.#transport.closeWrite();
+  }
+
+  /** The session is over: close after the queued bytes. */
+  closed(_reason: string): void {
+    if (this.#state === "done") return;
+    this.#state = "done";
+    void this.#transport.close();
+  }
+
+  /**
+   * Waits for the Ack, then forwards the connection's bytes until it ends.
+   * @returns The reason the session could not open, or `undefined`.
+   */
+  async run(): Promise<void> {
+    const session = await this.#outcome.promise;
+    if (session === undefined) return;
+    let reason = "";
+    try {
+      for (
+        let chunk = await this.#transport.read();
+        chunk !== null;
+        chunk = await this.#transport.read()
+      ) {
+        // The chunk is encoded at once by send(), so the transport may reuse its buffer.
+        const full = session.fromClient(chunk);
+        if (full) await full;
+      }
+    } catch (error) {
+      reason = `The client connection failed: ${(error as Error).message}`;
+    }
+    if (this.#state !== "open") return;
+    if (reason) session.clientClosed(reason);
+    else session.clientEnded();
+  }
+
+  /** Gives up before the Ack (the discover point is shutting down). */
+  abandon(): void {
+    if (this.#state !== "waiting") return;
+    if (this.pending) this.pending.abandoned = true;
+    this.refused("");
+  }
+}

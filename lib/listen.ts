@@ -1,0 +1,366 @@
+/**
+ * `listen()`: a plain TCP listener, or an indirect server that registers a
+ * name at a discover point and accepts the sessions routed to it.
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { Backoff, type BackoffOptions, sleep } from "./_backoff.ts";
+import { VersionMismatchError } from "./errors.ts";
+import { dialDiscoverPoint } from "./handshake.ts";
+import { Feature } from "./link.ts";
+import { type ConnectMessage, MAX_NAME_LENGTH, MessageType, Role } from "./message.ts";
+import { SessionMux } from "./mux.ts";
+import type { IndirectConn } from "./session.ts";
+import { parseAddress } from "./transport.ts";
+
+const logger = getLogger(["rtcp", "listen"]);
+
+/** Largest session number handed out before numbering wraps around. */
+const MAX_SESSION_ID = 2 ** 31 - 1;
+
+/** A Connect the indirect server is about to answer, as shown to `admit`. */
+export interface SessionRequest {
+  /** The session number that the Ack will carry. */
+  readonly sessionId: number;
+  /** Who is connecting, as the discover point named it (Connect `N`). */
+  readonly client: string;
+  /** `client` as an address (port 0 when it is a name, not `host:port`). */
+  readonly remoteAddr: Deno.NetAddr;
+}
+
+/** Options of an indirect server: `listen({ dp, name })`. */
+export interface IndirectListenOptions {
+  /** The discover point, as `"host:port"`. */
+  dp: string;
+  /** The name to register (ISName). */
+  name: string;
+  /** How many links to keep to the discover point; sessions are spread over them. @default {1} */
+  pool?: number;
+  /**
+   * Decides on each session before it is acknowledged. Throw (or reject) to
+   * refuse it: the error's message reaches the client as the refusal reason.
+   */
+  admit?: (request: SessionRequest) => void | Promise<void>;
+  /** Sessions acknowledged but not yet taken by `accept()`; more are refused. @default {1024} */
+  backlog?: number;
+  /** Replace lost links (after a first registration) with backoff, instead of failing. @default {true} */
+  reconnect?: boolean;
+  /** Delays between reconnection attempts. @default {{ initial: 250, max: 30000 }} */
+  backoff?: BackoffOptions;
+  /** Closes the listener when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Options of a direct (plain TCP) server: exactly `Deno.listen`'s. */
+export type DirectListenOptions = Deno.TcpListenOptions & { transport?: "tcp" };
+
+/** Options of {@linkcode listen}: direct when they name a port, indirect when they name a `dp`. */
+export type ListenOptions = DirectListenOptions | IndirectListenOptions;
+
+/** One pool link and the Acks it still owes, in Connect order. */
+interface PoolLink {
+  readonly mux: SessionMux;
+  /** The last Ack in line; the next one is sent after it. */
+  acks: Promise<void>;
+  /** Whether an Ack is waiting for an `admit` decision. */
+  waiting: number;
+  /** Set by `close()`: the link closes once its last session ends. */
+  draining: boolean;
+}
+
+function clientAddress(client: string): Deno.NetAddr {
+  try {
+    return { transport: "tcp", ...parseAddress(client) };
+  } catch {
+    return { transport: "tcp", hostname: client, port: 0 };
+  }
+}
+
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * An indirect server's listener, shaped like `Deno.Listener`. Each accepted
+ * connection is a session that a client opened through the discover point.
+ *
+ * Registration runs in the background: a first registration that fails (the
+ * discover point unreachable, the version refused) rejects `accept()` and
+ * `ready` with that error. After that, lost links are replaced with backoff
+ * (unless `reconnect: false`), and `accept()` keeps working. Sessions on a
+ * lost link fail with `Deno.errors.ConnectionReset`; others continue.
+ * `close()` refuses new sessions and leaves accepted ones open, as TCP does.
+ */
+export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAddr> {
+  /** The discover point's address. */
+  readonly addr: Deno.NetAddr;
+  /** Resolves once the name is registered on a first link; rejects if that fails. */
+  readonly ready: Promise<void>;
+
+  readonly #options: IndirectListenOptions;
+  readonly #backlog: number;
+  readonly #registered = Promise.withResolvers<void>();
+  readonly #stop = new AbortController();
+  readonly #queue: IndirectConn[] = [];
+  readonly #waiters: PromiseWithResolvers<IndirectConn>[] = [];
+  readonly #links = new Set<PoolLink>();
+  readonly #ids = new Set<number>();
+  #nextId = 0;
+  #isRegistered = false;
+  #failure: Error | undefined;
+  #closed = false;
+  #unref = false;
+
+  /** Starts registering; prefer {@linkcode listen}. */
+  constructor(options: IndirectListenOptions) {
+    const pool = options.pool ?? 1;
+    if (!Number.isInteger(pool) || pool < 1 || pool > 64) {
+      throw new RangeError(`Cannot listen with pool ${pool}: expected a whole number from 1 to 64`);
+    }
+    if (
+      typeof options.name !== "string" || options.name === "" ||
+      options.name.length > MAX_NAME_LENGTH
+    ) {
+      throw new TypeError(
+        `Cannot listen as "${options.name}": the name must be 1 to ${MAX_NAME_LENGTH} characters`,
+      );
+    }
+    this.#backlog = options.backlog ?? 1024;
+    if (!Number.isInteger(this.#backlog) || this.#backlog < 0) {
+      throw new RangeError(
+        `Cannot listen with backlog ${options.backlog}: expected a whole number`,
+      );
+    }
+    this.#options = options;
+    this.addr = { transport: "tcp", ...parseAddress(options.dp) };
+    this.ready = this.#registered.promise;
+    this.ready.catch(() => {}); // Reported through accept() as well; not unhandled.
+    options.signal?.addEventListener("abort", () => this.close(), { once: true });
+    for (let i = 0; i < pool; i++) void this.#keepLink();
+  }
+
+  /** Keeps one pool link registered until the listener closes or fails. */
+  async #keepLink(): Promise<void> {
+    const { dp, name } = this.#options;
+    const backoff = new Backoff(this.#options.backoff);
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      let entry: PoolLink | undefined;
+      let lost: Error;
+      try {
+        const link = await dialDiscoverPoint(dp, {
+          role: Role.IndirectServer,
+          name,
+          features: [Feature.HalfClose],
+          signal,
+        });
+        const mux: SessionMux = new SessionMux(link, {
+          onConnect: (message) => this.#onConnect(entry!, message),
+          onRelease: (id) => this.#release(entry!, id),
+        });
+        entry = { mux, acks: Promise.resolve(), waiting: 0, draining: false };
+        if (signal.aborted) {
+          link.abort();
+          return;
+        }
+        if (this.#unref) link.transport.unref();
+        this.#links.add(entry);
+        this.#isRegistered = true;
+        this.#registered.resolve();
+        backoff.reset();
+        logger.info("Registered {name} at {dp}", { name, dp });
+        await mux.run();
+        lost = new Deno.errors.ConnectionReset(`Link to discover point "${dp}" closed`);
+      } catch (error) {
+        if (signal.aborted) return;
+        lost = error as Error;
+        if (!this.#isRegistered || error instanceof VersionMismatchError) {
+          this.#fail(lost);
+          return;
+        }
+      } finally {
+        if (entry) this.#links.delete(entry);
+      }
+      if (signal.aborted) return;
+      if (this.#options.reconnect === false) {
+        this.#fail(lost);
+        return;
+      }
+      const delay = Math.round(backoff.next());
+      logger.warn("Lost a link of {name} to {dp}: {message}; reconnecting in {delay} ms", {
+        name,
+        dp,
+        message: lost.message,
+        delay,
+      });
+      await sleep(delay, signal, this.#unref);
+    }
+  }
+
+  #allocateId(): number {
+    do {
+      this.#nextId = this.#nextId >= MAX_SESSION_ID ? 1 : this.#nextId + 1;
+    } while (this.#ids.has(this.#nextId));
+    this.#ids.add(this.#nextId);
+    return this.#nextId;
+  }
+
+  #onConnect(entry: PoolLink, message: ConnectMessage): void {
+    const request: SessionRequest = {
+      sessionId: this.#allocateId(),
+      client: message.name,
+      remoteAddr: clientAddress(message.name),
+    };
+    const admit = this.#options.admit;
+    if (admit === undefined && entry.waiting === 0) {
+      this.#answer(entry, request, this.#refusal());
+      return;
+    }
+    const decision = Promise.resolve(request)
+      .then(admit)
+      .then(() => this.#refusal(), reasonOf);
+    entry.waiting++;
+    entry.acks = entry.acks.then(async () => {
+      const refusal = await decision;
+      entry.waiting--;
+      this.#answer(entry, request, refusal);
+    });
+  }
+
+  #refusal(): string | undefined {
+    if (this.#closed || this.#failure) return "The indirect server is closing";
+    if (this.#queue.length >= this.#backlog) {
+      return `The indirect server's backlog of ${this.#backlog} connections is full`;
+    }
+    return undefined;
+  }
+
+  /** Sends the Ack (or refusal) for `request`, in Connect order. */
+  #answer(entry: PoolLink, request: SessionRequest, refusal: string | undefined): void {
+    const { sessionId } = request;
+    try {
+      if (refusal !== undefined) {
+        this.#ids.delete(sessionId);
+        entry.mux.send({ type: MessageType.Ack, sessionId: -1, reason: refusal });
+        return;
+      }
+      // Registered before the Ack goes out: Data may follow it at once.
+      const conn = entry.mux.open(sessionId, request.remoteAddr);
+      entry.mux.send({ type: MessageType.Ack, sessionId, reason: "" });
+      const waiter = this.#waiters.shift();
+      if (waiter) waiter.resolve(conn);
+      else this.#queue.push(conn);
+    } catch {
+      // The link broke; its mux ends every session on it.
+      this.#ids.delete(sessionId);
+    }
+  }
+
+  #release(entry: PoolLink, sessionId: number): void {
+    this.#ids.delete(sessionId);
+    if (entry.draining && entry.mux.size === 0) void entry.mux.link.close();
+  }
+
+  #fail(error: Error): void {
+    if (this.#failure || this.#closed) return;
+    this.#failure = error;
+    this.#registered.reject(error);
+    this.#stop.abort();
+    logger.error("Indirect server {name} stopped: {message}", {
+      name: this.#options.name,
+      message: error.message,
+    });
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
+    for (const entry of this.#links) entry.mux.link.abort();
+  }
+
+  /**
+   * Waits for the next session.
+   * @throws The registration error (e.g. `DiscoverPointUnreachableError`, `VersionMismatchError`).
+   * @throws {Deno.errors.BadResource} Once the listener is closed.
+   */
+  accept(): Promise<IndirectConn> {
+    const conn = this.#queue.shift();
+    if (conn) return Promise.resolve(conn);
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#closed) {
+      return Promise.reject(new Deno.errors.BadResource("Listener has been closed"));
+    }
+    const waiter = Promise.withResolvers<IndirectConn>();
+    this.#waiters.push(waiter);
+    return waiter.promise;
+  }
+
+  /** Yields sessions until the listener is closed; throws the registration error. */
+  async *[Symbol.asyncIterator](): AsyncIterableIterator<IndirectConn> {
+    for (;;) {
+      try {
+        yield await this.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource) return;
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Stops accepting: pending `accept()` calls reject, sessions not yet accepted
+   * are closed, new Connects are refused, and each link closes once the
+   * sessions already accepted on it have ended.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stop.abort();
+    const closed = new Deno.errors.BadResource("Listener has been closed");
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(closed);
+    for (const conn of this.#queue.splice(0)) conn.close();
+    for (const entry of this.#links) {
+      entry.draining = true;
+      if (entry.mux.size === 0) void entry.mux.link.close();
+    }
+  }
+
+  /** Makes the listener's links keep the process alive (the default). */
+  ref(): void {
+    this.#unref = false;
+    for (const entry of this.#links) entry.mux.link.transport.ref();
+  }
+
+  /** Makes the listener's links not keep the process alive. */
+  unref(): void {
+    this.#unref = true;
+    for (const entry of this.#links) entry.mux.link.transport.unref();
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Listens for connections: plain TCP when given a port (exactly `Deno.listen`),
+ * or as an indirect server registered at a discover point when given `dp` and `name`.
+ * @param options A port for a direct server, or a discover point and a name.
+ * @returns A `Deno.TcpListener`, or an {@linkcode IndirectListener}.
+ * @example Echo every tunnelled connection
+ * ```ts ignore
+ * for await (const conn of listen({ dp: "dp.example.com:7000", name: "echo" })) {
+ *   void conn.readable.pipeTo(conn.writable);
+ * }
+ * ```
+ */
+export function listen(options: DirectListenOptions): Deno.TcpListener;
+/**
+ * Registers `name` at the discover point `dp` and accepts the sessions that
+ * clients open to it. Returns at once; registration errors reach `accept()`.
+ * @param options The discover point, the name, and how to keep the registration.
+ * @returns A listener shaped like `Deno.Listener`.
+ */
+export function listen(options: IndirectListenOptions): IndirectListener;
+export function listen(options: ListenOptions): Deno.TcpListener | IndirectListener {
+  if ("dp" in options) return new IndirectListener(options);
+  return Deno.listen(options);
+}

@@ -1,0 +1,139 @@
+/**
+ * The session table of one link at an indirect end: routes each message to
+ * its session, and ends every session with the same error when the link breaks.
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { ProtocolError } from "./errors.ts";
+import { Feature, type Link } from "./link.ts";
+import { type ConnectMessage, MessageType, messageTypeName } from "./message.ts";
+import { IndirectConn, type SessionCarrier } from "./session.ts";
+
+const logger = getLogger(["rtcp", "mux"]);
+
+/** Options of {@linkcode SessionMux}. */
+export interface SessionMuxOptions {
+  /** Handles a Connect from the discover point; without it a Connect is a protocol error. */
+  onConnect?: (message: ConnectMessage) => void;
+  /** Called once per session when it has ended and its number may be reused. */
+  onRelease?: (sessionId: number) => void;
+}
+
+/** The sessions carried by one link, keyed by session number. */
+export class SessionMux implements SessionCarrier {
+  /** The link underneath. */
+  readonly link: Link;
+  readonly #sessions = new Map<number, IndirectConn>();
+  readonly #options: SessionMuxOptions;
+
+  /** Creates the table for `link`; call {@linkcode run} to start routing. */
+  constructor(link: Link, options: SessionMuxOptions = {}) {
+    this.link = link;
+    this.#options = options;
+  }
+
+  /** Number of sessions not yet fully ended. */
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  /** Whether both ends agreed on `half-close`. */
+  get halfClose(): boolean {
+    return this.link.features.has(Feature.HalfClose);
+  }
+
+  /** Creates and registers session `sessionId`, before its Ack is sent. */
+  open(sessionId: number, remoteAddr?: Deno.NetAddr): IndirectConn {
+    const session = new IndirectConn(this, sessionId, {
+      localAddr: this.link.transport.localAddr,
+      remoteAddr: remoteAddr ?? this.link.transport.remoteAddr,
+    });
+    this.#sessions.set(sessionId, session);
+    return session;
+  }
+
+  /** See {@linkcode SessionCarrier.send}. */
+  send: SessionCarrier["send"] = (message) => this.link.send(message);
+
+  /** See {@linkcode SessionCarrier.release}. */
+  release(sessionId: number): void {
+    if (this.#sessions.delete(sessionId)) this.#options.onRelease?.(sessionId);
+  }
+
+  /** See {@linkcode SessionCarrier.ref}. */
+  ref(): void {
+    this.link.transport.ref();
+  }
+
+  /** See {@linkcode SessionCarrier.unref}. */
+  unref(): void {
+    this.link.transport.unref();
+  }
+
+  /**
+   * Routes messages until the link ends. Then every open session is aborted
+   * with `Deno.errors.ConnectionReset` (cause: what ended the link).
+   * @returns When the peer closed the link cleanly.
+   * @throws What broke the link: a {@linkcode ProtocolError} or the transport's error.
+   */
+  async run(): Promise<void> {
+    let failure: unknown;
+    try {
+      for (
+        let message = await this.link.next();
+        message !== null;
+        message = await this.link.next()
+      ) {
+        switch (message.type) {
+          case MessageType.Data: {
+            const session = this.#sessions.get(message.sessionId);
+            if (session === undefined) {
+              throw new ProtocolError(
+                `Cannot accept Data for session ${message.sessionId}: no such session on this link`,
+              );
+            }
+            const full = session.deliver(message.content as Uint8Array<ArrayBuffer>);
+            // Without flow control, a slow reader stalls this link (documented).
+            if (full) await full;
+            break;
+          }
+          case MessageType.Close: {
+            const session = this.#sessions.get(message.sessionId);
+            if (session === undefined) {
+              logger.debug("Ignored Close for unknown session {sessionId}", {
+                sessionId: message.sessionId,
+              });
+            } else session.closedByPeer(message.reason);
+            break;
+          }
+          case MessageType.End:
+            this.#sessions.get(message.sessionId)?.endedByPeer();
+            break;
+          case MessageType.Connect:
+            if (this.#options.onConnect === undefined) {
+              throw new ProtocolError("Cannot accept Connect: this link is an indirect client's");
+            }
+            this.#options.onConnect(message);
+            break;
+          default:
+            throw new ProtocolError(
+              `Cannot accept ${messageTypeName(message.type)} message on an established link`,
+            );
+        }
+      }
+    } catch (error) {
+      failure = error;
+      throw error;
+    } finally {
+      this.link.abort();
+      const reason = new Deno.errors.ConnectionReset(
+        `Session ended: the link to the discover point ${this.link.peer} ${
+          failure === undefined ? "closed" : `failed: ${(failure as Error).message}`
+        }`,
+        { cause: failure },
+      );
+      for (const session of [...this.#sessions.values()]) session.abort(reason);
+    }
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * One tunnelled session at an end (indirect server or client): its state,
+ * its streams, and the `Deno.Conn` surface over them.
+ * @module
+ */
+
+import { MAX_DATA_BYTES } from "./codec.ts";
+import { SessionClosedError } from "./errors.ts";
+import { type Message, MessageType } from "./message.ts";
+
+/** Bytes the readable side buffers before the link stops reading for it. */
+export const READ_HIGH_WATER_MARK = 256 * 1024;
+
+/** What a session needs from the link that carries it. */
+export interface SessionCarrier {
+  /** Sends a message on the link; see `Link.send`. */
+  send(message: Message): Promise<void> | undefined;
+  /** Whether both ends agreed on the `half-close` extension. */
+  readonly halfClose: boolean;
+  /** Called once when the session has fully ended and its number may be reused. */
+  release(sessionId: number): void;
+  /** Makes the link keep the process alive. */
+  ref(): void;
+  /** Makes the link not keep the process alive. */
+  unref(): void;
+}
+
+/**
+ * `open`: both directions may flow; `closing`: we sent Close and wait for the
+ * discover point's answer; `closed`: done, the number is free.
+ */
+type SessionState = "open" | "closing" | "closed";
+
+const NEXT: Record<SessionState, readonly SessionState[]> = {
+  open: ["closing", "closed"],
+  closing: ["closed"],
+  closed: [],
+};
+
+/** Addresses of an {@linkcode IndirectConn}. */
+export interface IndirectConnAddresses {
+  /** Local end of the link that carries the session. */
+  localAddr: Deno.NetAddr;
+  /** The far end: the client as the discover point saw it, or the discover point. */
+  remoteAddr: Deno.NetAddr;
+}
+
+/**
+ * A connection tunnelled through a discover point, shaped like `Deno.Conn`.
+ *
+ * The peer's Close ends `readable` (EOF); a lost link errors it with
+ * `Deno.errors.ConnectionReset`. Without the `half-close` extension (a peer
+ * that speaks the original protocol), `closeWrite()` only ends the local
+ * writable: the original protocol cannot tell the peer.
+ */
+export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
+  /** The session number (`X`) the indirect server assigned. */
+  readonly sessionId: number;
+  /** Local end of the link that carries the session. */
+  readonly localAddr: Deno.NetAddr;
+  /** The far end: the client as the discover point saw it, or the discover point. */
+  readonly remoteAddr: Deno.NetAddr;
+  /** Bytes from the peer. */
+  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
+  /** Bytes to the peer; closing it is `closeWrite()`. */
+  readonly writable: WritableStream<Uint8Array>;
+  /** Resolves once the session has ended, whichever way. */
+  readonly closed: Promise<void>;
+
+  readonly #carrier: SessionCarrier;
+  readonly #ended = Promise.withResolvers<void>();
+  #state: SessionState = "open";
+  #controller!: ReadableByteStreamController;
+  #readEnded = false;
+  #writeEnded = false;
+  #sentEnd = false;
+  #pullWaiter: PromiseWithResolvers<void> | undefined;
+  #failure: Error | undefined;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #leftover: Uint8Array | undefined;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+
+  /** Creates the session; its carrier routes messages for `sessionId` to it. */
+  constructor(carrier: SessionCarrier, sessionId: number, addresses: IndirectConnAddresses) {
+    this.#carrier = carrier;
+    this.sessionId = sessionId;
+    this.localAddr = addresses.localAddr;
+    this.remoteAddr = addresses.remoteAddr;
+    this.closed = this.#ended.promise;
+    this.readable = new ReadableStream({
+      type: "bytes",
+      start: (controller) => {
+        this.#controller = controller;
+      },
+      pull: () => this.#wake(),
+      cancel: () => {
+        this.#readEnded = true;
+        this.#wake();
+      },
+    }, { highWaterMark: READ_HIGH_WATER_MARK });
+    this.writable = new WritableStream<Uint8Array>({
+      write: (chunk) => this.#write(chunk),
+      close: () => this.closeWrite(),
+      abort: (reason) =>
+        this.#closeWith(reason instanceof Error ? reason.message : "writer aborted"),
+    });
+  }
+
+  #moveTo(next: SessionState): void {
+    if (!NEXT[this.#state].includes(next)) {
+      throw new SessionClosedError(
+        `Cannot move session ${this.sessionId} from "${this.#state}" to "${next}"`,
+      );
+    }
+    this.#state = next;
+    if (next === "closed") {
+      this.#wake();
+      this.#carrier.release(this.sessionId);
+      this.#ended.resolve();
+    }
+  }
+
+  #wake(): void {
+    const waiter = this.#pullWaiter;
+    this.#pullWaiter = undefined;
+    waiter?.resolve();
+  }
+
+  // ---- messages from the link -------------------------------------------
+
+  /**
+   * Delivers the peer's bytes (which the session now owns).
+   * @returns A promise to await before delivering more when the reader is behind.
+   */
+  deliver(bytes: Uint8Array<ArrayBuffer>): Promise<void> | undefined {
+    if (this.#state !== "open" || this.#readEnded || bytes.length === 0) return undefined;
+    this.#controller.enqueue(bytes);
+    if ((this.#controller.desiredSize ?? 1) > 0) return undefined;
+    this.#pullWaiter ??= Promise.withResolvers<void>();
+    return this.#pullWaiter.promise;
+  }
+
+  /** The peer sent End: its direction is finished. */
+  endedByPeer(): void {
+    if (this.#state !== "open") return;
+    this.#endReadable();
+    if (this.#sentEnd) this.#closeWith("");
+  }
+
+  /** The peer sent Close, or the discover point answered ours. */
+  closedByPeer(reason: string): void {
+    if (this.#state === "closed") return;
+    this.#failure ??= new SessionClosedError(
+      `Cannot write to session ${this.sessionId}: the peer closed it${reason ? `: ${reason}` : ""}`,
+    );
+    this.#endReadable();
+    this.#moveTo("closed");
+  }
+
+  /** The link broke: both streams fail with `error`. */
+  abort(error: Error): void {
+    if (this.#state === "closed") return;
+    this.#failure ??= error;
+    if (!this.#readEnded) {
+      this.#readEnded = true;
+      this.#controller.error(error);
+    }
+    this.#moveTo("closed");
+  }
+
+  #endReadable(): void {
+    if (this.#readEnded) return;
+    this.#readEnded = true;
+    this.#controller.close();
+    // A BYOB reader may be parked on a request that close() cannot answer.
+    this.#controller.byobRequest?.respond(0);
+  }
+
+  // ---- the application's side ---------------------------------------------
+
+  async #write(chunk: Uint8Array): Promise<void> {
+    for (let offset = 0; offset < chunk.length; offset += MAX_DATA_BYTES) {
+      this.#checkWritable();
+      const content = chunk.subarray(offset, offset + MAX_DATA_BYTES);
+      const full = this.#carrier.send({
+        type: MessageType.Data,
+        sessionId: this.sessionId,
+        content,
+      });
+      if (full) await full;
+    }
+  }
+
+  #checkWritable(): void {
+    if (this.#state !== "open") {
+      throw this.#failure ??
+        new SessionClosedError(`Cannot write to session ${this.sessionId}: it is closed`);
+    }
+    if (this.#writeEnded) {
+      throw new SessionClosedError(
+        `Cannot write to session ${this.sessionId}: its write side was closed`,
+      );
+    }
+  }
+
+  /** Sends Close with `reason` unless the session already ended. */
+  #closeWith(reason: string): void {
+    if (this.#state !== "open") return;
+    this.#failure ??= new SessionClosedError(`Cannot use session ${this.sessionId}: it was closed`);
+    this.#writeEnded = true;
+    if (!this.#readEnded) {
+      this.#readEnded = true;
+      this.#controller.error(this.#failure);
+    }
+    this.#moveTo("closing");
+    try {
+      this.#carrier.send({ type: MessageType.Close, sessionId: this.sessionId, reason });
+    } catch {
+      // The link is gone; its end closes this session for good.
+    }
+  }
+
+  /**
+   * Reads into `p`.
+   * @returns The number of bytes read, or `null` at end of stream.
+   */
+  async read(p: Uint8Array): Promise<number | null> {
+    if (p.length === 0) return 0;
+    let chunk = this.#leftover;
+    this.#leftover = undefined;
+    if (chunk === undefined) {
+      this.#reader ??= this.readable.getReader();
+      const result = await this.#reader.read();
+      if (result.done) return null;
+      chunk = result.value;
+    }
+    const count = Math.min(p.length, chunk.length);
+    p.set(chunk.subarray(0, count));
+    if (count < chunk.length) this.#leftover = chunk.subarray(count);
+    return count;
+  }
+
+  /**
+   * Writes all of `p`.
+   * @returns `p.length`.
+   */
+  async write(p: Uint8Array): Promise<number> {
+    this.#writer ??= this.writable.getWriter();
+    await this.#writer.write(p);
+    return p.length;
+  }
+
+  /**
+   * Ends the write direction. With the `half-close` extension the peer reads
+   * EOF while it can still send; without it the peer is not told.
+   */
+  closeWrite(): Promise<void> {
+    if (this.#state !== "open" || this.#writeEnded) return Promise.resolve();
+    this.#writeEnded = true;
+    if (!this.#carrier.halfClose) return Promise.resolve();
+    this.#sentEnd = true;
+    try {
+      this.#carrier.send({ type: MessageType.End, sessionId: this.sessionId });
+    } catch {
+      // The link is gone; its end closes this session for good.
+    }
+    if (this.#readEnded) this.#closeWith("");
+    return Promise.resolve();
+  }
+
+  /** Closes the session: sends Close, and pending reads and writes fail. */
+  close(): void {
+    this.#closeWith("");
+  }
+
+  /** Makes the carrying link keep the process alive. */
+  ref(): void {
+    this.#carrier.ref();
+  }
+
+  /** Makes the carrying link not keep the process alive. */
+  unref(): void {
+    this.#carrier.unref();
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

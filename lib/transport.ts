@@ -1,0 +1,233 @@
+/**
+ * The byte transport under a link: today TCP, later WebSocket. A transport
+ * reads chunks and queues writes with a bounded buffer, coalescing small
+ * writes into one system call.
+ * @module
+ */
+
+/** The small interface every link transport implements. */
+export interface Transport {
+  /** The local end's address. */
+  readonly localAddr: Deno.NetAddr;
+  /** The far end's address. */
+  readonly remoteAddr: Deno.NetAddr;
+  /** Bytes queued for writing and not yet handed to the operating system. */
+  readonly queuedBytes: number;
+  /**
+   * Reads the next chunk. The returned view is valid only until the next call.
+   * @returns The chunk, or `null` at end of input (or after {@linkcode abort}).
+   */
+  read(): Promise<Uint8Array | null>;
+  /**
+   * Queues `bytes` for writing; the caller must not change them afterwards.
+   * @returns `undefined` while the queue is below its high-water mark, else a
+   * promise that resolves once it has drained below it.
+   * @throws The write error, once a write has failed.
+   */
+  write(bytes: Uint8Array): Promise<void> | undefined;
+  /** Writes what is queued, then shuts down the write side. */
+  closeWrite(): Promise<void>;
+  /** Writes what is queued, then closes. */
+  close(): Promise<void>;
+  /** Closes at once, dropping what is queued. */
+  abort(): void;
+  /** Makes pending reads keep the process alive (the default). */
+  ref(): void;
+  /** Makes pending reads not keep the process alive. */
+  unref(): void;
+}
+
+/** Options of {@linkcode TcpTransport}. */
+export interface TcpTransportOptions {
+  /** Queued bytes above which `write()` asks the caller to wait. @default {1048576} */
+  highWaterMark?: number;
+}
+
+const MIN_READ_BYTES = 4 * 1024;
+const MAX_READ_BYTES = 256 * 1024;
+const COALESCE_BYTES = 256 * 1024;
+
+/** A {@linkcode Transport} over one `Deno.TcpConn`. */
+export class TcpTransport implements Transport {
+  /** The local end's address. */
+  readonly localAddr: Deno.NetAddr;
+  /** The far end's address. */
+  readonly remoteAddr: Deno.NetAddr;
+  readonly #conn: Deno.TcpConn;
+  readonly #highWaterMark: number;
+  #readBuffer = new Uint8Array(MIN_READ_BYTES * 4);
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #flushing: Promise<void> | undefined;
+  #drained: PromiseWithResolvers<void> | undefined;
+  #writeError: unknown;
+  #closed = false;
+
+  /** Wraps `conn`; the transport now owns it. */
+  constructor(conn: Deno.TcpConn, options: TcpTransportOptions = {}) {
+    this.#conn = conn;
+    this.#highWaterMark = options.highWaterMark ?? 1024 * 1024;
+    this.localAddr = conn.localAddr;
+    this.remoteAddr = conn.remoteAddr;
+    try {
+      conn.setNoDelay(true);
+      conn.setKeepAlive(true);
+    } catch {
+      // A connection reset before we got here: the first read reports it.
+    }
+  }
+
+  /** Bytes queued for writing. */
+  get queuedBytes(): number {
+    return this.#queued;
+  }
+
+  /** Reads the next chunk into a buffer that adapts to the traffic. */
+  async read(): Promise<Uint8Array | null> {
+    if (this.#closed) return null;
+    const buffer = this.#readBuffer;
+    let count: number | null;
+    try {
+      count = await this.#conn.read(buffer);
+    } catch (error) {
+      if (this.#closed) return null;
+      throw error;
+    }
+    if (count === null) return null;
+    // Grow for bulk transfers, shrink for idle links so thousands of them stay cheap.
+    if (count === buffer.length && buffer.length < MAX_READ_BYTES) {
+      this.#readBuffer = new Uint8Array(buffer.length * 2);
+    } else if (count < buffer.length / 8 && buffer.length > MIN_READ_BYTES) {
+      this.#readBuffer = new Uint8Array(buffer.length / 2);
+    }
+    return buffer.subarray(0, count);
+  }
+
+  /** Queues bytes; see {@linkcode Transport.write}. */
+  write(bytes: Uint8Array): Promise<void> | undefined {
+    if (this.#writeError !== undefined) throw this.#writeError;
+    if (this.#closed) throw new Deno.errors.BadResource("Cannot write: the connection is closed");
+    if (bytes.length === 0) return undefined;
+    this.#queue.push(bytes);
+    this.#queued += bytes.length;
+    this.#flushing ??= this.#flush();
+    if (this.#queued <= this.#highWaterMark) return undefined;
+    this.#drained ??= Promise.withResolvers<void>();
+    return this.#drained.promise;
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const chunk = this.#take();
+        let written = 0;
+        while (written < chunk.length) {
+          written += await this.#conn.write(chunk.subarray(written));
+        }
+        this.#queued -= chunk.length;
+        if (this.#queued <= this.#highWaterMark) this.#release();
+      }
+    } catch (error) {
+      this.#writeError = error;
+      this.#queue = [];
+      this.#queued = 0;
+      this.#release();
+      this.abort();
+    } finally {
+      this.#flushing = undefined;
+    }
+  }
+
+  /** Takes the next chunk to write, joining small queued chunks into one. */
+  #take(): Uint8Array {
+    const first = this.#queue[0]!;
+    if (this.#queue.length === 1 || first.length >= COALESCE_BYTES) {
+      this.#queue.shift();
+      return first;
+    }
+    let count = 0;
+    let size = 0;
+    for (const chunk of this.#queue) {
+      if (count > 0 && size + chunk.length > COALESCE_BYTES) break;
+      size += chunk.length;
+      count++;
+    }
+    if (count === 1) return this.#queue.shift()!;
+    const joined = new Uint8Array(size);
+    let offset = 0;
+    for (const chunk of this.#queue.splice(0, count)) {
+      joined.set(chunk, offset);
+      offset += chunk.length;
+    }
+    return joined;
+  }
+
+  #release(): void {
+    const drained = this.#drained;
+    this.#drained = undefined;
+    drained?.resolve();
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
+  }
+
+  /** Writes what is queued, then shuts down the write side. */
+  async closeWrite(): Promise<void> {
+    await this.#drain();
+    if (this.#closed || this.#writeError !== undefined) return;
+    try {
+      await this.#conn.closeWrite();
+    } catch {
+      // The peer is already gone; the read side reports it.
+    }
+  }
+
+  /** Writes what is queued, then closes. */
+  async close(): Promise<void> {
+    await this.#drain();
+    this.abort();
+  }
+
+  /** Closes at once. */
+  abort(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#release();
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the runtime after an error.
+    }
+  }
+
+  /** See {@linkcode Transport.ref}. */
+  ref(): void {
+    this.#conn.ref();
+  }
+
+  /** See {@linkcode Transport.unref}. */
+  unref(): void {
+    this.#conn.unref();
+  }
+}
+
+/**
+ * Parses `"host:port"` (or `"[v6]:port"`) into connect options.
+ * @throws {TypeError} If the address has no port or a bad one.
+ */
+export function parseAddress(address: string): { hostname: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(address.trim());
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    throw new TypeError(`Cannot parse address "${address}": expected "host:port"`);
+  }
+  return { hostname: match[1] ?? (match[2] || "127.0.0.1"), port };
+}
+
+/** Formats a network address as `"host:port"` (IPv6 in brackets). */
+export function formatAddress(addr: Deno.NetAddr): string {
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}

@@ -1,0 +1,76 @@
+/**
+ * RTCP: reversible TCP for Deno.
+ *
+ * `listen()` and `connect()` have the shapes of `Deno.listen` and
+ * `Deno.connect`. Given a hostname and port they are plain TCP. Given a
+ * discover point (`dp`) and a `name`, `listen()` registers the name and
+ * accepts connections routed through the discover point, and `connect()`
+ * reaches that server by name, from anywhere that can reach the discover point.
+ *
+ * @example An indirect echo server and a client
+ * ```ts ignore
+ * import { connect, listen } from "@x/rtcp";
+ *
+ * const listener = listen({ dp: "dp.example.com:7000", name: "echo" });
+ * (async () => {
+ *   for await (const conn of listener) void conn.readable.pipeTo(conn.writable);
+ * })();
+ *
+ * using conn = await connect({ dp: "dp.example.com:7000", name: "echo" });
+ * await conn.write(new TextEncoder().encode("hello"));
+ * ```
+ * @module
+ */
+
+export { listen } from "./lib/listen.ts";
+export type {
+  DirectListenOptions,
+  IndirectListener,
+  IndirectListenOptions,
+  ListenOptions,
+  SessionRequest,
+} from "./lib/listen.ts";
+export type { BackoffOptions } from "./lib/_backoff.ts";
+export { connect } from "./lib/connect.ts";
+export type {
+  ConnectOptions,
+  DirectConnectOptions,
+  IndirectConnectOptions,
+} from "./lib/connect.ts";
+export type { IndirectConn } from "./lib/session.ts";
+export { DEFAULT_PORT, DiscoverPoint } from "./lib/discover_point.ts";
+export type { DiscoverPointOptions } from "./lib/discover_point.ts";
+export {
+  DiscoverPointUnreachableError,
+  ProtocolError,
+  SessionClosedError,
+  SessionRefusedError,
+  VersionMismatchError,
+} from "./lib/errors.ts";
+export {
+  MAX_DATA_BYTES,
+  MAX_LINE_BYTES,
+  MessageDecoderStream,
+  MessageEncoderStream,
+  TextCodec,
+} from "./lib/codec.ts";
+export type {
+  Codec,
+  MessageDecoderOptions,
+  MessageEncoderStreamOptions,
+  TextCodecOptions,
+} from "./lib/codec.ts";
+export { ByteQueue } from "./lib/_bytes.ts";
+export { MessageType, Role, VERSION } from "./lib/message.ts";
+export type {
+  AckMessage,
+  AlohaMessage,
+  CloseMessage,
+  ConnectMessage,
+  CreditMessage,
+  DataMessage,
+  EndMessage,
+  Message,
+  PingMessage,
+  PongMessage,
+} from "./lib/message.ts";

@@ -1,0 +1,446 @@
+import assert from "node:assert/strict";
+import {
+  connect,
+  DiscoverPointUnreachableError,
+  listen,
+  SessionClosedError,
+  SessionRefusedError,
+  VersionMismatchError,
+} from "../mod.ts";
+import {
+  FakeDiscoverPoint,
+  randomBytes,
+  readAll,
+  readExactly,
+  startDiscoverPoint,
+  unusedAddress,
+} from "./_helpers.ts";
+
+/** Echoes every accepted session until the listener closes; resolves once all sessions ended. */
+async function serveEcho(listener: Deno.Listener<Deno.Conn>): Promise<void> {
+  const sessions: Promise<void>[] = [];
+  try {
+    for await (const conn of listener) {
+      sessions.push(
+        conn.readable.pipeTo(conn.writable).catch(() => {
+          // The client may close the session while an echo is in flight; that is its right.
+        }).finally(() => {
+          try {
+            conn.close();
+          } catch {
+            // Already closed by the pipe.
+          }
+        }),
+      );
+    }
+  } finally {
+    await Promise.all(sessions);
+  }
+}
+
+/** Writes `data` and reads back the same number of bytes, concurrently. */
+async function echoRoundTrip(conn: Deno.Conn, data: Uint8Array): Promise<Uint8Array> {
+  const writer = conn.writable.getWriter();
+  const reader = conn.readable.getReader();
+  try {
+    const [, echoed] = await Promise.all([
+      (async () => {
+        for (let offset = 0; offset < data.length; offset += 50_000) {
+          await writer.write(data.slice(offset, offset + 50_000));
+        }
+      })(),
+      readExactly(reader, data.length),
+    ]);
+    return echoed;
+  } finally {
+    writer.releaseLock();
+    reader.releaseLock();
+  }
+}
+
+Deno.test("connect() echoes 1 MiB of random binary through the discover point", async () => {
+  await using dp = await startDiscoverPoint();
+  const listener = listen({ dp: dp.address, name: "echo" });
+  await listener.ready;
+  const serving = serveEcho(listener);
+  try {
+    using client = await connect({ dp: dp.address, name: "echo" });
+    const data = randomBytes(1024 * 1024);
+    const [, echoed] = await Promise.all([
+      (async () => {
+        const writer = client.writable.getWriter();
+        for (let offset = 0; offset < data.length; offset += 100_000) {
+          await writer.write(data.slice(offset, offset + 100_000));
+        }
+        await writer.close();
+      })(),
+      readAll(client.readable),
+    ]);
+    assert.equal(echoed.length, data.length);
+    assert.deepEqual(echoed, data);
+    await client.closed;
+  } finally {
+    listener.close();
+    await serving;
+  }
+});
+
+Deno.test("listen() carries 100 concurrent sessions over one link", async () => {
+  await using dp = await startDiscoverPoint();
+  const listener = listen({ dp: dp.address, name: "many", pool: 1 });
+  await listener.ready;
+  const serving = serveEcho(listener);
+  try {
+    await Promise.all(Array.from({ length: 100 }, async (_, i) => {
+      using client = await connect({ dp: dp.address, name: "many", clientName: `c${i}` });
+      const data = randomBytes(4096 + i * 97);
+      data[0] = i;
+      assert.deepEqual(await echoRoundTrip(client, data), data, `session ${i}`);
+    }));
+  } finally {
+    listener.close();
+    await serving;
+  }
+});
+
+Deno.test("listen() with pool 4 spreads sessions over its links", async () => {
+  await using dp = await startDiscoverPoint();
+  const listener = listen({ dp: dp.address, name: "pool", pool: 4 });
+  await listener.ready;
+  const accepted: Deno.Conn[] = [];
+  const clients: Deno.Conn[] = [];
+  try {
+    // Each session stays open, so the DP (fewest open sessions first) puts the next one on another
+    // registered link. Links register in the background; keep going until all four have carried one.
+    const links = new Set<number>();
+    for (let i = 0; i < 64 && links.size < 4; i++) {
+      const next = listener.accept();
+      clients.push(await connect({ dp: dp.address, name: "pool" }));
+      const server = await next;
+      accepted.push(server);
+      links.add(server.localAddr.port);
+    }
+    assert.equal(links.size, 4);
+    await Promise.all(clients.map(async (client, i) => {
+      const data = randomBytes(10_000);
+      data[0] = i;
+      const server = accepted[i]!;
+      const writer = client.writable.getWriter();
+      const reader = server.readable.getReader();
+      const [, received] = await Promise.all([
+        writer.write(data),
+        readExactly(reader, data.length),
+      ]);
+      writer.releaseLock();
+      reader.releaseLock();
+      assert.deepEqual(received, data);
+    }));
+  } finally {
+    for (const conn of [...clients, ...accepted]) conn.close();
+    listener.close();
+  }
+});
+
+Deno.test("IndirectConn.close() on the client ends the server's readable", async () => {
+  await using dp = await startDiscoverPoint();
+  using listener = listen({ dp: dp.address, name: "s" });
+  const accepted = listener.accept();
+  const client = await connect({ dp: dp.address, name: "s" });
+  using server = await accepted;
+  await client.write(new TextEncoder().encode("last words"));
+  client.close();
+  assert.equal(new TextDecoder().decode(await readAll(server.readable)), "last words");
+  await server.closed;
+  await client.closed;
+  await assert.rejects(client.write(new Uint8Array(1)), SessionClosedError);
+});
+
+Deno.test("IndirectConn.close() on the server ends the client's readable and read() returns null", async () => {
+  await using dp = await startDiscoverPoint();
+  using listener = listen({ dp: dp.address, name: "s" });
+  const accepted = listener.accept();
+  using client = await connect({ dp: dp.address, name: "s" });
+  const server = await accepted;
+  await server.write(new TextEncoder().encode("bye"));
+  server.close();
+  const buffer = new Uint8Array(16);
+  assert.equal(await client.read(buffer), 3);
+  assert.equal(new TextDecoder().decode(buffer.subarray(0, 3)), "bye");
+  assert.equal(await client.read(buffer), null);
+  await client.closed;
+  await server.closed;
+  await assert.rejects(server.write(new Uint8Array(1)), SessionClosedError);
+});
+
+Deno.test("IndirectConn.closeWrite() half-closes: the peer reads EOF and can still answer", async (t) => {
+  await using dp = await startDiscoverPoint();
+  using listener = listen({ dp: dp.address, name: "s" });
+  const accepted = listener.accept();
+  using client = await connect({ dp: dp.address, name: "s" });
+  using server = await accepted;
+  await t.step("client closeWrite() ends the server's readable", async () => {
+    await client.write(new TextEncoder().encode("question"));
+    await client.closeWrite();
+    assert.equal(new TextDecoder().decode(await readAll(server.readable)), "question");
+  });
+  await t.step("the server still writes; its closeWrite() ends the client's readable", async () => {
+    await server.write(new TextEncoder().encode("answer"));
+    await server.closeWrite();
+    assert.equal(new TextDecoder().decode(await readAll(client.readable)), "answer");
+  });
+  await t.step("both directions done: the session ends on both sides", async () => {
+    await Promise.all([client.closed, server.closed]);
+  });
+});
+
+Deno.test("IndirectConn readable ends or errors when the indirect server process vanishes", async () => {
+  await using dp = await startDiscoverPoint();
+  const modUrl = new URL("../mod.ts", import.meta.url).href;
+  const code = `
+    import { listen } from ${JSON.stringify(modUrl)};
+    const listener = listen({ dp: ${JSON.stringify(dp.address)}, name: "doomed" });
+    await listener.ready;
+    console.log("ready");
+    for await (const conn of listener) void conn.readable.pipeTo(conn.writable).catch(() => {});
+  `;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    const { value } = await stdout.read();
+    assert.equal(value?.trim(), "ready");
+    using client = await connect({ dp: dp.address, name: "doomed" });
+    const hello = new TextEncoder().encode("hello");
+    assert.deepEqual(await echoRoundTrip(client, hello), hello);
+    child.kill("SIGKILL");
+    const reader = client.readable.getReader();
+    // Either EOF (the DP's Close) or an error is fine; hanging is not.
+    const outcome = await reader.read().then((result) => result.done, (error) => error);
+    assert.ok(outcome === true || outcome instanceof Error, Deno.inspect(outcome));
+    reader.releaseLock();
+    await client.closed;
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already killed above.
+    }
+    await child.status;
+    while (!(await stdout.read()).done) { /* drain */ }
+  }
+});
+
+Deno.test("IndirectConn readable ends when the indirect server closes its listener", async () => {
+  await using dp = await startDiscoverPoint();
+  const listener = listen({ dp: dp.address, name: "gone" });
+  const accepted = listener.accept();
+  using client = await connect({ dp: dp.address, name: "gone" });
+  const server = await accepted;
+  listener.close();
+  server.close();
+  const outcome = await readAll(client.readable).then((bytes) => bytes.length, (error) => error);
+  assert.ok(outcome === 0 || outcome instanceof Error, Deno.inspect(outcome));
+  await client.closed;
+});
+
+Deno.test("connect() to an unknown name rejects with SessionRefusedError naming it", async () => {
+  await using dp = await startDiscoverPoint();
+  try {
+    await connect({ dp: dp.address, name: "nobody-here" });
+    assert.fail("connect() resolved");
+  } catch (error) {
+    assert.ok(error instanceof SessionRefusedError);
+    assert.match(error.reason, /nobody-here/);
+    assert.match(error.message, /nobody-here/);
+  }
+});
+
+Deno.test("listen() admit option refuses a session with its reason", async () => {
+  await using dp = await startDiscoverPoint();
+  const requests: { client: string; sessionId: number; remoteAddr: Deno.NetAddr }[] = [];
+  using listener = listen({
+    dp: dp.address,
+    name: "guarded",
+    admit(request) {
+      requests.push({
+        client: request.client,
+        sessionId: request.sessionId,
+        remoteAddr: request.remoteAddr,
+      });
+      if (request.client !== "friend") throw new Error("Strangers are not welcome");
+    },
+  });
+  await listener.ready;
+  await assert.rejects(
+    connect({ dp: dp.address, name: "guarded", clientName: "stranger" }),
+    (error: unknown) => {
+      assert.ok(error instanceof SessionRefusedError);
+      assert.equal(error.reason, "Strangers are not welcome");
+      return true;
+    },
+  );
+  const accepted = listener.accept();
+  using friend = await connect({ dp: dp.address, name: "guarded", clientName: "friend" });
+  using server = await accepted;
+  assert.deepEqual(requests.map((request) => request.client), ["stranger", "friend"]);
+  assert.equal(requests[1]!.sessionId, server.sessionId);
+  assert.deepEqual(requests[1]!.remoteAddr, friend.localAddr);
+});
+
+Deno.test("listen() admit option may refuse asynchronously", async () => {
+  await using dp = await startDiscoverPoint();
+  using listener = listen({
+    dp: dp.address,
+    name: "slow-guard",
+    async admit() {
+      await Promise.resolve();
+      throw new Error("Not now");
+    },
+  });
+  await listener.ready;
+  await assert.rejects(connect({ dp: dp.address, name: "slow-guard" }), (error: unknown) => {
+    assert.ok(error instanceof SessionRefusedError);
+    assert.equal(error.reason, "Not now");
+    return true;
+  });
+});
+
+Deno.test("connect() to an unreachable discover point rejects with DiscoverPointUnreachableError", async () => {
+  const address = unusedAddress();
+  await assert.rejects(connect({ dp: address, name: "x" }), (error: unknown) => {
+    assert.ok(error instanceof DiscoverPointUnreachableError);
+    assert.ok(error.cause instanceof Deno.errors.ConnectionRefused, Deno.inspect(error.cause));
+    assert.match(error.message, new RegExp(address));
+    return true;
+  });
+});
+
+Deno.test("listen() against an unreachable discover point: accept() rejects with DiscoverPointUnreachableError", async () => {
+  using listener = listen({ dp: unusedAddress(), name: "x", reconnect: false });
+  await assert.rejects(listener.ready, DiscoverPointUnreachableError);
+  await assert.rejects(listener.accept(), DiscoverPointUnreachableError);
+});
+
+Deno.test("listen() against an unreachable discover point with default options: accept() rejects", async () => {
+  using listener = listen({ dp: unusedAddress(), name: "x" });
+  await assert.rejects(listener.accept(), DiscoverPointUnreachableError);
+  await assert.rejects(listener.ready, DiscoverPointUnreachableError);
+});
+
+Deno.test("connect() rejects with VersionMismatchError when the DP answers Aloha R=5", async () => {
+  await using fake = new FakeDiscoverPoint('0\n{"V":20000,"R":5,"N":""}\n');
+  await assert.rejects(connect({ dp: fake.address, name: "x" }), VersionMismatchError);
+  // The client spoke first, with an Aloha of our version and the indirect client role.
+  const [typeLine, body] = fake.received[0]!;
+  assert.equal(typeLine, "0");
+  assert.equal(JSON.parse(body!).V, 10000);
+  assert.equal(JSON.parse(body!).R, 3);
+});
+
+Deno.test("listen() accept() rejects with VersionMismatchError when the DP answers Aloha R=5", async () => {
+  await using fake = new FakeDiscoverPoint('0\n{"V":20000,"R":5,"N":""}\n');
+  using listener = listen({ dp: fake.address, name: "x" });
+  await assert.rejects(listener.accept(), VersionMismatchError);
+  await assert.rejects(listener.ready, VersionMismatchError);
+  const [typeLine, body] = fake.received[0]!;
+  assert.equal(typeLine, "0");
+  assert.deepEqual(JSON.parse(body!).R, 2);
+  assert.deepEqual(JSON.parse(body!).N, "x");
+});
+
+Deno.test("IndirectConn.remoteAddr on the server is the client's address as the DP saw it", async () => {
+  await using dp = await startDiscoverPoint();
+  using listener = listen({ dp: dp.address, name: "addr" });
+  const accepted = listener.accept();
+  using client = await connect({ dp: dp.address, name: "addr" });
+  using server = await accepted;
+  assert.deepEqual(server.remoteAddr, client.localAddr);
+  assert.equal(server.remoteAddr.transport, "tcp");
+  assert.equal(server.remoteAddr.hostname, "127.0.0.1");
+  assert.equal(listener.addr.port, dp.port);
+  assert.equal(server.sessionId, client.sessionId);
+});
+
+Deno.test("IndirectConn [Symbol.dispose] closes the session (using)", async () => {
+  await using dp = await startDiscoverPoint();
+  using listener = listen({ dp: dp.address, name: "using" });
+  const accepted = listener.accept();
+  let closed: Promise<void>;
+  {
+    using client = await connect({ dp: dp.address, name: "using" });
+    closed = client.closed;
+  }
+  using server = await accepted;
+  assert.deepEqual(await readAll(server.readable), new Uint8Array(0));
+  await closed;
+  await server.closed;
+});
+
+Deno.test("IndirectListener [Symbol.dispose] and [Symbol.asyncIterator] work like Deno.Listener", async () => {
+  await using dp = await startDiscoverPoint();
+  let iterated: Promise<number>;
+  {
+    using listener = listen({ dp: dp.address, name: "iter" });
+    await listener.ready;
+    iterated = (async () => {
+      let count = 0;
+      for await (const conn of listener) {
+        count++;
+        conn.close();
+      }
+      return count;
+    })();
+    using client = await connect({ dp: dp.address, name: "iter" });
+    assert.equal(await client.read(new Uint8Array(1)), null);
+  }
+  assert.equal(await iterated, 1);
+});
+
+Deno.test("IndirectConn read(p) and write(p) work like readable and writable", async () => {
+  await using dp = await startDiscoverPoint();
+  using listener = listen({ dp: dp.address, name: "rw" });
+  const accepted = listener.accept();
+  using client = await connect({ dp: dp.address, name: "rw" });
+  using server = await accepted;
+  const data = randomBytes(200_000);
+  // write(p) on one end, read(p) with a small buffer on the other.
+  const writing = client.write(data);
+  const received = new Uint8Array(data.length);
+  let have = 0;
+  const buffer = new Uint8Array(1000);
+  while (have < data.length) {
+    const count = await server.read(buffer);
+    assert.ok(count !== null && count > 0);
+    received.set(buffer.subarray(0, count), have);
+    have += count;
+  }
+  assert.equal(await writing, data.length);
+  assert.deepEqual(received, data);
+  // And back, mixing write(p) with the readable.
+  const back = randomBytes(3000);
+  const [written, echoed] = await Promise.all([
+    server.write(back),
+    readExactly(client.readable.getReader(), back.length),
+  ]);
+  assert.equal(written, back.length);
+  assert.deepEqual(echoed, back);
+});
+
+Deno.test("connect() times out with TimedOut when no Ack comes", async () => {
+  await using fake = new FakeDiscoverPoint('0\n{"V":10000,"R":4,"N":"fake"}\n', { hold: true });
+  await assert.rejects(connect({ dp: fake.address, name: "x", timeout: 50 }), Deno.errors.TimedOut);
+});
+
+Deno.test("connect() rejects with the signal's reason when aborted during connect", async () => {
+  await using fake = new FakeDiscoverPoint('0\n{"V":10000,"R":4,"N":"fake"}\n', { hold: true });
+  const controller = new AbortController();
+  const connecting = connect({ dp: fake.address, name: "x", signal: controller.signal });
+  await fake.connected;
+  const reason = new Error("changed my mind");
+  controller.abort(reason);
+  await assert.rejects(connecting, (error: unknown) => error === reason);
+});
