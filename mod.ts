@@ -31,6 +31,7 @@ export type {
   SessionRequest,
 } from "./lib/listen.ts";
 export type { BackoffOptions } from "./lib/_backoff.ts";
+export type { KeepaliveOptions } from "./lib/link.ts";
 export { connect } from "./lib/connect.ts";
 export type {
   ConnectOptions,

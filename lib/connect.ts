@@ -7,7 +7,7 @@
 import { getLogger } from "@logtape/logtape";
 import { ProtocolError, SessionRefusedError } from "./errors.ts";
 import { dialDiscoverPoint } from "./handshake.ts";
-import { Feature } from "./link.ts";
+import { Feature, type KeepaliveOptions } from "./link.ts";
 import { MessageType, messageTypeName, Role } from "./message.ts";
 import { SessionMux } from "./mux.ts";
 import type { IndirectConn } from "./session.ts";
@@ -24,6 +24,8 @@ export interface IndirectConnectOptions {
   clientName?: string;
   /** Milliseconds to wait for the session to open. @default {10000} */
   timeout?: number;
+  /** Keepalive timing, when the discover point agrees on it. @default {{ interval: 15000, timeout: 10000 }} */
+  keepalive?: KeepaliveOptions;
   /** Cancels the attempt. */
   signal?: AbortSignal;
 }
@@ -51,7 +53,8 @@ async function connectIndirect(options: IndirectConnectOptions): Promise<Indirec
     const link = await dialDiscoverPoint(options.dp, {
       role: Role.IndirectClient,
       name: options.clientName ?? "",
-      features: [Feature.HalfClose],
+      features: [Feature.HalfClose, Feature.Keepalive],
+      keepalive: options.keepalive,
       signal,
     });
     try {

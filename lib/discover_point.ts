@@ -8,7 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { ProtocolError } from "./errors.ts";
 import { answerAloha } from "./handshake.ts";
-import { Feature, Link } from "./link.ts";
+import { Feature, type KeepaliveOptions, Link } from "./link.ts";
 import { LinkClient, SocketClient } from "./dp_client.ts";
 import { type ClientEnd, type PendingConnect, ServerLink } from "./dp_session.ts";
 import { MAX_LINE_BYTES } from "./codec.ts";
@@ -21,7 +21,7 @@ const logger = getLogger(["rtcp", "dp"]);
 export const DEFAULT_PORT = 7000;
 
 /** Extensions this discover point offers in its Aloha. */
-const FEATURES: readonly string[] = [Feature.HalfClose];
+const FEATURES: readonly string[] = [Feature.HalfClose, Feature.Keepalive];
 
 /** Options of {@linkcode DiscoverPoint}. */
 export interface DiscoverPointOptions {
@@ -49,9 +49,13 @@ export interface DiscoverPointOptions {
   maxPendingPerServer?: number;
   /** Milliseconds `close()` lets links flush their final Closes. @default {2000} */
   shutdownGrace?: number;
+  /** Keepalive timing on links whose peer agreed on `keepalive`. @default {{ interval: 15000, timeout: 10000 }} */
+  keepalive?: KeepaliveOptions;
 }
 
-type Limits = Required<Omit<DiscoverPointOptions, "hostname" | "port" | "expose" | "name">>;
+type Limits = Required<
+  Omit<DiscoverPointOptions, "hostname" | "port" | "expose" | "name" | "keepalive">
+>;
 
 const DEFAULT_LIMITS: Limits = {
   maxLineBytes: MAX_LINE_BYTES,
@@ -91,6 +95,7 @@ export class DiscoverPoint implements AsyncDisposable {
   readonly #expose: Readonly<Record<string, number>>;
   readonly #name: string;
   readonly #limits: Limits;
+  readonly #keepalive: KeepaliveOptions | undefined;
   #listener: Deno.TcpListener | undefined;
   readonly #publicListeners = new Map<string, Deno.TcpListener>();
   readonly #registry = new Map<string, ServerLink[]>();
@@ -116,6 +121,7 @@ export class DiscoverPoint implements AsyncDisposable {
       }
     }
     this.#limits = limits;
+    this.#keepalive = options.keepalive;
   }
 
   /**
@@ -188,7 +194,10 @@ export class DiscoverPoint implements AsyncDisposable {
 
   /** Serves one link on the discover point's port: handshake, then server or client. */
   async #serveLink(conn: Deno.TcpConn): Promise<void> {
-    const link = new Link(new TcpTransport(conn), { maxLineBytes: this.#limits.maxLineBytes });
+    const link = new Link(new TcpTransport(conn), {
+      maxLineBytes: this.#limits.maxLineBytes,
+      keepalive: this.#keepalive,
+    });
     this.#links.add(link);
     const deadline = this.#deadline(
       `no valid Aloha within ${this.#limits.handshakeTimeout} ms`,
@@ -198,6 +207,8 @@ export class DiscoverPoint implements AsyncDisposable {
         features: FEATURES,
         name: this.#name,
         signal: deadline.signal,
+        check: (aloha) =>
+          aloha.role === Role.IndirectServer ? this.#registrationRefusal(aloha.name) : undefined,
       });
       if (aloha.role === Role.IndirectServer) {
         deadline.cancel();
@@ -226,16 +237,17 @@ export class DiscoverPoint implements AsyncDisposable {
     return { signal: controller.signal, cancel: () => clearTimeout(timer) };
   }
 
+  #registrationRefusal(name: string): string | undefined {
+    if (name === "") return "Cannot register an indirect server with an empty name";
+    const links = this.#registry.get(name)?.length ?? 0;
+    if (links >= this.#limits.maxLinksPerServer) {
+      return `Cannot register "${name}": it already has ${links} links (limit maxLinksPerServer = ${this.#limits.maxLinksPerServer})`;
+    }
+    return undefined;
+  }
+
   async #serveServer(link: Link, name: string): Promise<void> {
-    if (name === "") {
-      throw new ProtocolError("Cannot register an indirect server with an empty name");
-    }
     const pool = this.#registry.get(name) ?? [];
-    if (pool.length >= this.#limits.maxLinksPerServer) {
-      throw new ProtocolError(
-        `Cannot register "${name}": it already has ${pool.length} links (limit maxLinksPerServer)`,
-      );
-    }
     const server = new ServerLink(name, link, (id) => pool.some((other) => other.sessions.has(id)));
     pool.push(server);
     this.#registry.set(name, pool);

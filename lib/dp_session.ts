@@ -196,6 +196,7 @@ export class ServerLink {
       return;
     }
     if (this.#isInUse(ack.sessionId)) {
+      if (!head.abandoned) head.client.refused(`Indirect server "${this.name}" sent a bad Ack`);
       throw new ProtocolError(
         `Cannot accept Ack for session ${ack.sessionId}: that number is already open on "${this.name}"`,
       );

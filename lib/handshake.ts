@@ -9,6 +9,7 @@ import { Link, type LinkOptions } from "./link.ts";
 import {
   type AlohaMessage,
   isCompatibleVersion,
+  MAX_NAME_LENGTH,
   type Message,
   MessageType,
   messageTypeName,
@@ -77,9 +78,17 @@ export async function dialDiscoverPoint(address: string, options: DialOptions): 
         }`,
       );
     }
-    if (answer.role === Role.AbortVersion || !isCompatibleVersion(answer.version)) {
+    if (!isCompatibleVersion(answer.version)) {
       throw new VersionMismatchError(
         `Cannot use discover point "${address}": it refused protocol version ${VERSION} (it speaks ${answer.version})`,
+      );
+    }
+    if (answer.role === Role.AbortVersion) {
+      // Same major version, yet refused: our discover point says why in N.
+      throw new ProtocolError(
+        `Cannot use discover point "${address}": it refused the link${
+          answer.name ? `: ${answer.name}` : ""
+        }`,
       );
     }
     if (answer.role !== Role.DiscoverPoint) {
@@ -103,6 +112,8 @@ export interface AnswerOptions {
   name: string;
   /** Ends the wait for the peer's Aloha (the handshake deadline). */
   signal?: AbortSignal;
+  /** Checks a valid Aloha further; a returned reason refuses the link with it. */
+  check?: (aloha: AlohaMessage) => string | undefined;
 }
 
 /**
@@ -118,26 +129,34 @@ export async function answerAloha(link: Link, options: AnswerOptions): Promise<A
   try {
     first = options.signal ? await link.nextWithin(options.signal) : await link.next();
   } catch (error) {
-    if (error instanceof ProtocolError) refuse(link, options.name);
+    if (error instanceof ProtocolError) refuse(link, error);
     throw error;
   }
   if (first === null) throw new ProtocolError("Cannot handshake: the link closed before its Aloha");
   if (first.type !== MessageType.Aloha) {
-    refuse(link, options.name);
-    throw new ProtocolError(`Cannot handshake: expected Aloha, got ${messageTypeName(first.type)}`);
+    throw refuse(
+      link,
+      new ProtocolError(`Cannot handshake: expected Aloha, got ${messageTypeName(first.type)}`),
+    );
   }
   if (!isCompatibleVersion(first.version)) {
-    refuse(link, options.name);
-    throw new VersionMismatchError(
-      `Cannot accept link: peer speaks protocol version ${first.version}, this discover point ${VERSION}`,
+    throw refuse(
+      link,
+      new VersionMismatchError(
+        `Cannot accept link: peer speaks protocol version ${first.version}, this discover point ${VERSION}`,
+      ),
     );
   }
   if (first.role !== Role.IndirectServer && first.role !== Role.IndirectClient) {
-    refuse(link, options.name);
-    throw new ProtocolError(
-      `Cannot accept link: role ${first.role} is not an indirect server (2) or client (3)`,
+    throw refuse(
+      link,
+      new ProtocolError(
+        `Cannot accept link: role ${first.role} is not an indirect server (2) or client (3)`,
+      ),
     );
   }
+  const refusal = options.check?.(first);
+  if (refusal !== undefined) throw refuse(link, new ProtocolError(refusal));
   const features = agreedFeatures(options.features, first.features);
   link.useFeatures(features);
   link.send({
@@ -151,10 +170,13 @@ export async function answerAloha(link: Link, options: AnswerOptions): Promise<A
   return first;
 }
 
-function refuse(link: Link, name: string): void {
+/** Answers Aloha `R` = AbortVersion with the reason in `N`, and returns the error to throw. */
+function refuse<E extends Error>(link: Link, error: E): E {
   try {
+    const name = error.message.slice(0, MAX_NAME_LENGTH);
     link.send({ type: MessageType.Aloha, version: VERSION, role: Role.AbortVersion, name });
   } catch {
     // The link is already broken; closing it is all that is left.
   }
+  return error;
 }

@@ -14,20 +14,32 @@ import { formatAddress, type Transport } from "./transport.ts";
 export const Feature = {
   /** End message: one direction of a session finishes while the other flows. */
   HalfClose: "half-close",
+  /** Ping and Pong messages: an idle link is probed, a silent one dropped. */
+  Keepalive: "keepalive",
 } as const;
 
 /** Which extension a message type needs, for the types outside Parts 1 and 2. */
 const TYPE_FEATURE: Partial<Record<number, string>> = {
   [MessageType.End]: Feature.HalfClose,
   [MessageType.Credit]: "flow-control",
-  [MessageType.Ping]: "keepalive",
-  [MessageType.Pong]: "keepalive",
+  [MessageType.Ping]: Feature.Keepalive,
+  [MessageType.Pong]: Feature.Keepalive,
 };
 
 /** Options of {@linkcode Link}. */
 export interface LinkOptions {
   /** Longest line accepted from the peer, in bytes. @default {1048576} */
   maxLineBytes?: number;
+  /** Keepalive timing, used when both ends agree on `keepalive`. */
+  keepalive?: KeepaliveOptions;
+}
+
+/** Timing of the `keepalive` extension. */
+export interface KeepaliveOptions {
+  /** Milliseconds without input after which a Ping is sent. @default {15000} */
+  interval?: number;
+  /** Milliseconds to wait for any input after the Ping before the link is dropped. @default {10000} */
+  timeout?: number;
 }
 
 /** A transport speaking RTCP messages. */
@@ -37,10 +49,18 @@ export class Link {
   readonly #decoder: MessageDecoder;
   #encoder: Codec;
   #features: ReadonlySet<string> = new Set();
+  readonly #keepalive: Required<KeepaliveOptions>;
+  #keepaliveTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastInput = 0;
+  #pinged = false;
+  #deadError: Error | undefined;
+  #unref = false;
+  #reading = false;
 
   /** Wraps `transport`; the link now owns it. */
   constructor(transport: Transport, options: LinkOptions = {}) {
     this.transport = transport;
+    this.#keepalive = { interval: 15_000, timeout: 10_000, ...options.keepalive };
     this.#encoder = new TextCodec({ maxLineBytes: options.maxLineBytes });
     this.#decoder = new MessageDecoder({ codec: this.#encoder });
   }
@@ -58,6 +78,59 @@ export class Link {
   /** Records the extensions both ends announced. */
   useFeatures(features: Iterable<string>): void {
     this.#features = new Set(features);
+    if (this.#features.has(Feature.Keepalive)) {
+      this.#lastInput = Date.now();
+      this.#schedule(this.#keepalive.interval);
+    }
+  }
+
+  #schedule(ms: number): void {
+    clearTimeout(this.#keepaliveTimer);
+    this.#keepaliveTimer = setTimeout(() => this.#probe(), ms);
+    if (this.#unref) Deno.unrefTimer(this.#keepaliveTimer as unknown as number);
+  }
+
+  /** Sends a Ping after `interval` of silence; drops the link after `timeout` more. */
+  #probe(): void {
+    // A reader held back by a slow session is not a silent peer: restart the clock.
+    if (!this.#reading) this.#lastInput = Date.now();
+    const silent = Date.now() - this.#lastInput;
+    if (silent < this.#keepalive.interval && !this.#pinged) {
+      this.#schedule(this.#keepalive.interval - silent);
+      return;
+    }
+    if (this.#pinged) {
+      this.#deadError = new Deno.errors.TimedOut(
+        `Link to ${this.peer} is dead: no answer to a keepalive Ping within ${this.#keepalive.timeout} ms`,
+      );
+      this.abort();
+      return;
+    }
+    try {
+      this.send({ type: MessageType.Ping });
+    } catch {
+      return; // Broken already: the reader sees it.
+    }
+    this.#pinged = true;
+    this.#schedule(this.#keepalive.timeout);
+  }
+
+  /** Makes the link's reads and timers not keep the process alive. */
+  unref(): void {
+    this.#unref = true;
+    this.transport.unref();
+    if (this.#keepaliveTimer !== undefined) {
+      Deno.unrefTimer(this.#keepaliveTimer as unknown as number);
+    }
+  }
+
+  /** Makes the link's reads and timers keep the process alive (the default). */
+  ref(): void {
+    this.#unref = false;
+    this.transport.ref();
+    if (this.#keepaliveTimer !== undefined) {
+      Deno.refTimer(this.#keepaliveTimer as unknown as number);
+    }
   }
 
   /** Replaces the codec for messages sent and received from now on. */
@@ -75,14 +148,35 @@ export class Link {
   async next(): Promise<Message | null> {
     for (;;) {
       const message = this.#decoder.next();
-      if (message !== undefined) return this.#check(message);
-      const chunk = await this.transport.read();
+      if (message !== undefined) {
+        this.#check(message);
+        // Keepalive is the link's own business: answered here, invisible to the reader.
+        if (message.type === MessageType.Ping) this.send({ type: MessageType.Pong });
+        else if (message.type !== MessageType.Pong) return message;
+        continue;
+      }
+      this.#reading = true;
+      let chunk: Uint8Array | null;
+      try {
+        chunk = await this.transport.read();
+      } finally {
+        this.#reading = false;
+      }
       if (chunk === null) {
+        this.#stopKeepalive();
+        if (this.#deadError) throw this.#deadError;
         this.#decoder.finish();
         return null;
       }
+      this.#lastInput = Date.now();
+      this.#pinged = false;
       this.#decoder.push(chunk);
     }
+  }
+
+  #stopKeepalive(): void {
+    clearTimeout(this.#keepaliveTimer);
+    this.#keepaliveTimer = undefined;
   }
 
   /**
@@ -116,11 +210,13 @@ export class Link {
 
   /** Sends what is queued, then closes the link. */
   close(): Promise<void> {
+    this.#stopKeepalive();
     return this.transport.close();
   }
 
   /** Closes the link at once. */
   abort(): void {
+    this.#stopKeepalive();
     this.transport.abort();
   }
 }

@@ -8,7 +8,7 @@ import { getLogger } from "@logtape/logtape";
 import { Backoff, type BackoffOptions, sleep } from "./_backoff.ts";
 import { VersionMismatchError } from "./errors.ts";
 import { dialDiscoverPoint } from "./handshake.ts";
-import { Feature } from "./link.ts";
+import { Feature, type KeepaliveOptions } from "./link.ts";
 import { type ConnectMessage, MAX_NAME_LENGTH, MessageType, Role } from "./message.ts";
 import { SessionMux } from "./mux.ts";
 import type { IndirectConn } from "./session.ts";
@@ -48,6 +48,8 @@ export interface IndirectListenOptions {
   reconnect?: boolean;
   /** Delays between reconnection attempts. @default {{ initial: 250, max: 30000 }} */
   backoff?: BackoffOptions;
+  /** Keepalive timing on links to a discover point that agreed on it. @default {{ interval: 15000, timeout: 10000 }} */
+  keepalive?: KeepaliveOptions;
   /** Closes the listener when aborted. */
   signal?: AbortSignal;
 }
@@ -152,7 +154,8 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
         const link = await dialDiscoverPoint(dp, {
           role: Role.IndirectServer,
           name,
-          features: [Feature.HalfClose],
+          features: [Feature.HalfClose, Feature.Keepalive],
+          keepalive: this.#options.keepalive,
           signal,
         });
         const mux: SessionMux = new SessionMux(link, {
@@ -164,7 +167,7 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
           link.abort();
           return;
         }
-        if (this.#unref) link.transport.unref();
+        if (this.#unref) link.unref();
         this.#links.add(entry);
         this.#isRegistered = true;
         this.#registered.resolve();
@@ -325,13 +328,13 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
   /** Makes the listener's links keep the process alive (the default). */
   ref(): void {
     this.#unref = false;
-    for (const entry of this.#links) entry.mux.link.transport.ref();
+    for (const entry of this.#links) entry.mux.link.ref();
   }
 
   /** Makes the listener's links not keep the process alive. */
   unref(): void {
     this.#unref = true;
-    for (const entry of this.#links) entry.mux.link.transport.unref();
+    for (const entry of this.#links) entry.mux.link.unref();
   }
 
   /** Same as {@linkcode close}. */

@@ -63,12 +63,12 @@ export class SessionMux implements SessionCarrier {
 
   /** See {@linkcode SessionCarrier.ref}. */
   ref(): void {
-    this.link.transport.ref();
+    this.link.ref();
   }
 
   /** See {@linkcode SessionCarrier.unref}. */
   unref(): void {
-    this.link.transport.unref();
+    this.link.unref();
   }
 
   /**

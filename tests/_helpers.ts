@@ -434,3 +434,23 @@ export class FakeDiscoverPoint implements AsyncDisposable {
     await Promise.all(this.#links);
   }
 }
+
+/** A raw `Deno.listen` whose connections are {@linkcode RawPeer}s: a discover point scripted by the test. */
+export class RawListener implements Disposable {
+  readonly #listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+
+  /** `"127.0.0.1:<port>"`. */
+  get address(): string {
+    return `127.0.0.1:${this.#listener.addr.port}`;
+  }
+
+  /** The next connection. */
+  async accept(): Promise<RawPeer> {
+    return RawPeer.from(await this.#listener.accept());
+  }
+
+  /** Stops listening. */
+  [Symbol.dispose](): void {
+    this.#listener.close();
+  }
+}

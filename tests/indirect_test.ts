@@ -3,18 +3,29 @@ import {
   connect,
   DiscoverPointUnreachableError,
   listen,
+  ProtocolError,
   SessionClosedError,
   SessionRefusedError,
+  type SessionRequest,
   VersionMismatchError,
 } from "../mod.ts";
 import {
   FakeDiscoverPoint,
   randomBytes,
+  RawListener,
+  type RawMessage,
+  type RawPeer,
   readAll,
   readExactly,
+  spawnDiscoverPoint,
   startDiscoverPoint,
   unusedAddress,
 } from "./_helpers.ts";
+
+/** The fields of a NetAddr as a plain object (Deno's have a null prototype). */
+function netAddr(addr: Deno.NetAddr): Deno.NetAddr {
+  return { transport: addr.transport, hostname: addr.hostname, port: addr.port };
+}
 
 /** Echoes every accepted session until the listener closes; resolves once all sessions ended. */
 async function serveEcho(listener: Deno.Listener<Deno.Conn>): Promise<void> {
@@ -288,7 +299,32 @@ Deno.test("listen() admit option refuses a session with its reason", async () =>
   using server = await accepted;
   assert.deepEqual(requests.map((request) => request.client), ["stranger", "friend"]);
   assert.equal(requests[1]!.sessionId, server.sessionId);
-  assert.deepEqual(requests[1]!.remoteAddr, friend.localAddr);
+  assert.equal(friend.sessionId, server.sessionId);
+  // A named client's address is not on the wire: Connect N carries the name instead.
+  assert.deepEqual(netAddr(requests[1]!.remoteAddr), {
+    transport: "tcp",
+    hostname: "friend",
+    port: 0,
+  });
+  assert.deepEqual(netAddr(server.remoteAddr), netAddr(requests[1]!.remoteAddr));
+});
+
+Deno.test("listen() admit option sees an anonymous client's address", async () => {
+  await using dp = await startDiscoverPoint();
+  const seen = Promise.withResolvers<SessionRequest>();
+  using listener = listen({
+    dp: dp.address,
+    name: "door",
+    admit: (request) => seen.resolve(request),
+  });
+  const accepted = listener.accept();
+  using client = await connect({ dp: dp.address, name: "door" });
+  using server = await accepted;
+  const request = await seen.promise;
+  const address = `${client.localAddr.hostname}:${client.localAddr.port}`;
+  assert.equal(request.client, address);
+  assert.deepEqual(netAddr(request.remoteAddr), netAddr(client.localAddr));
+  assert.equal(request.sessionId, server.sessionId);
 });
 
 Deno.test("listen() admit option may refuse asynchronously", async () => {
@@ -358,7 +394,7 @@ Deno.test("IndirectConn.remoteAddr on the server is the client's address as the 
   const accepted = listener.accept();
   using client = await connect({ dp: dp.address, name: "addr" });
   using server = await accepted;
-  assert.deepEqual(server.remoteAddr, client.localAddr);
+  assert.deepEqual(netAddr(server.remoteAddr), netAddr(client.localAddr));
   assert.equal(server.remoteAddr.transport, "tcp");
   assert.equal(server.remoteAddr.hostname, "127.0.0.1");
   assert.equal(listener.addr.port, dp.port);
@@ -443,4 +479,196 @@ Deno.test("connect() rejects with the signal's reason when aborted during connec
   const reason = new Error("changed my mind");
   controller.abort(reason);
   await assert.rejects(connecting, (error: unknown) => error === reason);
+});
+
+/** Completes the DP side of a handshake on `peer`: reads its Aloha, answers with `answer`. */
+async function answerHandshake(
+  peer: RawPeer,
+  answer = '0\n{"V":10000,"R":4,"N":"scripted"}\n',
+): Promise<RawMessage> {
+  const aloha = await peer.expect();
+  assert.equal(aloha.type, 0);
+  await peer.send(answer);
+  return aloha;
+}
+
+Deno.test("connect() delivers Data that arrives in the same segment as the Ack", async () => {
+  using dp = new RawListener();
+  const connecting = connect({ dp: dp.address, name: "s", clientName: "me" });
+  using link = await dp.accept();
+  const aloha = await answerHandshake(link);
+  assert.equal(aloha.body.R, 3);
+  assert.equal(aloha.body.N, "me");
+  assert.deepEqual(await link.next(), { type: 1, body: { N: "s" } });
+  await link.send('2\n{"X":5,"R":""}\n3\n{"X":5,"C":"aGk="}\n4\n{"X":5,"R":"done"}\n');
+  using client = await connecting;
+  assert.equal(client.sessionId, 5);
+  assert.equal(new TextDecoder().decode(await readAll(client.readable)), "hi");
+  await client.closed;
+  await assert.rejects(client.write(new Uint8Array(1)), SessionClosedError);
+});
+
+Deno.test("connect() to a discover point without extensions sends only Part 1 messages", async () => {
+  using dp = new RawListener();
+  const connecting = connect({ dp: dp.address, name: "s" });
+  using link = await dp.accept();
+  await answerHandshake(link); // no F: the original protocol
+  assert.equal((await link.expect()).type, 1);
+  await link.send('2\n{"X":1,"R":""}\n');
+  using client = await connecting;
+  await client.write(new TextEncoder().encode("x"));
+  await client.closeWrite(); // cannot be told to an original peer: nothing is sent
+  client.close();
+  const sent = await (async () => {
+    const messages: RawMessage[] = [];
+    for (let m = await link.next(); m !== null && m.type !== 4; m = await link.next()) {
+      messages.push(m);
+    }
+    return messages;
+  })();
+  assert.deepEqual(sent, [{ type: 3, body: { X: 1, C: "eA==" } }]);
+  await link.send('4\n{"X":1,"R":""}\n');
+  await client.closed;
+});
+
+Deno.test("connect() session errors with ConnectionReset when the DP sends Data for another session", async () => {
+  using dp = new RawListener();
+  const connecting = connect({ dp: dp.address, name: "s" });
+  using link = await dp.accept();
+  await answerHandshake(link);
+  assert.equal((await link.expect()).type, 1);
+  await link.send('2\n{"X":1,"R":""}\n3\n{"X":2,"C":"AQ=="}\n');
+  using client = await connecting;
+  await assert.rejects(readAll(client.readable), Deno.errors.ConnectionReset);
+  await client.closed;
+  assert.deepEqual(await link.untilEnd(), []);
+});
+
+Deno.test("connect() session errors with ConnectionReset when the DP sends End without half-close", async () => {
+  using dp = new RawListener();
+  const connecting = connect({ dp: dp.address, name: "s" });
+  using link = await dp.accept();
+  await answerHandshake(link);
+  assert.equal((await link.expect()).type, 1);
+  await link.send('2\n{"X":1,"R":""}\n5\n{"X":1}\n');
+  using client = await connecting;
+  await assert.rejects(readAll(client.readable), Deno.errors.ConnectionReset);
+  await client.closed;
+});
+
+Deno.test("connect() rejects with ProtocolError when the DP answers Connect with something else", async () => {
+  using dp = new RawListener();
+  const connecting = connect({ dp: dp.address, name: "s" });
+  using link = await dp.accept();
+  await answerHandshake(link);
+  assert.equal((await link.expect()).type, 1);
+  await link.send('3\n{"X":1,"C":""}\n');
+  await assert.rejects(connecting, ProtocolError);
+  assert.deepEqual(await link.untilEnd(), []);
+});
+
+Deno.test("connect() rejects with ProtocolError when the DP's Aloha has another role", async () => {
+  using dp = new RawListener();
+  const connecting = connect({ dp: dp.address, name: "s" });
+  using link = await dp.accept();
+  await answerHandshake(link, '0\n{"V":10000,"R":2,"N":"impostor"}\n');
+  await assert.rejects(connecting, (error: unknown) => {
+    assert.ok(error instanceof ProtocolError);
+    assert.ok(!(error instanceof VersionMismatchError));
+    return true;
+  });
+});
+
+Deno.test("listen() answers Connects in arrival order even when admit decides out of order", async () => {
+  using dp = new RawListener();
+  const decisions = new Map<string, PromiseWithResolvers<void>>();
+  const asked = new Map<string, SessionRequest>();
+  const bothAsked = Promise.withResolvers<void>();
+  using listener = listen({
+    dp: dp.address,
+    name: "ordered",
+    admit(request) {
+      asked.set(request.client, request);
+      const decision = Promise.withResolvers<void>();
+      decisions.set(request.client, decision);
+      if (asked.size === 2) bothAsked.resolve();
+      return decision.promise;
+    },
+  });
+  using link = await dp.accept();
+  const aloha = await answerHandshake(link);
+  assert.deepEqual(aloha.body.R, 2);
+  assert.deepEqual(aloha.body.N, "ordered");
+  await listener.ready;
+  await link.send('1\n{"N":"10.0.0.1:1000"}\n1\n{"N":"10.0.0.2:2000"}\n');
+  await bothAsked.promise;
+  decisions.get("10.0.0.2:2000")!.reject(new Error("second says no"));
+  decisions.get("10.0.0.1:1000")!.resolve();
+  const first = await link.expect();
+  const second = await link.expect();
+  assert.deepEqual(first, { type: 2, body: { X: asked.get("10.0.0.1:1000")!.sessionId, R: "" } });
+  assert.deepEqual(second, { type: 2, body: { X: -1, R: "second says no" } });
+  using server = await listener.accept();
+  assert.deepEqual(netAddr(server.remoteAddr), {
+    transport: "tcp",
+    hostname: "10.0.0.1",
+    port: 1000,
+  });
+  await link.send(`3\n{"X":${server.sessionId},"C":"aGk="}\n4\n{"X":${server.sessionId},"R":""}\n`);
+  assert.equal(new TextDecoder().decode(await readAll(server.readable)), "hi");
+  await server.closed;
+});
+
+Deno.test("listen() replaces a lost link, and sessions on it fail with ConnectionReset", async () => {
+  using dp = new RawListener();
+  using listener = listen({ dp: dp.address, name: "phoenix", backoff: { initial: 1, max: 10 } });
+  const first = await dp.accept();
+  await answerHandshake(first);
+  await first.send('1\n{"N":"c1"}\n');
+  const ack = await first.expect();
+  assert.equal(ack.type, 2);
+  using lost = await listener.accept();
+  assert.equal(lost.sessionId, ack.body.X);
+  first.close();
+  await assert.rejects(readAll(lost.readable), Deno.errors.ConnectionReset);
+  await assert.rejects(lost.write(new Uint8Array(1)), Deno.errors.ConnectionReset);
+  // The listener dials again and registers the same name.
+  using second = await dp.accept();
+  const aloha = await answerHandshake(second);
+  assert.equal(aloha.body.N, "phoenix");
+  await second.send('1\n{"N":"c2"}\n');
+  const ack2 = await second.expect();
+  assert.equal(ack2.type, 2);
+  assert.ok(ack2.body.X >= 0);
+  using fresh = await listener.accept();
+  await second.send(`3\n{"X":${fresh.sessionId},"C":"b2s="}\n`);
+  const buffer = new Uint8Array(8);
+  assert.equal(await fresh.read(buffer), 2);
+  fresh.close();
+  const close = await second.expect();
+  assert.deepEqual(close, { type: 4, body: { X: fresh.sessionId, R: "" } });
+  await second.send(`4\n{"X":${fresh.sessionId},"R":""}\n`);
+  await fresh.closed;
+  listener.close();
+  // With no session left, closing the listener ends its link.
+  assert.deepEqual(await second.untilEnd(), []);
+});
+
+Deno.test("IndirectConn readable errors with ConnectionReset when the discover point process dies", async () => {
+  await using dp = await spawnDiscoverPoint();
+  const listener = listen({ dp: dp.address, name: "fragile", reconnect: false });
+  const accepted = listener.accept();
+  using client = await connect({ dp: dp.address, name: "fragile" });
+  using server = await accepted;
+  const hello = new TextEncoder().encode("hello");
+  await client.write(hello);
+  assert.deepEqual(await readExactly(server.readable.getReader(), hello.length), hello);
+  dp.child.kill("SIGKILL");
+  await dp.stop();
+  await assert.rejects(readAll(client.readable), Deno.errors.ConnectionReset);
+  await assert.rejects(client.write(hello), Deno.errors.ConnectionReset);
+  await Promise.all([client.closed, server.closed]);
+  // Without reconnect, the lost link fails the listener.
+  await assert.rejects(listener.accept(), Deno.errors.ConnectionReset);
+  listener.close();
 });

@@ -521,3 +521,60 @@ Deno.test("DiscoverPoint forwards a Data line near the 1 MiB limit and ends a li
   assert.equal(close.body.X, 1);
   assert.notEqual(close.body.R, "");
 });
+
+Deno.test("DiscoverPoint refuses an indirect server with an empty name, not with a welcome", async () => {
+  await using dp = await startDiscoverPoint();
+  using server = await RawPeer.connect(dp.address);
+  await server.send(IS_ALOHA(""));
+  // Answering R=4 and then closing tells the server it was registered when it was not.
+  const seen = await server.untilEnd();
+  assert.ok(seen.length <= 1, Deno.inspect(seen));
+  if (seen.length === 1) assertRefusal(seen[0]!);
+});
+
+Deno.test("DiscoverPoint refuses a pool link over maxLinksPerServer, not with a welcome", async () => {
+  await using dp = await startDiscoverPoint({ maxLinksPerServer: 1 });
+  using first = await registerServer(dp, "solo");
+  using second = await RawPeer.connect(dp.address);
+  await second.send(IS_ALOHA("solo"));
+  const seen = await second.untilEnd();
+  assert.ok(seen.length <= 1, Deno.inspect(seen));
+  if (seen.length === 1) assertRefusal(seen[0]!);
+  await t_serverStillWorks(dp, first, "solo");
+});
+
+Deno.test("DiscoverPoint ends links that stay silent past handshakeTimeout", async (t) => {
+  await using dp = await startDiscoverPoint({ handshakeTimeout: 50 });
+  // Registered before the silent links below connect, so its deadline (if it had one) would
+  // pass before theirs: their ending proves enough time went by, without a sleep.
+  using server = await registerServer(dp, "patient");
+  await t.step("no Aloha", async () => {
+    using peer = await RawPeer.connect(dp.address);
+    const seen = await peer.untilEnd();
+    assert.ok(seen.length <= 1, Deno.inspect(seen));
+  });
+  await t.step("a client's Aloha but no Connect", async () => {
+    using peer = await RawPeer.connect(dp.address);
+    await peer.send(IC_ALOHA("idle"));
+    assertDpAloha(await peer.next());
+    assert.deepEqual(await peer.untilEnd(), []);
+  });
+  await t.step("a registered server is not subject to it", async () => {
+    await t_serverStillWorks(dp, server, "patient");
+  });
+});
+
+Deno.test("dp.ts closes its sessions and exits with status 0 on SIGTERM", async () => {
+  await using dp = await spawnDiscoverPoint();
+  using server = await registerServer(dp, "s");
+  using client = await openSession(dp, server, "c", "s", 1);
+  const status = await dp.stop();
+  assert.equal(status.code, 0, await dp.stderr);
+  // Both ends hear about it (a Close with a reason) or simply see the link end; neither hangs.
+  for (const peer of [server, client]) {
+    for (const message of await peer.untilEnd()) {
+      assert.equal(message.type, 4);
+      assert.equal(message.body.X, 1);
+    }
+  }
+});

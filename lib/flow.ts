@@ -1,0 +1,121 @@
+/**
+ * Flow-control accounting for one direction of one session (extension
+ * `flow-control`): the receiver's window with auto-tuning, and the sender's
+ * credit. Both start from {@linkcode INITIAL_WINDOW}, which the extension fixes.
+ * @module
+ */
+
+import { ProtocolError } from "./errors.ts";
+
+/** Credit each direction of a session starts with, on both ends: 256 KiB. */
+export const INITIAL_WINDOW = 256 * 1024;
+
+/** Default largest window a receiver grows to: 16 MiB. */
+export const MAX_WINDOW = 16 * 1024 * 1024;
+
+/**
+ * The receiving side: counts bytes received against the credit granted,
+ * and decides when (and how much) credit to return as the application
+ * consumes. The window doubles while the reader keeps up and the sender runs
+ * short of credit, up to `maxWindow`.
+ */
+export class ReceiveWindow {
+  readonly #maxWindow: number;
+  #window = INITIAL_WINDOW;
+  /** Credit granted in total (including the initial window). */
+  #granted = INITIAL_WINDOW;
+  #received = 0;
+  #consumed = 0;
+
+  /** Creates a window that may grow up to `maxWindow` bytes. */
+  constructor(maxWindow: number = MAX_WINDOW) {
+    this.#maxWindow = Math.max(INITIAL_WINDOW, maxWindow);
+  }
+
+  /** The current window in bytes. */
+  get window(): number {
+    return this.#window;
+  }
+
+  /** Bytes received and not yet consumed. */
+  get buffered(): number {
+    return this.#received - this.#consumed;
+  }
+
+  /**
+   * Records `bytes` received.
+   * @throws {ProtocolError} When the sender went beyond the credit it was given.
+   */
+  received(bytes: number): void {
+    this.#received += bytes;
+    if (this.#received > this.#granted) {
+      throw new ProtocolError(
+        `Cannot accept Data: the sender exceeded its flow-control credit by ${
+          this.#received - this.#granted
+        } bytes`,
+      );
+    }
+  }
+
+  /**
+   * Records `bytes` consumed by the application (or forwarded on).
+   * @returns Credit to send to the peer now, or 0 to wait for more.
+   */
+  consumed(bytes: number): number {
+    this.#consumed += bytes;
+    const unreported = this.#consumed + this.#window - this.#granted;
+    // Batching: a Credit per quarter window keeps the sender busy without a message per Data.
+    if (unreported < this.#window / 4) return 0;
+    const remaining = this.#granted - this.#received;
+    if (
+      remaining < this.#window / 4 && this.buffered < this.#window / 4 &&
+      this.#window < this.#maxWindow
+    ) {
+      // The sender is about to stall while the reader keeps up: the window is the bottleneck.
+      this.#window = Math.min(this.#window * 2, this.#maxWindow);
+    }
+    const credit = this.#consumed + this.#window - this.#granted;
+    this.#granted += credit;
+    return credit;
+  }
+}
+
+/** The sending side: credit available, and a way to wait for more. */
+export class SendCredit {
+  #available = INITIAL_WINDOW;
+  #waiter: PromiseWithResolvers<void> | undefined;
+
+  /** Bytes that may be sent now. */
+  get available(): number {
+    return this.#available;
+  }
+
+  /** Spends `bytes` of credit (at most {@linkcode available}). */
+  spend(bytes: number): void {
+    this.#available -= bytes;
+  }
+
+  /** Adds credit from a Credit message, waking a waiting sender. */
+  add(bytes: number): void {
+    this.#available += bytes;
+    this.#wake();
+  }
+
+  /** Resolves once credit is available (or {@linkcode cancel} is called). */
+  wait(): Promise<void> {
+    if (this.#available > 0) return Promise.resolve();
+    this.#waiter ??= Promise.withResolvers<void>();
+    return this.#waiter.promise;
+  }
+
+  /** Wakes a waiting sender without credit (the session ended). */
+  cancel(): void {
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.resolve();
+  }
+}
