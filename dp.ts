@@ -13,7 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "./lib/_log.ts";
 import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/discover_point.ts";
 import { formatAddress } from "./lib/transport.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";

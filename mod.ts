@@ -40,7 +40,7 @@ export type {
 } from "./lib/connect.ts";
 export type { IndirectConn } from "./lib/session.ts";
 export { DEFAULT_PORT, DiscoverPoint } from "./lib/discover_point.ts";
-export type { DiscoverPointOptions } from "./lib/discover_point.ts";
+export type { DiscoverPointOptions, DiscoverPointStats } from "./lib/discover_point.ts";
 export {
   DiscoverPointUnreachableError,
   ProtocolError,

@@ -10,7 +10,7 @@ import {
   isLogLevel,
   type LogLevel,
   type LogRecord,
-} from "@logtape/logtape";
+} from "npm:@logtape/logtape@2.4.2";
 
 /** Log levels accepted by `--log-level`. */
 export const LOG_LEVELS: readonly LogLevel[] = [

@@ -30,8 +30,9 @@ import { type Chain, PATH_NAMES, type PathName, startPath, startTarget } from ".
 import { type Child, ChildGroup, projectPath } from "./procs.ts";
 import { CLIENT_TIMEOUT_MS, runClient, spawnClient } from "./run_client.ts";
 import {
-  type Failure,
+  type Figure,
   formatTable,
+  hasFailures,
   type PathResult,
   type SessionsFigure,
   summarize,
@@ -50,6 +51,10 @@ interface Settings {
   sessions: number;
   /** Bytes each of them echoes. */
   sessionBytes: number;
+  /** After a figure, how long the chain gets to finish closing before its CPU is sampled. */
+  settleMs: number;
+  /** How long the chain's CPU use is then sampled. */
+  idleWindowMs: number;
 }
 
 const FULL: Settings = {
@@ -58,6 +63,8 @@ const FULL: Settings = {
   setupCount: 1_000,
   sessions: 1_000,
   sessionBytes: 1024,
+  settleMs: 500,
+  idleWindowMs: 1000,
 };
 const QUICK: Settings = {
   seconds: 0.5,
@@ -65,6 +72,8 @@ const QUICK: Settings = {
   setupCount: 50,
   sessions: 50,
   sessionBytes: 1024,
+  settleMs: 100,
+  idleWindowMs: 300,
 };
 
 const USAGE = `Usage: deno task bench [--paths ${PATH_NAMES.join(",")}] [--quick] [--json PATH]`;
@@ -73,14 +82,6 @@ const USAGE = `Usage: deno task bench [--paths ${PATH_NAMES.join(",")}] [--quick
 function brief(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
   return text.length > 600 ? `${text.slice(0, 600)}…` : text;
-}
-
-async function attempt<T>(measure: () => Promise<T>): Promise<T | Failure> {
-  try {
-    return await measure();
-  } catch (err) {
-    return { error: brief(err) };
-  }
 }
 
 function rssAll(members: readonly Child[]): Promise<(number | undefined)[]> {
@@ -116,53 +117,92 @@ async function heldSessions(
   }
 }
 
-/** Starts path `name`, measures every figure on it, and stops it. */
-async function measurePath(
-  name: PathName,
-  target: string,
-  settings: Settings,
-): Promise<PathResult> {
+/** CPU share of one core above which a chain process counts as busy with no client. */
+const BUSY_SHARE = 0.2;
+
+/** Chain processes that exited, or that keep using CPU although no client is connected. */
+async function aftermath(members: readonly Child[], settings: Settings): Promise<string[]> {
+  if (members.length === 0) return [];
+  const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  // Fixed windows of a measurement, not a wait for an event.
+  await delay(settings.settleMs);
+  const before = await Promise.all(members.map((m) => m.cpuSeconds()));
+  await delay(settings.idleWindowMs);
+  const after = await Promise.all(members.map((m) => m.cpuSeconds()));
+  return members.flatMap((m, i) => {
+    if (m.exitStatus !== undefined) {
+      const tail = m.stderrTail.split("\n").slice(-5).join(" | ");
+      return [`${m.name} exited with code ${m.exitStatus.code}: ${tail}`];
+    }
+    const share = ((after[i] ?? 0) - (before[i] ?? 0)) / (settings.idleWindowMs / 1000);
+    return share > BUSY_SHARE
+      ? [`${m.name} still busy with no client: ${(share * 100).toFixed(0)}% of a core`]
+      : [];
+  });
+}
+
+/**
+ * Starts a fresh chain for `path` (so that no figure inherits another's leftovers), runs
+ * `measure` on it, checks the chain's aftermath, and stops it.
+ */
+async function onFreshChain<T extends object>(
+  run: PathRun,
+  measure: (group: ChildGroup, chain: Chain) => Promise<T>,
+): Promise<Figure<T>> {
   await using group = new ChildGroup();
   let chain: Chain;
   try {
-    chain = await startPath(name, group, target);
+    chain = await startPath(run.path, group, run.target);
   } catch (err) {
-    return { path: name, error: brief(err) };
+    return { error: `Cannot start the chain: ${brief(err)}` };
   }
-  const entry = chain.entry;
+  let figure: Figure<T>;
+  try {
+    figure = await measure(group, chain);
+  } catch (err) {
+    figure = { error: brief(err) };
+  }
+  const problems = await aftermath(chain.members, run.settings);
+  return problems.length > 0 ? { ...figure, problems } : figure;
+}
+
+/** What one path's figures share. */
+interface PathRun {
+  /** The path to measure. */
+  path: PathName;
+  /** The bench target's "host:port". */
+  target: string;
+  /** How much to measure. */
+  settings: Settings;
+}
+
+/** Measures every figure of `run.path`, each on a fresh chain. */
+async function measurePath(run: PathRun): Promise<PathResult> {
+  const { settings } = run;
+  const client = <T extends object>(op: string, ...flags: string[]) =>
+    onFreshChain(run, (group, chain) => runClient<T>(group, op, chain.entry, flags));
   const seconds = String(settings.seconds);
-  const result: PathResult = { path: name };
-  // Sessions first, so that "idle" memory is that of a fresh chain.
-  result.sessions = await attempt(() => heldSessions(group, chain, settings));
-  result.pingPong = await attempt(() =>
-    runClient<PingPongResult>(group, "pingpong", entry, ["--count", String(settings.pingCount)])
-  );
-  result.setup = await attempt(() =>
-    runClient<SetupRateResult>(group, "setup", entry, ["--count", String(settings.setupCount)])
-  );
-  result.throughput1 = await attempt(() =>
-    runClient<ThroughputResult>(group, "throughput", entry, [
+  return {
+    path: run.path,
+    // Sessions first: their "idle" memory is that of a chain that has done nothing yet.
+    sessions: await onFreshChain(run, (group, chain) => heldSessions(group, chain, settings)),
+    pingPong: await client<PingPongResult>("pingpong", "--count", String(settings.pingCount)),
+    setup: await client<SetupRateResult>("setup", "--count", String(settings.setupCount)),
+    throughput1: await client<ThroughputResult>(
+      "throughput",
       "--streams",
       "1",
       "--seconds",
       seconds,
-    ])
-  );
-  result.throughput8 = await attempt(() =>
-    runClient<ThroughputResult>(group, "throughput", entry, [
+    ),
+    throughput8: await client<ThroughputResult>(
+      "throughput",
       "--streams",
       "8",
       "--seconds",
       seconds,
-    ])
-  );
-  const crashed = chain.members.filter((m) => m.exitStatus !== undefined).map((m) =>
-    `${m.name} exited with code ${m.exitStatus?.code}: ${
-      m.stderrTail.split("\n").slice(-5).join(" | ")
-    }`
-  );
-  if (crashed.length > 0) result.crashed = crashed;
-  return result;
+    ),
+  };
 }
 
 async function gitCommit(): Promise<string | undefined> {
@@ -216,7 +256,7 @@ export async function main(args: string[]): Promise<number> {
     const target = await startTarget(group);
     for (const name of paths as PathName[]) {
       console.error(`bench: measuring ${name}…`);
-      results.push(await measurePath(name, target.addr, settings));
+      results.push(await measurePath({ path: name, target: target.addr, settings }));
     }
   }
   console.log(formatTable(results));
@@ -239,12 +279,7 @@ export async function main(args: string[]): Promise<number> {
     );
   for (const file of files) await writeJson(file, report);
   console.error(`bench: wrote ${files.join(", ")}`);
-  const failed = results.some((r) =>
-    r.error !== undefined || r.crashed !== undefined ||
-    Object.values(r).some((v) => typeof v === "object" && v !== null && "error" in v) ||
-    (r.sessions !== undefined && "ok" in r.sessions && r.sessions.ok < r.sessions.count)
-  );
-  return failed ? 1 : 0;
+  return hasFailures(results) ? 1 : 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

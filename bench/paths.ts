@@ -110,8 +110,10 @@ export async function startPath(
     }
     case "rtcp-connect": {
       const dp = await startDiscoverPoint(group);
-      const expose = await startExpose(group, dp.addr, target);
-      const connect = await startConnect(group, dp.addr);
+      const [expose, connect] = await Promise.all([
+        startExpose(group, dp.addr, target),
+        startConnect(group, dp.addr),
+      ]);
       return { entry: connect.addr, members: [connect.child, dp.child, expose] };
     }
   }

@@ -19,6 +19,26 @@ const EXIT_TIMEOUT_MS = 5_000;
 /** How many stderr lines are kept for error reports. */
 const STDERR_TAIL_LINES = 40;
 
+/** Children not yet exited, so that Ctrl-C (or SIGTERM) can end them too. */
+const live = new Set<Child>();
+const SIGNALS = ["SIGINT", "SIGTERM"] as const;
+
+async function onSignal(): Promise<void> {
+  await Promise.all([...live].map((child) => child.kill()));
+  Deno.exit(130);
+}
+
+function track(child: Child, status: Promise<Deno.CommandStatus>): void {
+  if (live.size === 0) { for (const signal of SIGNALS) Deno.addSignalListener(signal, onSignal); }
+  live.add(child);
+  void status.finally(() => {
+    live.delete(child);
+    if (live.size === 0) {
+      for (const signal of SIGNALS) Deno.removeSignalListener(signal, onSignal);
+    }
+  });
+}
+
 /** Options for {@link Child.spawn}. */
 export interface SpawnOptions {
   /** Short name for reports and errors, e.g. "dp" or "relay1". */
@@ -54,6 +74,7 @@ export class Child implements AsyncDisposable {
     this.#stdout = lines(process.stdout);
     this.#stdin = stdin ? process.stdin.getWriter() : undefined;
     void process.status.then((status) => this.#exitStatus = status);
+    track(this, process.status);
     this.#stderrDone = (async () => {
       for await (const line of lines(process.stderr)) {
         this.#stderrTail.push(line);
@@ -134,6 +155,11 @@ export class Child implements AsyncDisposable {
     return await readRssKiB(this.pid);
   }
 
+  /** CPU time (user + system) the child has used so far, in seconds; undefined once gone. */
+  async cpuSeconds(): Promise<number | undefined> {
+    return await readCpuSeconds(this.pid);
+  }
+
   /** Sends SIGTERM (SIGKILL if it lingers) and waits for the exit; safe to call twice. */
   kill(): Promise<Deno.CommandStatus> {
     this.#status ??= this.#stop();
@@ -175,18 +201,32 @@ export class Child implements AsyncDisposable {
   }
 }
 
-/**
- * Resident memory (VmRSS) of process `pid` in KiB, or undefined if it is gone. Deno's read
- * permission never covers /proc/<pid>/ (it asks for --allow-all), so `cat` reads the file.
- */
-export async function readRssKiB(pid: number): Promise<number | undefined> {
+/** Reads /proc/<pid>/<file> with `cat`: Deno's read permission never covers /proc/<pid>/. */
+async function readProc(pid: number, file: string): Promise<string> {
   const out = await new Deno.Command("cat", {
-    args: [`/proc/${pid}/status`],
+    args: [`/proc/${pid}/${file}`],
     stdout: "piped",
     stderr: "null",
   }).output();
-  const match = new TextDecoder().decode(out.stdout).match(/^VmRSS:\s+(\d+)\s+kB/m);
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Resident memory (VmRSS) of process `pid` in KiB, or undefined if it is gone. */
+async function readRssKiB(pid: number): Promise<number | undefined> {
+  const match = (await readProc(pid, "status")).match(/^VmRSS:\s+(\d+)\s+kB/m);
   return match ? Number(match[1]) : undefined;
+}
+
+/** Kernel clock ticks per second, the unit of /proc/<pid>/stat times (100 on Linux). */
+const CLOCK_TICKS = 100;
+
+/** CPU time (user + system) of process `pid` in seconds, or undefined if it is gone. */
+async function readCpuSeconds(pid: number): Promise<number | undefined> {
+  const stat = await readProc(pid, "stat");
+  // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return Number.isFinite(ticks) ? ticks / CLOCK_TICKS : undefined;
 }
 
 /**

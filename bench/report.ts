@@ -34,31 +34,37 @@ export interface SessionsFigure extends SessionsResult {
   rss: ProcessRss[];
 }
 
+/** Trouble seen in the chain right after a figure, on top of the figure itself. */
+export interface Aftermath {
+  /** Chain processes that exited, or kept using CPU after the client had closed everything. */
+  problems?: string[];
+}
+
+/** One figure's raw result, or why it is missing; either way with its aftermath. */
+export type Figure<T> = (T | Failure) & Aftermath;
+
 /** Everything measured on one path. */
 export interface PathResult {
   /** Which path. */
   path: PathName;
-  /** Set when the chain itself could not be started. */
-  error?: string;
-  /** Chain processes that exited during the measurements, with their last stderr lines. */
-  crashed?: string[];
   /** Single-stream download. */
-  throughput1?: ThroughputResult | Failure;
+  throughput1?: Figure<ThroughputResult>;
   /** 8-stream aggregate download. */
-  throughput8?: ThroughputResult | Failure;
+  throughput8?: Figure<ThroughputResult>;
   /** 1-byte round trips. */
-  pingPong?: PingPongResult | Failure;
+  pingPong?: Figure<PingPongResult>;
   /** Connect, echo 1 byte, close. */
-  setup?: SetupRateResult | Failure;
+  setup?: Figure<SetupRateResult>;
   /** Concurrent verified echo sessions. */
-  sessions?: SessionsFigure | Failure;
+  sessions?: Figure<SessionsFigure>;
 }
 
 /** The measured parts of a {@link PathResult}. */
 const FIGURES = ["throughput1", "throughput8", "pingPong", "setup", "sessions"] as const;
 
-function ok<T extends object>(value: T | Failure | undefined): T | undefined {
-  return value === undefined || "error" in value ? undefined : value;
+/** The figure's result, or undefined if it failed or was not measured. */
+function ok<T extends object>(figure: Figure<T> | undefined): T | undefined {
+  return figure === undefined || "error" in figure ? undefined : figure as T;
 }
 
 function sumRss(figure: SessionsFigure | undefined, key: "idleKiB" | "heldKiB") {
@@ -166,14 +172,16 @@ export function formatTable(results: readonly PathResult[]): string {
     );
     out.push(`  ${result.path}: ${text || "—"}`);
   }
-  const failures = results.flatMap((r) => [
-    ...(r.error === undefined ? [] : [`  ${r.path}: ${r.error}`]),
-    ...(r.crashed ?? []).map((c) => `  ${r.path} crashed: ${c}`),
-    ...FIGURES.flatMap((k) => {
-      const figure = r[k];
-      return figure !== undefined && "error" in figure ? [`  ${r.path} ${k}: ${figure.error}`] : [];
-    }),
-  ]);
+  const failures = results.flatMap((r) =>
+    FIGURES.flatMap((k) => {
+      const figure: Figure<object> | undefined = r[k];
+      if (figure === undefined) return [];
+      return [
+        ...("error" in figure ? [`  ${r.path} ${k}: ${figure.error}`] : []),
+        ...(figure.problems ?? []).map((p) => `  ${r.path} after ${k}: ${p}`),
+      ];
+    })
+  );
   const sessionErrors = results.flatMap((r) =>
     Object.entries(ok(r.sessions)?.errors ?? {}).map(([e, n]) => `  ${r.path} sessions: ${n}x ${e}`)
   );
@@ -181,6 +189,16 @@ export function formatTable(results: readonly PathResult[]): string {
     out.push("", "Failures:", ...failures, ...sessionErrors);
   }
   return out.join("\n");
+}
+
+/** True if any figure failed, had problems afterwards, or lost a session. */
+export function hasFailures(results: readonly PathResult[]): boolean {
+  return results.some((r) =>
+    FIGURES.some((k) => {
+      const figure: Figure<object> | undefined = r[k];
+      return figure !== undefined && ("error" in figure || figure.problems !== undefined);
+    }) || (ok(r.sessions)?.ok ?? 0) < (ok(r.sessions)?.count ?? 0)
+  );
 }
 
 /** KiB as MiB with one decimal, or "?" when unknown. */

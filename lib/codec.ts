@@ -88,7 +88,7 @@ export class TextCodec implements Codec {
           `Cannot decode message: the type line is longer than ${MAX_TYPE_LINE_BYTES} bytes`,
         );
       }
-      checkDigits(bytes, bytes.length);
+      checkDigits(bytes, bytes.length, true);
       return undefined;
     }
     const type = parseType(bytes, lineEnd(bytes, typeEnd, 0));
@@ -137,9 +137,10 @@ function isDigit(byte: number | undefined): boolean {
   return byte !== undefined && byte >= 0x30 && byte <= 0x39;
 }
 
-function checkDigits(bytes: Uint8Array, end: number): void {
+/** Throws unless `bytes[0..end)` are digits; an incomplete line may also end in its `\r`. */
+function checkDigits(bytes: Uint8Array, end: number, incomplete: boolean): void {
   for (let i = 0; i < end; i++) {
-    if (!isDigit(bytes[i]) && !(i === end - 1 && bytes[i] === CARRIAGE_RETURN)) {
+    if (!isDigit(bytes[i]) && !(incomplete && i === end - 1 && bytes[i] === CARRIAGE_RETURN)) {
       throw new ProtocolError(
         `Cannot decode message: the type line must be decimal digits, got byte 0x${
           (bytes[i] ?? 0).toString(16).padStart(2, "0")
@@ -154,7 +155,7 @@ function parseType(bytes: Uint8Array, end: number): number {
   let type = 0;
   for (let i = 0; i < end; i++) {
     const byte = bytes[i];
-    if (!isDigit(byte)) checkDigits(bytes, end);
+    if (!isDigit(byte)) checkDigits(bytes, end, false);
     type = type * 10 + (byte! - 0x30);
   }
   return type;

@@ -4,10 +4,10 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "./_log.ts";
 import { ProtocolError, SessionRefusedError } from "./errors.ts";
 import { dialDiscoverPoint } from "./handshake.ts";
-import { Feature, type KeepaliveOptions } from "./link.ts";
+import { ALL_FEATURES, type KeepaliveOptions } from "./link.ts";
 import { MessageType, messageTypeName, Role } from "./message.ts";
 import { SessionMux } from "./mux.ts";
 import type { IndirectConn } from "./session.ts";
@@ -24,6 +24,13 @@ export interface IndirectConnectOptions {
   clientName?: string;
   /** Milliseconds to wait for the session to open. @default {10000} */
   timeout?: number;
+  /** Largest flow-control window per session direction, in bytes. @default {16777216} */
+  maxWindow?: number;
+  /**
+   * Extensions to offer (PROTOCOL.md Part 3); `[]` speaks Parts 1 and 2 only.
+   * @default {["half-close", "keepalive", "flow-control", "binary"]}
+   */
+  features?: readonly string[];
   /** Keepalive timing, when the discover point agrees on it. @default {{ interval: 15000, timeout: 10000 }} */
   keepalive?: KeepaliveOptions;
   /** Cancels the attempt. */
@@ -53,7 +60,7 @@ async function connectIndirect(options: IndirectConnectOptions): Promise<Indirec
     const link = await dialDiscoverPoint(options.dp, {
       role: Role.IndirectClient,
       name: options.clientName ?? "",
-      features: [Feature.HalfClose, Feature.Keepalive],
+      features: options.features ?? ALL_FEATURES,
       keepalive: options.keepalive,
       signal,
     });
@@ -68,7 +75,10 @@ async function connectIndirect(options: IndirectConnectOptions): Promise<Indirec
         );
       }
       if (answer.sessionId === -1) throw new SessionRefusedError(options.name, answer.reason);
-      const mux = new SessionMux(link, { onRelease: () => void link.close() });
+      const mux = new SessionMux(link, {
+        onRelease: () => void link.close(),
+        maxWindow: options.maxWindow,
+      });
       const conn = mux.open(answer.sessionId);
       mux.run().catch((error) => {
         logger.debug("Session {id} link ended: {message}", {

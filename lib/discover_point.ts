@@ -5,10 +5,10 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "./_log.ts";
 import { ProtocolError } from "./errors.ts";
 import { answerAloha } from "./handshake.ts";
-import { Feature, type KeepaliveOptions, Link } from "./link.ts";
+import { ALL_FEATURES, type KeepaliveOptions, Link } from "./link.ts";
 import { LinkClient, SocketClient } from "./dp_client.ts";
 import { type ClientEnd, type PendingConnect, ServerLink } from "./dp_session.ts";
 import { MAX_LINE_BYTES } from "./codec.ts";
@@ -19,9 +19,6 @@ const logger = getLogger(["rtcp", "dp"]);
 
 /** The port a discover point listens on unless told otherwise. */
 export const DEFAULT_PORT = 7000;
-
-/** Extensions this discover point offers in its Aloha. */
-const FEATURES: readonly string[] = [Feature.HalfClose, Feature.Keepalive];
 
 /** Options of {@linkcode DiscoverPoint}. */
 export interface DiscoverPointOptions {
@@ -51,10 +48,34 @@ export interface DiscoverPointOptions {
   shutdownGrace?: number;
   /** Keepalive timing on links whose peer agreed on `keepalive`. @default {{ interval: 15000, timeout: 10000 }} */
   keepalive?: KeepaliveOptions;
+  /** Largest flow-control window per session direction, in bytes: what one session may buffer here. @default {16777216} */
+  maxWindow?: number;
+  /**
+   * Extensions to offer (PROTOCOL.md Part 3); `[]` makes the discover point speak Parts 1 and 2 only.
+   * @default {["half-close", "keepalive", "flow-control", "binary"]}
+   */
+  features?: readonly string[];
+}
+
+/** What {@linkcode DiscoverPoint.stats} reports. */
+export interface DiscoverPointStats {
+  /** Open links (indirect servers' and clients'). */
+  readonly links: number;
+  /** Registered ISNames. */
+  readonly servers: number;
+  /** Open sessions (public-port sessions included). */
+  readonly sessions: number;
+  /** Bytes waiting in session pipes, all sessions together. */
+  readonly bufferedBytes: number;
+  /** The most bytes waiting in any one session (both directions). */
+  readonly maxSessionBufferedBytes: number;
 }
 
 type Limits = Required<
-  Omit<DiscoverPointOptions, "hostname" | "port" | "expose" | "name" | "keepalive">
+  Omit<
+    DiscoverPointOptions,
+    "hostname" | "port" | "expose" | "name" | "keepalive" | "maxWindow" | "features"
+  >
 >;
 
 const DEFAULT_LIMITS: Limits = {
@@ -96,6 +117,8 @@ export class DiscoverPoint implements AsyncDisposable {
   readonly #name: string;
   readonly #limits: Limits;
   readonly #keepalive: KeepaliveOptions | undefined;
+  readonly #maxWindow: number | undefined;
+  readonly #features: readonly string[];
   #listener: Deno.TcpListener | undefined;
   readonly #publicListeners = new Map<string, Deno.TcpListener>();
   readonly #registry = new Map<string, ServerLink[]>();
@@ -122,6 +145,8 @@ export class DiscoverPoint implements AsyncDisposable {
     }
     this.#limits = limits;
     this.#keepalive = options.keepalive;
+    this.#maxWindow = options.maxWindow;
+    this.#features = options.features ?? ALL_FEATURES;
   }
 
   /**
@@ -160,6 +185,33 @@ export class DiscoverPoint implements AsyncDisposable {
   /** Public port addresses by ISName. */
   get publicAddrs(): ReadonlyMap<string, Deno.NetAddr> {
     return new Map([...this.#publicListeners].map(([name, listener]) => [name, listener.addr]));
+  }
+
+  /**
+   * A snapshot of the discover point's state, for metrics and tests.
+   * @returns Counts of links and sessions, and the bytes buffered in session pipes.
+   */
+  stats(): DiscoverPointStats {
+    let sessions = 0;
+    let bufferedBytes = 0;
+    let maxSessionBufferedBytes = 0;
+    for (const pool of this.#registry.values()) {
+      for (const server of pool) {
+        for (const session of server.sessions.values()) {
+          sessions++;
+          const buffered = session.toServer.buffered + session.toClient.buffered;
+          bufferedBytes += buffered;
+          maxSessionBufferedBytes = Math.max(maxSessionBufferedBytes, buffered);
+        }
+      }
+    }
+    return {
+      links: this.#links.size,
+      servers: this.#registry.size,
+      sessions,
+      bufferedBytes,
+      maxSessionBufferedBytes,
+    };
   }
 
   /** ISNames with at least one registered link, and how many links each has. */
@@ -204,7 +256,7 @@ export class DiscoverPoint implements AsyncDisposable {
     );
     try {
       const aloha = await answerAloha(link, {
-        features: FEATURES,
+        features: this.#features,
         name: this.#name,
         signal: deadline.signal,
         check: (aloha) =>
@@ -248,7 +300,8 @@ export class DiscoverPoint implements AsyncDisposable {
 
   async #serveServer(link: Link, name: string): Promise<void> {
     const pool = this.#registry.get(name) ?? [];
-    const server = new ServerLink(name, link, (id) => pool.some((other) => other.sessions.has(id)));
+    const isInUse = (id: number) => pool.some((other) => other.sessions.has(id));
+    const server = new ServerLink(name, link, isInUse, this.#maxWindow);
     pool.push(server);
     this.#registry.set(name, pool);
     logger.info("Registered {name} from {peer} ({links} links)", {
@@ -381,10 +434,7 @@ export class DiscoverPoint implements AsyncDisposable {
     const reason = "The discover point is shutting down";
     for (const pool of this.#registry.values()) {
       for (const server of pool) {
-        for (const session of [...server.sessions.values()]) {
-          session.clientClosed(reason);
-          session.client.closed(reason);
-        }
+        for (const session of [...server.sessions.values()]) session.abort(reason);
         server.end(reason);
       }
     }

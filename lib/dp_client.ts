@@ -5,8 +5,8 @@
  */
 
 import { ProtocolError } from "./errors.ts";
-import { Feature, type Link } from "./link.ts";
-import { MessageType, messageTypeName } from "./message.ts";
+import type { Link } from "./link.ts";
+import { type Message, MessageType, messageTypeName } from "./message.ts";
 import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./dp_session.ts";
 import type { Transport } from "./transport.ts";
 
@@ -29,6 +29,16 @@ export class LinkClient implements ClientEnd {
     this.label = label;
   }
 
+  /** Whether the client agreed on `flow-control`. */
+  get flowControl(): boolean {
+    return this.#link.flowControl;
+  }
+
+  /** Largest Data content for this link's codec. */
+  get maxDataBytes(): number {
+    return this.#link.maxDataBytes;
+  }
+
   /** Sends the Ack and opens the session. */
   accepted(session: DiscoverPointSession): void {
     if (this.#state !== "waiting") {
@@ -49,26 +59,33 @@ export class LinkClient implements ClientEnd {
   }
 
   /** Forwards server bytes. */
-  data(bytes: Uint8Array): Promise<void> | undefined {
+  send(bytes: Uint8Array): Promise<void> | undefined {
     if (this.#state !== "open") return undefined;
     return this.#send({ type: MessageType.Data, sessionId: this.#session!.id, content: bytes });
   }
 
+  /** Returns credit for client bytes that moved on. */
+  grant(bytes: number): void {
+    if (this.#state === "open") {
+      this.#send({ type: MessageType.Credit, sessionId: this.#session!.id, bytes });
+    }
+  }
+
   /** Forwards End where this link agreed on half-close; an original client cannot be told. */
-  ended(): void {
-    if (this.#state !== "open" || !this.#link.features.has(Feature.HalfClose)) return;
+  end(): void {
+    if (this.#state !== "open" || !this.#link.halfClose) return;
     this.#send({ type: MessageType.End, sessionId: this.#session!.id });
   }
 
   /** Forwards the server's Close and ends the link. */
-  closed(reason: string): void {
+  close(reason: string): void {
     if (this.#state !== "open") return;
     this.#state = "done";
     this.#send({ type: MessageType.Close, sessionId: this.#session!.id, reason });
     void this.#link.close();
   }
 
-  #send(message: Parameters<Link["send"]>[0]): Promise<void> | undefined {
+  #send(message: Message): Promise<void> | undefined {
     try {
       return this.#link.send(message);
     } catch {
@@ -90,26 +107,36 @@ export class LinkClient implements ClientEnd {
         message = await this.#link.next()
       ) {
         if (this.#state === "done") continue;
-        const session = this.#session;
+        if (message.type === MessageType.Close && this.#state === "waiting") {
+          this.#abandon();
+          return;
+        }
+        if (
+          message.type !== MessageType.Data && message.type !== MessageType.Credit &&
+          message.type !== MessageType.End && message.type !== MessageType.Close
+        ) {
+          throw new ProtocolError(
+            `Cannot accept ${
+              messageTypeName(message.type)
+            } from an indirect client after its Connect`,
+          );
+        }
+        const session = this.#expectSession(message.type, message.sessionId);
         switch (message.type) {
           case MessageType.Data: {
-            this.#expectSession(message.type, message.sessionId);
-            const full = session!.fromClient(message.content);
+            const full = session.toServer.push(message.content);
             if (full) await full;
             break;
           }
+          case MessageType.Credit:
+            session.toClient.credit(message.bytes);
+            break;
           case MessageType.End:
-            this.#expectSession(message.type, message.sessionId);
-            session!.clientEnded();
+            session.toServer.end();
             break;
           case MessageType.Close:
-            if (this.#state === "waiting") {
-              this.#abandon();
-              return;
-            }
-            this.#expectSession(message.type, message.sessionId);
             this.#state = "done";
-            session!.clientClosed(message.reason);
+            session.clientClosed(message.reason);
             this.#send({
               type: MessageType.Close,
               sessionId: message.sessionId,
@@ -117,12 +144,6 @@ export class LinkClient implements ClientEnd {
             });
             await this.#link.close();
             return;
-          default:
-            throw new ProtocolError(
-              `Cannot accept ${
-                messageTypeName(message.type)
-              } from an indirect client after its Connect`,
-            );
         }
       }
     } catch (error) {
@@ -133,19 +154,21 @@ export class LinkClient implements ClientEnd {
     }
   }
 
-  #expectSession(type: number, sessionId: number): void {
+  #expectSession(type: number, sessionId: number): DiscoverPointSession {
     if (this.#state !== "open") {
       throw new ProtocolError(
         `Cannot accept ${messageTypeName(type)} before the session is acknowledged`,
       );
     }
-    if (sessionId !== this.#session!.id) {
+    const session = this.#session!;
+    if (sessionId !== session.id) {
       throw new ProtocolError(
         `Cannot accept ${
           messageTypeName(type)
-        } for session ${sessionId}: this link carries session ${this.#session!.id}`,
+        } for session ${sessionId}: this link carries session ${session.id}`,
       );
     }
+    return session;
   }
 
   #abandon(): void {
@@ -166,6 +189,10 @@ export class LinkClient implements ClientEnd {
 export class SocketClient implements ClientEnd {
   /** The connection's remote address. */
   readonly label: string;
+  /** A socket speaks no flow control: the pipe stops reading it instead. */
+  readonly flowControl = false;
+  /** Bytes go straight to the socket: no message size applies. */
+  readonly maxDataBytes = Infinity;
   readonly #transport: Transport;
   #state: ClientState = "waiting";
   readonly #outcome = Promise.withResolvers<DiscoverPointSession | undefined>();
@@ -197,7 +224,7 @@ export class SocketClient implements ClientEnd {
   }
 
   /** Writes server bytes to the connection. */
-  data(bytes: Uint8Array): Promise<void> | undefined {
+  send(bytes: Uint8Array): Promise<void> | undefined {
     if (this.#state !== "open") return undefined;
     try {
       return this.#transport.write(bytes);
@@ -208,22 +235,22 @@ export class SocketClient implements ClientEnd {
     }
   }
 
+  /** Never called: a socket gets no credit. */
+  grant(_bytes: number): void {}
+
   /** The server finished sending: shut down our write side after the queued bytes. */
-  ended(): void {
+  end(): void {
     if (this.#state === "open") void this.#transport.closeWrite();
   }
 
   /** The session is over: close after the queued bytes. */
-  closed(_reason: string): void {
+  close(_reason: string): void {
     if (this.#state === "done") return;
     this.#state = "done";
     void this.#transport.close();
   }
 
-  /**
-   * Waits for the Ack, then forwards the connection's bytes until it ends.
-   * @returns The reason the session could not open, or `undefined`.
-   */
+  /** Waits for the Ack, then forwards the connection's bytes until it ends. */
   async run(): Promise<void> {
     const session = await this.#outcome.promise;
     if (session === undefined) return;
@@ -234,8 +261,8 @@ export class SocketClient implements ClientEnd {
         chunk !== null;
         chunk = await this.#transport.read()
       ) {
-        // The chunk is encoded at once by send(), so the transport may reuse its buffer.
-        const full = session.fromClient(chunk);
+        // A copy: the transport reuses its read buffer, the pipe may hold the bytes a while.
+        const full = session.toServer.push(chunk.slice());
         if (full) await full;
       }
     } catch (error) {
@@ -243,7 +270,7 @@ export class SocketClient implements ClientEnd {
     }
     if (this.#state !== "open") return;
     if (reason) session.clientClosed(reason);
-    else session.clientEnded();
+    else session.toServer.end();
   }
 
   /** Gives up before the Ack (the discover point is shutting down). */

@@ -2,14 +2,17 @@
  * The discover point's view of sessions: one session joins a client end (an
  * indirect client's link, or a plain TCP connection on a public port) to one
  * indirect server link, where it is known by the server's session number.
+ * Each direction runs through a {@linkcode Pipe}, which bounds what the
+ * discover point buffers and carries credit from end to end.
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "./_log.ts";
 import { RecentSet } from "./_recent_set.ts";
+import { Pipe, type PipeSink, type PipeSource } from "./dp_pipe.ts";
 import { ProtocolError } from "./errors.ts";
-import { Feature, type Link } from "./link.ts";
-import { type AckMessage, MessageType, messageTypeName } from "./message.ts";
+import type { Link } from "./link.ts";
+import { type AckMessage, type Message, MessageType, messageTypeName } from "./message.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
 
@@ -17,22 +20,13 @@ const logger = getLogger(["rtcp", "dp"]);
 const RECENTLY_CLOSED = 4096;
 
 /** The client side of a session at the discover point. */
-export interface ClientEnd {
+export interface ClientEnd extends PipeSink, PipeSource {
   /** Who is connecting, as sent to the indirect server in Connect `N`. */
   readonly label: string;
   /** The indirect server accepted: the session is open. */
   accepted(session: DiscoverPointSession): void;
   /** The session cannot open; `reason` says why. */
   refused(reason: string): void;
-  /**
-   * Bytes from the indirect server (owned by the callee from now on).
-   * @returns A promise to await before forwarding more, when the client is slow.
-   */
-  data(bytes: Uint8Array): Promise<void> | undefined;
-  /** The indirect server finished its direction (half-close). */
-  ended(): void;
-  /** The session is over; `reason` is empty for a normal close. */
-  closed(reason: string): void;
 }
 
 /** A Connect sent to an indirect server and not yet answered. */
@@ -45,45 +39,92 @@ export interface PendingConnect {
   timer: ReturnType<typeof setTimeout> | undefined;
 }
 
+/** The server side of one session, as a pipe end. */
+class ServerEnd implements PipeSink, PipeSource {
+  readonly #server: ServerLink;
+  readonly #id: number;
+  readonly #session: DiscoverPointSession;
+
+  constructor(server: ServerLink, id: number, session: DiscoverPointSession) {
+    this.#server = server;
+    this.#id = id;
+    this.#session = session;
+  }
+
+  get flowControl(): boolean {
+    return this.#server.link.flowControl;
+  }
+
+  get maxDataBytes(): number {
+    return this.#server.link.maxDataBytes;
+  }
+
+  send(bytes: Uint8Array): Promise<void> | undefined {
+    return this.#server.trySend({ type: MessageType.Data, sessionId: this.#id, content: bytes });
+  }
+
+  grant(bytes: number): void {
+    this.#server.trySend({ type: MessageType.Credit, sessionId: this.#id, bytes });
+  }
+
+  end(): void {
+    if (this.#server.link.halfClose) {
+      this.#server.trySend({ type: MessageType.End, sessionId: this.#id });
+      return;
+    }
+    // An original-protocol server cannot be told about a half-close; ending the session is
+    // the only way it learns that the client is done. What it sent already still reaches the client.
+    this.close("");
+    this.#session.toClient.close("");
+  }
+
+  close(reason: string): void {
+    if (this.#server.forget(this.#id)) {
+      this.#server.trySend({ type: MessageType.Close, sessionId: this.#id, reason });
+    }
+  }
+}
+
 /** One open session at the discover point. */
 export class DiscoverPointSession {
   /** The indirect server's session number (`X`), used on both links. */
   readonly id: number;
-  /** The server link carrying it. */
-  readonly server: ServerLink;
   /** The client end. */
   readonly client: ClientEnd;
+  /** Client bytes on their way to the server. */
+  readonly toServer: Pipe;
+  /** Server bytes on their way to the client. */
+  readonly toClient: Pipe;
+  readonly #serverEnd: ServerEnd;
 
   /** Joins `client` to `server` as session `id`. */
-  constructor(id: number, server: ServerLink, client: ClientEnd) {
+  constructor(id: number, server: ServerLink, client: ClientEnd, maxWindow?: number) {
     this.id = id;
-    this.server = server;
     this.client = client;
+    const serverEnd = new ServerEnd(server, id, this);
+    this.#serverEnd = serverEnd;
+    this.toServer = new Pipe(client, serverEnd, maxWindow);
+    this.toClient = new Pipe(serverEnd, client, maxWindow);
   }
 
-  /** Forwards client bytes to the server; see {@linkcode Link.send}. */
-  fromClient(bytes: Uint8Array): Promise<void> | undefined {
-    if (!this.server.sessions.has(this.id)) return undefined;
-    return this.server.trySend({ type: MessageType.Data, sessionId: this.id, content: bytes });
+  /** Ends the session at once on both sides with `reason`, dropping queued bytes (shutdown). */
+  abort(reason: string): void {
+    this.toServer.discard();
+    this.toClient.discard();
+    this.#serverEnd.close(reason);
+    this.client.close(reason);
   }
 
-  /** The client finished its direction: End where the server link agreed on half-close, else Close. */
-  clientEnded(): void {
-    if (!this.server.sessions.has(this.id)) return;
-    if (this.server.link.features.has(Feature.HalfClose)) {
-      this.server.trySend({ type: MessageType.End, sessionId: this.id });
-    } else {
-      // An original-protocol server cannot be told about a half-close; ending the session is
-      // the only way it learns that the client is done.
-      this.clientClosed("");
-      this.client.closed("");
-    }
-  }
-
-  /** The client closed the session (or its connection was lost): tell the server. */
+  /** The client closed the session, or its connection was lost: queued bytes go on, then Close. */
   clientClosed(reason: string): void {
-    if (!this.server.forget(this.id)) return;
-    this.server.trySend({ type: MessageType.Close, sessionId: this.id, reason });
+    this.toServer.close(reason);
+    this.toClient.discard();
+  }
+
+  /** The server closed the session, or its link was lost: queued bytes go on, then Close. */
+  serverClosed(reason: string): void {
+    this.toClient.close(reason);
+    this.toServer.discard();
   }
 }
 
@@ -100,15 +141,23 @@ export class ServerLink {
   /** Numbers closed by the client side, whose late Data or Close from the server are ignored. */
   readonly #recentlyClosed = new RecentSet(RECENTLY_CLOSED);
   readonly #isInUse: (sessionId: number) => boolean;
+  readonly #maxWindow: number | undefined;
 
   /**
    * Creates the state of a newly registered server link.
    * @param isInUse Whether a number is open anywhere in this server's pool.
+   * @param maxWindow Largest flow-control window granted per session direction.
    */
-  constructor(name: string, link: Link, isInUse: (sessionId: number) => boolean) {
+  constructor(
+    name: string,
+    link: Link,
+    isInUse: (sessionId: number) => boolean,
+    maxWindow?: number,
+  ) {
     this.name = name;
     this.link = link;
     this.#isInUse = isInUse;
+    this.#maxWindow = maxWindow;
   }
 
   /** Sessions open or being opened: the pool picks the link with the fewest. */
@@ -117,7 +166,7 @@ export class ServerLink {
   }
 
   /** Sends, ignoring a broken link: its read loop reports the failure and cleans up. */
-  trySend(message: Parameters<Link["send"]>[0]): Promise<void> | undefined {
+  trySend(message: Message): Promise<void> | undefined {
     try {
       return this.link.send(message);
     } catch {
@@ -138,45 +187,52 @@ export class ServerLink {
    */
   async run(): Promise<void> {
     for (let message = await this.link.next(); message !== null; message = await this.link.next()) {
+      if (message.type === MessageType.Ack) {
+        this.#acknowledge(message);
+        continue;
+      }
+      if (
+        message.type !== MessageType.Data && message.type !== MessageType.Credit &&
+        message.type !== MessageType.End && message.type !== MessageType.Close
+      ) {
+        throw new ProtocolError(
+          `Cannot accept ${
+            messageTypeName(message.type)
+          } from indirect server "${this.name}" after its Aloha`,
+        );
+      }
+      const session = this.sessions.get(message.sessionId);
+      if (session === undefined) {
+        // Late messages for a number the client side closed crossed our Close: ignore them.
+        if (message.type !== MessageType.Data || this.#recentlyClosed.has(message.sessionId)) {
+          continue;
+        }
+        throw new ProtocolError(
+          `Cannot forward Data for session ${message.sessionId}: it is not open on this link`,
+        );
+      }
       switch (message.type) {
-        case MessageType.Ack:
-          this.#acknowledge(message);
-          break;
         case MessageType.Data: {
-          const session = this.sessions.get(message.sessionId);
-          if (session === undefined) {
-            if (this.#recentlyClosed.has(message.sessionId)) break;
-            throw new ProtocolError(
-              `Cannot forward Data for session ${message.sessionId}: it is not open on this link`,
-            );
-          }
-          // Without flow control, a slow client stalls this link: bounded memory, head-of-line blocking.
-          const full = session.client.data(message.content);
+          // Only a server without flow control is ever asked to wait: head-of-line blocking.
+          const full = session.toClient.push(message.content);
           if (full) await full;
           break;
         }
-        case MessageType.End:
-          this.sessions.get(message.sessionId)?.client.ended();
+        case MessageType.Credit:
+          session.toServer.credit(message.bytes);
           break;
-        case MessageType.Close: {
-          const session = this.sessions.get(message.sessionId);
-          // A Close for a number the client side already closed crossed ours: nothing to do.
-          if (session === undefined) break;
+        case MessageType.End:
+          session.toClient.end();
+          break;
+        case MessageType.Close:
           this.sessions.delete(message.sessionId);
-          session.client.closed(message.reason);
           this.trySend({
             type: MessageType.Close,
             sessionId: message.sessionId,
             reason: message.reason,
           });
+          session.serverClosed(message.reason);
           break;
-        }
-        default:
-          throw new ProtocolError(
-            `Cannot accept ${
-              messageTypeName(message.type)
-            } from indirect server "${this.name}" after its Aloha`,
-          );
       }
     }
   }
@@ -211,7 +267,7 @@ export class ServerLink {
       });
       return;
     }
-    const session = new DiscoverPointSession(ack.sessionId, this, head.client);
+    const session = new DiscoverPointSession(ack.sessionId, this, head.client, this.#maxWindow);
     this.sessions.set(ack.sessionId, session);
     logger.debug("Session {id} of {name} opened for {client}", {
       id: ack.sessionId,
@@ -227,7 +283,7 @@ export class ServerLink {
       clearTimeout(pending.timer);
       if (!pending.abandoned) pending.client.refused(reason);
     }
-    for (const session of this.sessions.values()) session.client.closed(reason);
+    for (const session of this.sessions.values()) session.serverClosed(reason);
     this.sessions.clear();
   }
 }

@@ -5,7 +5,8 @@
  */
 
 import { abortable } from "./_abortable.ts";
-import { type Codec, MessageDecoder, TextCodec } from "./codec.ts";
+import { BinaryCodec, MAX_BINARY_DATA_BYTES } from "./binary_codec.ts";
+import { type Codec, MAX_DATA_BYTES, MessageDecoder, TextCodec } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
 import { type Message, MessageType, messageTypeName } from "./message.ts";
 import { formatAddress, type Transport } from "./transport.ts";
@@ -16,12 +17,24 @@ export const Feature = {
   HalfClose: "half-close",
   /** Ping and Pong messages: an idle link is probed, a silent one dropped. */
   Keepalive: "keepalive",
+  /** Credit messages: per-session windows, so one slow reader never stalls the link. */
+  FlowControl: "flow-control",
+  /** Data and Credit as length-prefixed binary frames. */
+  Binary: "binary",
 } as const;
+
+/** Every extension this implementation speaks, in the order it offers them. */
+export const ALL_FEATURES: readonly string[] = [
+  Feature.HalfClose,
+  Feature.Keepalive,
+  Feature.FlowControl,
+  Feature.Binary,
+];
 
 /** Which extension a message type needs, for the types outside Parts 1 and 2. */
 const TYPE_FEATURE: Partial<Record<number, string>> = {
   [MessageType.End]: Feature.HalfClose,
-  [MessageType.Credit]: "flow-control",
+  [MessageType.Credit]: Feature.FlowControl,
   [MessageType.Ping]: Feature.Keepalive,
   [MessageType.Pong]: Feature.Keepalive,
 };
@@ -47,6 +60,7 @@ export class Link {
   /** The transport underneath. */
   readonly transport: Transport;
   readonly #decoder: MessageDecoder;
+  readonly #maxLineBytes: number | undefined;
   #encoder: Codec;
   #features: ReadonlySet<string> = new Set();
   readonly #keepalive: Required<KeepaliveOptions>;
@@ -61,6 +75,7 @@ export class Link {
   constructor(transport: Transport, options: LinkOptions = {}) {
     this.transport = transport;
     this.#keepalive = { interval: 15_000, timeout: 10_000, ...options.keepalive };
+    this.#maxLineBytes = options.maxLineBytes;
     this.#encoder = new TextCodec({ maxLineBytes: options.maxLineBytes });
     this.#decoder = new MessageDecoder({ codec: this.#encoder });
   }
@@ -75,9 +90,27 @@ export class Link {
     return this.#features;
   }
 
-  /** Records the extensions both ends announced. */
+  /** Largest Data content to send in one message on this link. */
+  get maxDataBytes(): number {
+    return this.#features.has(Feature.Binary) ? MAX_BINARY_DATA_BYTES : MAX_DATA_BYTES;
+  }
+
+  /** Whether both ends agreed on `flow-control`. */
+  get flowControl(): boolean {
+    return this.#features.has(Feature.FlowControl);
+  }
+
+  /** Whether both ends agreed on `half-close`. */
+  get halfClose(): boolean {
+    return this.#features.has(Feature.HalfClose);
+  }
+
+  /** Records the extensions both ends announced, switching to their codec. */
   useFeatures(features: Iterable<string>): void {
     this.#features = new Set(features);
+    if (this.#features.has(Feature.Binary)) {
+      this.useCodec(new BinaryCodec({ maxLineBytes: this.#maxLineBytes }));
+    }
     if (this.#features.has(Feature.Keepalive)) {
       this.#lastInput = Date.now();
       this.#schedule(this.#keepalive.interval);

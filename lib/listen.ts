@@ -4,11 +4,11 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "./_log.ts";
 import { Backoff, type BackoffOptions, sleep } from "./_backoff.ts";
 import { VersionMismatchError } from "./errors.ts";
 import { dialDiscoverPoint } from "./handshake.ts";
-import { Feature, type KeepaliveOptions } from "./link.ts";
+import { ALL_FEATURES, type KeepaliveOptions } from "./link.ts";
 import { type ConnectMessage, MAX_NAME_LENGTH, MessageType, Role } from "./message.ts";
 import { SessionMux } from "./mux.ts";
 import type { IndirectConn } from "./session.ts";
@@ -48,6 +48,13 @@ export interface IndirectListenOptions {
   reconnect?: boolean;
   /** Delays between reconnection attempts. @default {{ initial: 250, max: 30000 }} */
   backoff?: BackoffOptions;
+  /** Largest flow-control window per session direction, in bytes. @default {16777216} */
+  maxWindow?: number;
+  /**
+   * Extensions to offer (PROTOCOL.md Part 3); `[]` speaks Parts 1 and 2 only.
+   * @default {["half-close", "keepalive", "flow-control", "binary"]}
+   */
+  features?: readonly string[];
   /** Keepalive timing on links to a discover point that agreed on it. @default {{ interval: 15000, timeout: 10000 }} */
   keepalive?: KeepaliveOptions;
   /** Closes the listener when aborted. */
@@ -154,13 +161,14 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
         const link = await dialDiscoverPoint(dp, {
           role: Role.IndirectServer,
           name,
-          features: [Feature.HalfClose, Feature.Keepalive],
+          features: this.#options.features ?? ALL_FEATURES,
           keepalive: this.#options.keepalive,
           signal,
         });
         const mux: SessionMux = new SessionMux(link, {
           onConnect: (message) => this.#onConnect(entry!, message),
           onRelease: (id) => this.#release(entry!, id),
+          maxWindow: this.#options.maxWindow,
         });
         entry = { mux, acks: Promise.resolve(), waiting: 0, draining: false };
         if (signal.aborted) {

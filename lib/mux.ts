@@ -4,9 +4,9 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "./_log.ts";
 import { ProtocolError } from "./errors.ts";
-import { Feature, type Link } from "./link.ts";
+import type { Link } from "./link.ts";
 import { type ConnectMessage, MessageType, messageTypeName } from "./message.ts";
 import { IndirectConn, type SessionCarrier } from "./session.ts";
 
@@ -18,6 +18,8 @@ export interface SessionMuxOptions {
   onConnect?: (message: ConnectMessage) => void;
   /** Called once per session when it has ended and its number may be reused. */
   onRelease?: (sessionId: number) => void;
+  /** Largest flow-control window per session direction. @default {16777216} */
+  maxWindow?: number;
 }
 
 /** The sessions carried by one link, keyed by session number. */
@@ -40,7 +42,22 @@ export class SessionMux implements SessionCarrier {
 
   /** Whether both ends agreed on `half-close`. */
   get halfClose(): boolean {
-    return this.link.features.has(Feature.HalfClose);
+    return this.link.halfClose;
+  }
+
+  /** Whether both ends agreed on `flow-control`. */
+  get flowControl(): boolean {
+    return this.link.flowControl;
+  }
+
+  /** Largest Data content for the link's codec. */
+  get maxDataBytes(): number {
+    return this.link.maxDataBytes;
+  }
+
+  /** Largest receive window a session grows to. */
+  get maxWindow(): number | undefined {
+    return this.#options.maxWindow;
   }
 
   /** Creates and registers session `sessionId`, before its Ack is sent. */
@@ -109,6 +126,9 @@ export class SessionMux implements SessionCarrier {
           }
           case MessageType.End:
             this.#sessions.get(message.sessionId)?.endedByPeer();
+            break;
+          case MessageType.Credit:
+            this.#sessions.get(message.sessionId)?.credited(message.bytes);
             break;
           case MessageType.Connect:
             if (this.#options.onConnect === undefined) {

@@ -4,8 +4,8 @@
  * @module
  */
 
-import { MAX_DATA_BYTES } from "./codec.ts";
 import { SessionClosedError } from "./errors.ts";
+import { ReceiveWindow, SendCredit } from "./flow.ts";
 import { type Message, MessageType } from "./message.ts";
 
 /** Bytes the readable side buffers before the link stops reading for it. */
@@ -17,6 +17,12 @@ export interface SessionCarrier {
   send(message: Message): Promise<void> | undefined;
   /** Whether both ends agreed on the `half-close` extension. */
   readonly halfClose: boolean;
+  /** Whether both ends agreed on the `flow-control` extension. */
+  readonly flowControl: boolean;
+  /** Largest Data content to send in one message. */
+  readonly maxDataBytes: number;
+  /** Largest receive window to grow to, with `flow-control`. */
+  readonly maxWindow?: number;
   /** Called once when the session has fully ended and its number may be reused. */
   release(sessionId: number): void;
   /** Makes the link keep the process alive. */
@@ -79,6 +85,12 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #leftover: Uint8Array | undefined;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  /** With `flow-control`: what we may receive, and what we may send. */
+  readonly #window: ReceiveWindow | undefined;
+  readonly #credit: SendCredit | undefined;
+  /** Bytes handed to the readable, and how many of those were reported consumed. */
+  #enqueued = 0;
+  #reported = 0;
 
   /** Creates the session; its carrier routes messages for `sessionId` to it. */
   constructor(carrier: SessionCarrier, sessionId: number, addresses: IndirectConnAddresses) {
@@ -87,15 +99,23 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     this.localAddr = addresses.localAddr;
     this.remoteAddr = addresses.remoteAddr;
     this.closed = this.#ended.promise;
+    if (carrier.flowControl) {
+      this.#window = new ReceiveWindow(carrier.maxWindow);
+      this.#credit = new SendCredit();
+    }
     this.readable = new ReadableStream({
       type: "bytes",
       start: (controller) => {
         this.#controller = controller;
       },
-      pull: () => this.#wake(),
+      pull: () => {
+        this.#wake();
+        this.#returnCredit();
+      },
       cancel: () => {
         this.#readEnded = true;
         this.#wake();
+        this.#returnCredit(this.#enqueued);
       },
     }, { highWaterMark: READ_HIGH_WATER_MARK });
     this.writable = new WritableStream<Uint8Array>({
@@ -115,6 +135,7 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     this.#state = next;
     if (next === "closed") {
       this.#wake();
+      this.#credit?.cancel();
       this.#carrier.release(this.sessionId);
       this.#ended.resolve();
     }
@@ -133,11 +154,43 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
    * @returns A promise to await before delivering more when the reader is behind.
    */
   deliver(bytes: Uint8Array<ArrayBuffer>): Promise<void> | undefined {
-    if (this.#state !== "open" || this.#readEnded || bytes.length === 0) return undefined;
+    this.#window?.received(bytes.length);
+    this.#enqueued += bytes.length;
+    if (this.#state !== "open" || this.#readEnded || bytes.length === 0) {
+      this.#returnCredit(this.#enqueued); // Nobody will read these: consumed at once.
+      return undefined;
+    }
     this.#controller.enqueue(bytes);
-    if ((this.#controller.desiredSize ?? 1) > 0) return undefined;
+    // With flow control the window bounds the buffer: never hold the link.
+    if (this.#window || (this.#controller.desiredSize ?? 1) > 0) return undefined;
     this.#pullWaiter ??= Promise.withResolvers<void>();
     return this.#pullWaiter.promise;
+  }
+
+  /** The peer granted `bytes` more credit. */
+  credited(bytes: number): void {
+    this.#credit?.add(bytes);
+  }
+
+  /**
+   * Reports consumption to the flow-control window and sends the credit it returns.
+   * @param consumed Total bytes consumed so far; by default, what left the readable's queue.
+   */
+  #returnCredit(consumed?: number): void {
+    if (this.#window === undefined || this.#state !== "open") return;
+    const total = consumed ??
+      this.#enqueued -
+        (READ_HIGH_WATER_MARK - (this.#controller.desiredSize ?? READ_HIGH_WATER_MARK));
+    const delta = total - this.#reported;
+    if (delta <= 0) return;
+    this.#reported = total;
+    const credit = this.#window.consumed(delta);
+    if (credit === 0) return;
+    try {
+      this.#carrier.send({ type: MessageType.Credit, sessionId: this.sessionId, bytes: credit });
+    } catch {
+      // The link is gone; its end closes this session.
+    }
   }
 
   /** The peer sent End: its direction is finished. */
@@ -179,9 +232,21 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   // ---- the application's side ---------------------------------------------
 
   async #write(chunk: Uint8Array): Promise<void> {
-    for (let offset = 0; offset < chunk.length; offset += MAX_DATA_BYTES) {
+    let offset = 0;
+    while (offset < chunk.length) {
       this.#checkWritable();
-      const content = chunk.subarray(offset, offset + MAX_DATA_BYTES);
+      let size = Math.min(chunk.length - offset, this.#carrier.maxDataBytes);
+      const credit = this.#credit;
+      if (credit) {
+        if (credit.available <= 0) {
+          await credit.wait();
+          continue;
+        }
+        size = Math.min(size, credit.available);
+        credit.spend(size);
+      }
+      const content = chunk.subarray(offset, offset + size);
+      offset += size;
       const full = this.#carrier.send({
         type: MessageType.Data,
         sessionId: this.sessionId,

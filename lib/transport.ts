@@ -84,13 +84,13 @@ export class TcpTransport implements Transport {
 
   /** Reads the next chunk into a buffer that adapts to the traffic. */
   async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return null;
+    if (this.#closed) return this.#endOfInput();
     const buffer = this.#readBuffer;
     let count: number | null;
     try {
       count = await this.#conn.read(buffer);
     } catch (error) {
-      if (this.#closed) return null;
+      if (this.#closed) return this.#endOfInput();
       throw error;
     }
     if (count === null) return null;
@@ -101,6 +101,12 @@ export class TcpTransport implements Transport {
       this.#readBuffer = new Uint8Array(buffer.length / 2);
     }
     return buffer.subarray(0, count);
+  }
+
+  /** After a local close: end of input, unless a failed write closed us (then that error). */
+  #endOfInput(): null {
+    if (this.#writeError !== undefined) throw this.#writeError;
+    return null;
   }
 
   /** Queues bytes; see {@linkcode Transport.write}. */

@@ -1,0 +1,569 @@
+/**
+ * RTCP forwarders as a command: expose a local TCP service under a name at a
+ * discover point, or reach a named service through a local port.
+ *
+ * ```sh
+ * # Behind NAT: forward sessions for "db" to the local PostgreSQL.
+ * rtcp expose --dp dp.example.com:7000 --name db --to 127.0.0.1:5432
+ * # Anywhere: local port 15432 now reaches "db".
+ * rtcp connect --dp dp.example.com:7000 --name db --listen 127.0.0.1:15432
+ * ```
+ *
+ * Install with `deno install --global -n rtcp --allow-net cli.ts`, or run as
+ * `deno run --allow-net cli.ts <command> ...`. `expose` prints
+ * `Exposing "NAME" at DP to TO` once the name is registered; `connect` prints
+ * `Listening on HOST:PORT` once its local port is bound. Logs go to standard
+ * error. SIGINT or SIGTERM closes every session and exits with status 0; bad
+ * flags exit with status 2; a discover point that refuses the first
+ * registration exits with status 1.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { getLogger } from "./lib/_log.ts";
+import { connect, type IndirectConn, listen, type SessionRequest } from "./mod.ts";
+import { formatAddress, parseAddress } from "./lib/transport.ts";
+import { parseLogLevel, setUpLogging } from "./app/logging.ts";
+
+const logger = getLogger(["rtcp", "cli"]);
+
+const USAGE = `Usage: rtcp <command> [options]
+   or: deno run --allow-net cli.ts <command> [options]
+
+Forwards TCP connections through an RTCP discover point.
+
+Commands:
+  expose     Registers NAME at a discover point and forwards every session to
+             a local TCP service
+  connect    Listens on a local port and forwards every connection to NAME
+             through a discover point
+
+Options:
+  -h, --help  Show this help; "rtcp <command> --help" shows a command's options`;
+
+const LOG_LEVEL_HELP =
+  "  --log-level L    trace, debug, info, warning, error or fatal (default info)";
+
+const EXPOSE_USAGE = `Usage: rtcp expose --dp HOST:PORT --name NAME --to HOST:PORT [options]
+
+Registers NAME at the discover point and forwards every session that a client
+opens to it to the TCP service at --to. The service is connected before the
+session is accepted: when that fails, the session is refused and the client
+gets the reason. Reconnects by itself when the discover point restarts.
+
+Options:
+  --dp HOST:PORT   The discover point (required)
+  --name NAME      The name to register (required)
+  --to HOST:PORT   The TCP service to forward sessions to (required)
+  --pool N         Links to keep to the discover point, 1 to 64 (default 1)
+${LOG_LEVEL_HELP}
+  -h, --help       Show this help`;
+
+const CONNECT_USAGE = `Usage: rtcp connect --dp HOST:PORT --name NAME --listen HOST:PORT [options]
+
+Listens on --listen and forwards every connection it accepts to the indirect
+server NAME, each as a new session through the discover point. A connection
+whose session cannot open is closed, and the reason is logged.
+
+Options:
+  --dp HOST:PORT      The discover point (required)
+  --name NAME         The indirect server's name (required)
+  --listen HOST:PORT  Where to listen; port 0 picks one (required)
+${LOG_LEVEL_HELP}
+  -h, --help          Show this help`;
+
+/** Size of the buffer each direction of {@linkcode pipeBoth} reads into. */
+export const PIPE_BUFFER_BYTES = 256 * 1024;
+
+/**
+ * How long `expose` waits for its target to accept a connection before it
+ * refuses the session; below the discover point's default Ack timeout (10 s).
+ */
+const TARGET_CONNECT_TIMEOUT_MS = 5000;
+
+/** How long a shutdown waits for sessions to finish closing. */
+const SHUTDOWN_GRACE_MS = 5000;
+
+/** Bytes that {@linkcode pipeBoth} moved each way, and what stopped it early. */
+export interface PipeResult {
+  /** Bytes read from `a` and written to `b`. */
+  aToB: number;
+  /** Bytes read from `b` and written to `a`. */
+  bToA: number;
+  /** The first error that ended the piping (then both connections were closed); none after two clean EOFs. */
+  error?: Error;
+}
+
+/** Options of {@linkcode pipeBoth}. */
+export interface PipeOptions {
+  /** Closes both connections when aborted; the result's `error` is then the abort reason. */
+  signal?: AbortSignal;
+  /** Bytes each direction reads at a time. @default {262144} */
+  bufferSize?: number;
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+/**
+ * Pipes two connections into each other until both directions are done,
+ * counting bytes. Binary-safe. When one side's input ends, the other side's
+ * output is half-closed (`closeWrite()`) and the other direction keeps
+ * flowing; once both have ended, or on the first error, both are closed.
+ * @param a One connection, e.g. an accepted TCP connection.
+ * @param b The other, e.g. an RTCP session.
+ * @param options A signal to stop early, and the read buffer size.
+ * @returns The byte counts, and the error that ended the piping early, if any.
+ * @example Forward a TCP connection to another port
+ * ```ts ignore
+ * const { aToB, bToA } = await pipeBoth(accepted, await Deno.connect({ port: 5432 }));
+ * ```
+ */
+export async function pipeBoth(
+  a: Deno.Conn,
+  b: Deno.Conn,
+  options: PipeOptions = {},
+): Promise<PipeResult> {
+  const { signal, bufferSize = PIPE_BUFFER_BYTES } = options;
+  const result: PipeResult = { aToB: 0, bToA: 0 };
+  let closed = false;
+  const closeBoth = () => {
+    if (closed) return;
+    closed = true;
+    for (const conn of [a, b]) {
+      try {
+        conn.close();
+      } catch {
+        // Already closed: by the peer's error, or by the other direction.
+      }
+    }
+  };
+  const fail = (error: unknown) => {
+    // Once both are closed, errors are echoes of that (a pending read interrupted), not causes.
+    if (!closed) result.error ??= asError(error);
+    closeBoth();
+  };
+  const copy = async (
+    from: Deno.Conn,
+    to: Deno.Conn,
+    count: (bytes: number) => void,
+  ): Promise<void> => {
+    const buffer = new Uint8Array(bufferSize);
+    for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
+      for (let written = 0; written < n;) {
+        written += await to.write(buffer.subarray(written, n));
+      }
+      count(n);
+    }
+    if (!closed) await to.closeWrite();
+  };
+  const onAbort = () => fail(signal!.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (signal?.aborted) onAbort();
+  const aToB = copy(a, b, (n) => result.aToB += n).catch(fail);
+  const bToA = copy(b, a, (n) => result.bToA += n).catch(fail);
+  // A session that has fully ended (the peer closed it, rather than half-closing)
+  // cannot take bytes any more: once what it delivered is forwarded, end both
+  // rather than wait for the other side to send something that would fail.
+  for (const [conn, reading] of [[a, aToB], [b, bToA]] as const) {
+    const ended = (conn as Partial<Pick<IndirectConn, "closed">>).closed;
+    void ended?.then(() => reading).then(closeBoth, closeBoth);
+  }
+  try {
+    await Promise.all([aToB, bToA]);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    closeBoth();
+  }
+  return result;
+}
+
+// ---- command line ------------------------------------------------------------
+
+class UsageError extends TypeError {
+  constructor(message: string, readonly usage: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+interface ExposeOptions {
+  dp: string;
+  name: string;
+  to: Deno.ConnectOptions & { hostname: string };
+  pool: number;
+}
+
+interface ConnectCommandOptions {
+  dp: string;
+  name: string;
+  listen: { hostname: string; port: number };
+}
+
+type Command =
+  | { command: "help"; usage: string }
+  | { command: "expose"; options: ExposeOptions; level: string }
+  | { command: "connect"; options: ConnectCommandOptions; level: string };
+
+function address(
+  command: string,
+  flag: string,
+  value: string | undefined,
+  usage: string,
+  anyPort = false,
+): { hostname: string; port: number } {
+  if (value === undefined) {
+    throw new UsageError(`Cannot run ${command}: --${flag} is required`, usage);
+  }
+  let parsed: { hostname: string; port: number };
+  try {
+    parsed = parseAddress(value);
+  } catch {
+    throw new UsageError(`Cannot use --${flag} "${value}": expected HOST:PORT`, usage);
+  }
+  if (parsed.port === 0 && !anyPort) {
+    throw new UsageError(`Cannot use --${flag} "${value}": expected a port from 1 to 65535`, usage);
+  }
+  return parsed;
+}
+
+function required(command: string, flag: string, value: string | undefined, usage: string): string {
+  if (value === undefined || value === "") {
+    throw new UsageError(`Cannot run ${command}: --${flag} is required`, usage);
+  }
+  return value;
+}
+
+function parseCommand(args: string[]): Command {
+  const [command, ...rest] = args;
+  if (command === "-h" || command === "--help") return { command: "help", usage: USAGE };
+  if (command !== "expose" && command !== "connect") {
+    const message = command === undefined
+      ? "Cannot run: expected a command"
+      : `Cannot run "${command}": expected the command expose or connect`;
+    throw new UsageError(message, USAGE);
+  }
+  const usage = command === "expose" ? EXPOSE_USAGE : CONNECT_USAGE;
+  let values;
+  try {
+    values = parseArgs({
+      args: rest,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        dp: { type: "string" },
+        name: { type: "string" },
+        to: { type: "string" },
+        listen: { type: "string" },
+        pool: { type: "string" },
+        "log-level": { type: "string", default: "info" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (error) {
+    throw new UsageError((error as Error).message, usage);
+  }
+  if (values.help) return { command: "help", usage };
+  // One option table for both commands keeps parseArgs simple; reject the other's flags here.
+  const foreign = command === "expose" ? "listen" : "to";
+  if (values[foreign] !== undefined || (command === "connect" && values.pool !== undefined)) {
+    const flag = values[foreign] !== undefined ? foreign : "pool";
+    throw new UsageError(`Cannot run ${command}: unknown option --${flag}`, usage);
+  }
+  const level = values["log-level"];
+  try {
+    parseLogLevel(level);
+  } catch (error) {
+    throw new UsageError((error as Error).message, usage);
+  }
+  const dp = formatAddress({ transport: "tcp", ...address(command, "dp", values.dp, usage) });
+  const name = required(command, "name", values.name, usage);
+  if (command === "connect") {
+    const listen = address(command, "listen", values.listen, usage, true);
+    return { command, options: { dp, name, listen }, level };
+  }
+  const to = address(command, "to", values.to, usage);
+  let pool = 1;
+  if (values.pool !== undefined) {
+    pool = Number(values.pool);
+    if (!/^\d+$/.test(values.pool) || pool < 1 || pool > 64) {
+      throw new UsageError(
+        `Cannot use --pool "${values.pool}": expected a whole number from 1 to 64`,
+        usage,
+      );
+    }
+  }
+  return { command, options: { dp, name, to, pool }, level };
+}
+
+/** Resolves with the first of SIGINT or SIGTERM; `dispose` removes the listeners. */
+function shutdownSignal(): { received: Promise<Deno.Signal>; dispose(): void } {
+  const stop = Promise.withResolvers<Deno.Signal>();
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  const handlers = signals.map((signal) => {
+    const handler = () => stop.resolve(signal);
+    Deno.addSignalListener(signal, handler);
+    return [signal, handler] as const;
+  });
+  return {
+    received: stop.promise,
+    dispose: () => {
+      for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
+    },
+  };
+}
+
+/** The forwarding sessions in flight, and the signal that stops them all. */
+class Sessions {
+  readonly #running = new Set<Promise<void>>();
+  readonly #stop = new AbortController();
+
+  get signal(): AbortSignal {
+    return this.#stop.signal;
+  }
+
+  add(session: Promise<void>): void {
+    this.#running.add(session);
+    void session.finally(() => this.#running.delete(session));
+  }
+
+  /** Closes every session and waits (a bounded time) for their Close to be answered. */
+  async close(): Promise<void> {
+    this.#stop.abort(new Deno.errors.Interrupted("Shutting down"));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        logger.warning("Gave up waiting for {count} sessions to close", {
+          count: this.#running.size,
+        });
+        resolve();
+      }, SHUTDOWN_GRACE_MS);
+    });
+    await Promise.race([Promise.all(this.#running), grace]);
+    clearTimeout(timer);
+  }
+}
+
+function messageOf(error: unknown): string {
+  // Deno appends "(os error N)" to socket errors; the reason reads better without it.
+  return asError(error).message.replace(/ \(os error \d+\)$/, "");
+}
+
+/** Which end of the tunnel a forwarder is: it decides which direction is "up" (client to server). */
+type Side = "expose" | "connect";
+
+/** Pipes `session` and `local`, then logs one line saying how it ended. */
+async function forward(
+  side: Side,
+  session: IndirectConn,
+  local: Deno.Conn,
+  label: Record<string, unknown>,
+  signal: AbortSignal,
+): Promise<void> {
+  const started = performance.now();
+  const { aToB, bToA, error } = await pipeBoth(session, local, { signal });
+  // Lets the Close reach the discover point before a shutdown exits.
+  await session.closed;
+  const properties = {
+    ...label,
+    id: session.sessionId,
+    up: side === "expose" ? aToB : bToA,
+    down: side === "expose" ? bToA : aToB,
+    duration: Math.round(performance.now() - started),
+  };
+  const bytes = "{up} bytes from client to server, {down} bytes back";
+  if (error === undefined) {
+    logger.info(`Session {id} closed after {duration} ms: ${bytes}`, properties);
+  } else if (signal.aborted) {
+    logger.info(`Session {id} closed on shutdown after {duration} ms: ${bytes}`, properties);
+  } else {
+    logger.warning(`Session {id} failed after {duration} ms (${bytes}): {message}`, {
+      ...properties,
+      message: messageOf(error),
+    });
+  }
+}
+
+async function runExpose(options: ExposeOptions): Promise<number> {
+  const { dp, name, pool } = options;
+  const to = formatAddress({ transport: "tcp", ...options.to });
+  const sessions = new Sessions();
+  // Target connections made by admit(), until accept() hands out their session.
+  const targets = new Map<number, Deno.TcpConn>();
+  const admit = async (request: SessionRequest): Promise<void> => {
+    let target: Deno.TcpConn;
+    // Acks go out in Connect order, so a slow connect here delays every later session.
+    const timeout = AbortSignal.timeout(TARGET_CONNECT_TIMEOUT_MS);
+    try {
+      target = await Deno.connect({
+        ...options.to,
+        signal: AbortSignal.any([sessions.signal, timeout]),
+      });
+    } catch (error) {
+      const detail = timeout.aborted
+        ? `no answer within ${TARGET_CONNECT_TIMEOUT_MS} ms`
+        : messageOf(error);
+      const reason = `Cannot reach ${to}: ${detail}`;
+      logger.warning("Refused session {id} from {client}: {reason}", {
+        id: request.sessionId,
+        client: request.client,
+        reason,
+      });
+      throw new Error(reason, { cause: error });
+    }
+    // An id is reused only after its session ended; a leftover here was refused after admit.
+    targets.get(request.sessionId)?.close();
+    targets.set(request.sessionId, target);
+  };
+  const listener = listen({ dp, name, pool, admit });
+  const stop = shutdownSignal();
+  try {
+    try {
+      const early = await Promise.race([listener.ready.then(() => undefined), stop.received]);
+      if (early !== undefined) {
+        logger.info("Stopped on {signal} before registering", { signal: early });
+        return 0;
+      }
+    } catch (error) {
+      logger.error("Cannot register {name} at {dp}: {message}", {
+        name,
+        dp,
+        message: messageOf(error),
+      });
+      return 1;
+    }
+    console.log(`Exposing "${name}" at ${dp} to ${to}`);
+    const accepting = (async () => {
+      for await (const session of listener) {
+        const target = targets.get(session.sessionId);
+        targets.delete(session.sessionId);
+        if (target === undefined) {
+          logger.error("Closed session {id}: no connection to {to} was made for it", {
+            id: session.sessionId,
+            to,
+          });
+          session.close();
+          continue;
+        }
+        const client = formatAddress(session.remoteAddr);
+        logger.info("Session {id} opened from {client} to {to}", {
+          id: session.sessionId,
+          client,
+          to,
+        });
+        sessions.add(forward("expose", session, target, { client, to }, sessions.signal));
+      }
+    })();
+    const outcome = await Promise.race([
+      stop.received.then((signal) => ({ signal })),
+      accepting.then(() => ({ error: undefined }), (error: unknown) => ({ error })),
+    ]);
+    if ("signal" in outcome) {
+      logger.info("Shutting down on {signal}", { signal: outcome.signal });
+      listener.close();
+      await accepting.catch(() => {/* It failed after the signal; we are leaving anyway. */});
+      await sessions.close();
+      return 0;
+    }
+    logger.error("Stopped exposing {name}: {message}", {
+      name,
+      message: messageOf(outcome.error),
+    });
+    await sessions.close();
+    return 1;
+  } finally {
+    stop.dispose();
+    listener.close();
+    for (const target of targets.values()) target.close();
+    targets.clear();
+  }
+}
+
+async function runConnect(options: ConnectCommandOptions): Promise<number> {
+  const { dp, name } = options;
+  let server: Deno.TcpListener;
+  try {
+    server = Deno.listen(options.listen);
+  } catch (error) {
+    logger.error("Cannot listen on {address}: {message}", {
+      address: formatAddress({ transport: "tcp", ...options.listen }),
+      message: messageOf(error),
+    });
+    return 1;
+  }
+  const stop = shutdownSignal();
+  const sessions = new Sessions();
+  const open = async (local: Deno.TcpConn): Promise<void> => {
+    const client = formatAddress(local.remoteAddr);
+    let session: IndirectConn;
+    try {
+      session = await connect({ dp, name, signal: sessions.signal });
+    } catch (error) {
+      local.close();
+      if (sessions.signal.aborted) return;
+      logger.error("Cannot forward {client}: {message}", { client, message: messageOf(error) });
+      return;
+    }
+    logger.info("Session {id} opened from {client} to {name}", {
+      id: session.sessionId,
+      client,
+      name,
+    });
+    await forward("connect", session, local, { client, name }, sessions.signal);
+  };
+  try {
+    console.log(`Listening on ${formatAddress(server.addr)}`);
+    const accepting = (async () => {
+      for await (const local of server) sessions.add(open(local));
+    })();
+    const outcome = await Promise.race([
+      stop.received.then((signal) => ({ signal })),
+      accepting.then(() => ({ error: undefined }), (error: unknown) => ({ error })),
+    ]);
+    if ("signal" in outcome) {
+      logger.info("Shutting down on {signal}", { signal: outcome.signal });
+      server.close();
+      await accepting.catch(() => {/* Closing the listener may end it either way. */});
+      await sessions.close();
+      return 0;
+    }
+    logger.error("Stopped listening: {message}", { message: messageOf(outcome.error) });
+    await sessions.close();
+    return 1;
+  } finally {
+    stop.dispose();
+    try {
+      server.close();
+    } catch {
+      // Closed above.
+    }
+  }
+}
+
+/**
+ * Runs `rtcp expose` or `rtcp connect` until SIGINT or SIGTERM.
+ * @param args Command-line arguments (without the program name).
+ * @returns The exit code: 0 after a clean shutdown or `--help`, 1 if it cannot
+ * start (or the discover point refuses the registration), 2 for bad flags.
+ */
+export async function main(args: string[]): Promise<number> {
+  let parsed: Command;
+  try {
+    parsed = parseCommand(args);
+  } catch (error) {
+    const usage = error instanceof UsageError ? error.usage : USAGE;
+    console.error(`${(error as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if (parsed.command === "help") {
+    console.log(parsed.usage);
+    return 0;
+  }
+  await setUpLogging(parseLogLevel(parsed.level));
+  return parsed.command === "expose"
+    ? await runExpose(parsed.options)
+    : await runConnect(parsed.options);
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,91 @@
+/**
+ * The `binary` extension's codec: Data and Credit travel as length-prefixed
+ * binary frames with raw bytes; every other message keeps the text form. The
+ * decoder tells the two apart by the first byte (a text message starts with a
+ * digit, a frame with `0xB0 | type`), so it can take over a link between any
+ * two messages.
+ * @module
+ */
+
+import type { ByteQueue } from "./_bytes.ts";
+import { type Codec, MAX_LINE_BYTES, TextCodec, type TextCodecOptions } from "./codec.ts";
+import { ProtocolError } from "./errors.ts";
+import { type Message, MessageType } from "./message.ts";
+
+/** Most raw bytes one binary Data frame carries; writers split larger writes. */
+export const MAX_BINARY_DATA_BYTES = 256 * 1024;
+
+/** High nibble of a frame's first byte; the low nibble is the message type. */
+const FRAME_MARK = 0xb0;
+/** Type byte, then the length of what follows as a big-endian u32. */
+const HEADER_BYTES = 5;
+/** Largest session number a frame can carry (u32); larger ones fall back to text. */
+const MAX_FRAME_SESSION_ID = 0xffff_ffff;
+
+/** Binary frames for Data and Credit, text for the rest. */
+export class BinaryCodec implements Codec {
+  /** Always `"binary"`. */
+  readonly name: string = "binary";
+  readonly #text: TextCodec;
+  readonly #maxFrameBytes: number;
+
+  /** Creates the codec; `maxLineBytes` also caps a frame's length. */
+  constructor(options: TextCodecOptions = {}) {
+    this.#text = new TextCodec(options);
+    this.#maxFrameBytes = options.maxLineBytes ?? MAX_LINE_BYTES;
+  }
+
+  /** Encodes Data and Credit as frames, anything else as text. */
+  encode(message: Message): Uint8Array {
+    if (message.type === MessageType.Data && message.sessionId <= MAX_FRAME_SESSION_ID) {
+      const { content } = message;
+      const frame = new Uint8Array(HEADER_BYTES + 4 + content.length);
+      const view = new DataView(frame.buffer);
+      frame[0] = FRAME_MARK | MessageType.Data;
+      view.setUint32(1, 4 + content.length);
+      view.setUint32(5, message.sessionId);
+      frame.set(content, HEADER_BYTES + 4);
+      return frame;
+    }
+    if (message.type === MessageType.Credit && message.sessionId <= MAX_FRAME_SESSION_ID) {
+      const frame = new Uint8Array(HEADER_BYTES + 8);
+      const view = new DataView(frame.buffer);
+      frame[0] = FRAME_MARK | MessageType.Credit;
+      view.setUint32(1, 8);
+      view.setUint32(5, message.sessionId);
+      view.setUint32(9, Math.min(message.bytes, 0xffff_ffff));
+      return frame;
+    }
+    return this.#text.encode(message);
+  }
+
+  /** Decodes one text message or binary frame from the front of `queue`. */
+  decode(queue: ByteQueue): Message | undefined {
+    const bytes = queue.view();
+    const first = bytes[0]!;
+    if ((first & 0xf0) !== FRAME_MARK) return this.#text.decode(queue);
+    const type = first & 0x0f;
+    if (type !== MessageType.Data && type !== MessageType.Credit) {
+      throw new ProtocolError(`Cannot decode frame: type ${type} has no binary form`);
+    }
+    if (bytes.length < HEADER_BYTES) return undefined;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    const length = view.getUint32(1);
+    if (length > this.#maxFrameBytes) {
+      throw new ProtocolError(
+        `Cannot decode frame: ${length} bytes is over the limit of ${this.#maxFrameBytes}`,
+      );
+    }
+    if (type === MessageType.Data ? length < 4 : length !== 8) {
+      throw new ProtocolError(`Cannot decode frame: type ${type} cannot be ${length} bytes long`);
+    }
+    if (bytes.length < HEADER_BYTES + length) return undefined;
+    const sessionId = view.getUint32(HEADER_BYTES);
+    const message: Message = type === MessageType.Data
+      // slice(): the session takes ownership of the bytes, the queue reuses its buffer.
+      ? { type, sessionId, content: bytes.slice(HEADER_BYTES + 4, HEADER_BYTES + length) }
+      : { type, sessionId, bytes: view.getUint32(HEADER_BYTES + 4) };
+    queue.consume(HEADER_BYTES + length);
+    return message;
+  }
+}

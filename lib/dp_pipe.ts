@@ -1,0 +1,181 @@
+/**
+ * One direction of one session inside the discover point: bytes received
+ * from one end wait here until the other end can take them.
+ *
+ * The buffer is bounded either way. When the sending end speaks
+ * `flow-control`, it never has more in flight than the window this pipe
+ * grants, and credit is returned only as bytes move on, so the buffer never
+ * exceeds one window. When it does not, `push()` asks the caller to stop
+ * reading that end (which, on a shared link, stalls its other sessions: the
+ * original protocol's head-of-line blocking).
+ * @module
+ */
+
+import { INITIAL_WINDOW, ReceiveWindow, SendCredit } from "./flow.ts";
+
+/** Where a pipe delivers: the receiving end of this direction. */
+export interface PipeSink {
+  /** Whether this end grants credit (`flow-control`), so the pipe must wait for it. */
+  readonly flowControl: boolean;
+  /** Largest Data content this end takes in one message. */
+  readonly maxDataBytes: number;
+  /** Sends bytes (encoded or copied at once); returns a promise when the end's transport is full. */
+  send(bytes: Uint8Array): Promise<void> | undefined;
+  /** The direction is finished (half-close). */
+  end(): void;
+  /** The session is over for this end; `reason` is empty for a normal close. */
+  close(reason: string): void;
+}
+
+/** Where a pipe's bytes come from: the sending end, which is given credit back. */
+export interface PipeSource {
+  /** Whether this end respects credit (`flow-control`). */
+  readonly flowControl: boolean;
+  /** Sends a Credit for `bytes` more. */
+  grant(bytes: number): void;
+}
+
+/** Bytes a pipe buffers from a source without flow control before asking it to wait. */
+const STALL_BYTES = INITIAL_WINDOW;
+
+/**
+ * `open`; `ending`: End waits behind the data; `ended`: End sent; `closing`:
+ * Close waits behind the data; `done`: Close sent, or the sink is gone.
+ */
+type PipeState = "open" | "ending" | "ended" | "closing" | "done";
+
+/** One direction of one session at the discover point. */
+export class Pipe {
+  readonly #source: PipeSource;
+  readonly #sink: PipeSink;
+  readonly #window: ReceiveWindow | undefined;
+  readonly #credit: SendCredit | undefined;
+  #queue: Uint8Array[] = [];
+  #head = 0;
+  #queued = 0;
+  #state: PipeState = "open";
+  #closeReason = "";
+  #pumping = false;
+  #discarding = false;
+  #stall: PromiseWithResolvers<void> | undefined;
+
+  /** Joins `source` to `sink`; `maxWindow` bounds the window granted to the source. */
+  constructor(source: PipeSource, sink: PipeSink, maxWindow?: number) {
+    this.#source = source;
+    this.#sink = sink;
+    this.#window = source.flowControl ? new ReceiveWindow(maxWindow) : undefined;
+    this.#credit = sink.flowControl ? new SendCredit() : undefined;
+  }
+
+  /** Bytes waiting in this pipe. */
+  get buffered(): number {
+    return this.#queued;
+  }
+
+  /**
+   * Takes bytes from the source (the pipe owns them from now on).
+   * @returns A promise to await before reading more from a source without flow control.
+   * @throws {ProtocolError} When a flow-controlled source exceeds its credit.
+   */
+  push(bytes: Uint8Array): Promise<void> | undefined {
+    this.#window?.received(bytes.length);
+    if (this.#discarding || this.#state !== "open") {
+      this.#consumed(bytes.length);
+      return undefined;
+    }
+    this.#queue.push(bytes);
+    this.#queued += bytes.length;
+    this.#pump();
+    if (this.#window || this.#queued <= STALL_BYTES) return undefined;
+    this.#stall ??= Promise.withResolvers<void>();
+    return this.#stall.promise;
+  }
+
+  /** The sink granted `bytes` more credit. */
+  credit(bytes: number): void {
+    this.#credit?.add(bytes);
+    this.#pump();
+  }
+
+  /** The source finished its direction: End follows the queued bytes. */
+  end(): void {
+    if (this.#state !== "open") return;
+    this.#state = "ending";
+    this.#pump();
+  }
+
+  /** The source closed the session: Close follows the queued bytes. */
+  close(reason: string): void {
+    if (this.#state === "closing" || this.#state === "done") return;
+    this.#state = "closing";
+    this.#closeReason = reason;
+    this.#pump();
+  }
+
+  /** Drops what is queued and ignores what comes (the sink is gone); credit still flows back. */
+  discard(): void {
+    this.#discarding = true;
+    this.#state = "done";
+    const dropped = this.#queued;
+    this.#queue = [];
+    this.#head = 0;
+    this.#queued = 0;
+    this.#consumed(dropped);
+    this.#credit?.cancel();
+  }
+
+  #consumed(bytes: number): void {
+    if (this.#window) {
+      const credit = this.#window.consumed(bytes);
+      if (credit > 0) this.#source.grant(credit);
+    } else if (this.#queued <= STALL_BYTES && this.#stall) {
+      const stall = this.#stall;
+      this.#stall = undefined;
+      stall.resolve();
+    }
+  }
+
+  #pump(): void {
+    if (!this.#pumping && !this.#discarding) void this.#drain();
+  }
+
+  /**
+   * Moves queued bytes to the sink while it has credit. Runs synchronously
+   * (so `#pumping` is cleared before it returns) unless the sink's transport is full.
+   */
+  async #drain(): Promise<void> {
+    this.#pumping = true;
+    try {
+      while (this.#head < this.#queue.length && !this.#discarding) {
+        const credit = this.#credit?.available ?? Infinity;
+        if (credit <= 0) return; // credit() restarts the pump.
+        const chunk = this.#queue[this.#head]!;
+        const size = Math.min(chunk.length, this.#sink.maxDataBytes, credit);
+        if (size === chunk.length) {
+          this.#queue[this.#head++] = undefined!;
+          if (this.#head === this.#queue.length) {
+            this.#queue = [];
+            this.#head = 0;
+          }
+        } else {
+          this.#queue[this.#head] = chunk.subarray(size);
+        }
+        const full = this.#sink.send(chunk.subarray(0, size));
+        this.#credit?.spend(size);
+        this.#queued -= size;
+        this.#consumed(size);
+        if (full) await full;
+      }
+      if (this.#discarding || this.#queued > 0) return;
+      if (this.#state === "ending") {
+        this.#state = "ended";
+        this.#sink.end();
+      } else if (this.#state === "closing") {
+        this.#state = "done";
+        this.#sink.close(this.#closeReason);
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+}

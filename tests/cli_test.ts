@@ -1,0 +1,579 @@
+/**
+ * Tests of `cli.ts`: `pipeBoth` in-process, and `rtcp expose` / `rtcp connect`
+ * as subprocesses next to a `dp.ts` subprocess.
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { pipeBoth } from "../cli.ts";
+import { connect, DiscoverPoint, listen, SessionRefusedError } from "../mod.ts";
+
+const CLI_PATH = fileURLToPath(new URL("../cli.ts", import.meta.url));
+const DP_PATH = fileURLToPath(new URL("../dp.ts", import.meta.url));
+
+// ---- helpers ------------------------------------------------------------------
+
+/**
+ * Rejects if `promise` has not settled within `ms`. Not a timing assertion: a
+ * generous guard so a missing event fails the test with `what` instead of hanging it.
+ */
+async function within<T>(promise: Promise<T>, what: string, ms = 15_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+interface LineWaiter {
+  regex: RegExp;
+  nth: number;
+  resolve(match: RegExpExecArray): void;
+  reject(error: Error): void;
+}
+
+/** The lines of a child's output, read as they come, with waits for a matching line. */
+class Lines {
+  readonly lines: string[] = [];
+  readonly done: Promise<void>;
+  readonly #waiters = new Set<LineWaiter>();
+  #ended = false;
+
+  constructor(readable: ReadableStream<Uint8Array>) {
+    this.done = this.#pump(readable);
+  }
+
+  async #pump(readable: ReadableStream<Uint8Array>): Promise<void> {
+    let pending = "";
+    for await (const text of readable.pipeThrough(new TextDecoderStream())) {
+      pending += text;
+      for (let newline = pending.indexOf("\n"); newline >= 0; newline = pending.indexOf("\n")) {
+        this.#push(pending.slice(0, newline));
+        pending = pending.slice(newline + 1);
+      }
+    }
+    if (pending) this.#push(pending);
+    this.#ended = true;
+    for (const waiter of this.#waiters) {
+      waiter.reject(new Error(`Output ended before a line matched ${waiter.regex}`));
+    }
+    this.#waiters.clear();
+  }
+
+  #push(line: string): void {
+    this.lines.push(line);
+    for (const waiter of this.#waiters) this.#check(waiter);
+  }
+
+  #check(waiter: LineWaiter): void {
+    let seen = 0;
+    for (const line of this.lines) {
+      const match = waiter.regex.exec(line);
+      if (match && ++seen === waiter.nth) {
+        this.#waiters.delete(waiter);
+        waiter.resolve(match);
+        return;
+      }
+    }
+  }
+
+  /** Resolves with the `nth` line (counting from 1) that matches `regex`, once it is printed. */
+  waitFor(regex: RegExp, nth = 1): Promise<RegExpExecArray> {
+    const { promise, resolve, reject } = Promise.withResolvers<RegExpExecArray>();
+    const waiter = { regex, nth, resolve, reject };
+    this.#waiters.add(waiter);
+    this.#check(waiter);
+    if (this.#ended && this.#waiters.delete(waiter)) {
+      reject(new Error(`Output ended before a line matched ${regex}`));
+    }
+    return promise;
+  }
+
+  get text(): string {
+    return this.lines.join("\n");
+  }
+}
+
+/** A `deno run --allow-net` subprocess whose output is read line by line. */
+class Program implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly stdout: Lines;
+  readonly stderr: Lines;
+  #stopped: Promise<Deno.CommandStatus> | undefined;
+
+  constructor(script: string, args: string[]) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", script, ...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.stdout = new Lines(this.child.stdout);
+    this.stderr = new Lines(this.child.stderr);
+  }
+
+  /** The first stdout line matching `regex`; fails with the program's stderr if it never comes. */
+  async printed(regex: RegExp): Promise<RegExpExecArray> {
+    try {
+      return await within(this.stdout.waitFor(regex), `stdout line ${regex}`);
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; stderr:\n${this.stderr.text}`);
+    }
+  }
+
+  /** The `nth` stderr line matching `regex`. */
+  logged(regex: RegExp, nth = 1): Promise<RegExpExecArray> {
+    return within(this.stderr.waitFor(regex, nth), `stderr line ${regex}`);
+  }
+
+  /** Sends SIGTERM (if still running), waits for the exit and the end of its output. */
+  stop(): Promise<Deno.CommandStatus> {
+    this.#stopped ??= (async () => {
+      try {
+        this.child.kill("SIGTERM");
+      } catch {
+        // It has already exited; its status says how.
+      }
+      const status = await this.child.status;
+      await Promise.all([this.stdout.done, this.stderr.done]);
+      return status;
+    })();
+    return this.#stopped;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** Spawns `dp.ts` on 127.0.0.1 and waits until it listens; `address` is its `"host:port"`. */
+async function spawnDp(args: string[] = [], port = 0): Promise<Program & { address: string }> {
+  const dp = new Program(DP_PATH, ["--hostname", "127.0.0.1", "--port", String(port), ...args]);
+  const [, address] = await dp.printed(/^Listening on (127\.0\.0\.1:\d+)$/);
+  return Object.assign(dp, { address: address! });
+}
+
+/** Spawns `cli.ts expose` and waits for its `Exposing` line. */
+async function spawnExpose(dp: string, name: string, to: string): Promise<Program> {
+  const expose = new Program(CLI_PATH, ["expose", "--dp", dp, "--name", name, "--to", to]);
+  const [line] = await expose.printed(/^Exposing .*$/);
+  assert.equal(line, `Exposing "${name}" at ${dp} to ${to}`);
+  return expose;
+}
+
+/** Spawns `cli.ts connect` on port 0 and waits for its `Listening on` line. */
+async function spawnConnect(dp: string, name: string): Promise<Program & { port: number }> {
+  const program = new Program(CLI_PATH, [
+    "connect",
+    "--dp",
+    dp,
+    "--name",
+    name,
+    "--listen",
+    "127.0.0.1:0",
+  ]);
+  const [, port] = await program.printed(/^Listening on 127\.0\.0\.1:(\d+)$/);
+  return Object.assign(program, { port: Number(port) });
+}
+
+/** A TCP echo server on 127.0.0.1: echoes until EOF, then half-closes. */
+class EchoServer implements AsyncDisposable {
+  readonly #listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  readonly #conns = new Set<Deno.TcpConn>();
+  readonly #handlers = new Set<Promise<void>>();
+  readonly #loop: Promise<void>;
+
+  constructor() {
+    this.#loop = this.#acceptAll();
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.#listener.addr.port}`;
+  }
+
+  async #acceptAll(): Promise<void> {
+    try {
+      for await (const conn of this.#listener) {
+        this.#conns.add(conn);
+        const handler = this.#echo(conn).finally(() => {
+          this.#conns.delete(conn);
+          this.#handlers.delete(handler);
+        });
+        this.#handlers.add(handler);
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BadResource)) throw error;
+    }
+  }
+
+  async #echo(conn: Deno.TcpConn): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+        for (let written = 0; written < n;) {
+          written += await conn.write(buffer.subarray(written, n));
+        }
+      }
+      await conn.closeWrite();
+    } catch {
+      // The tunnel may end the connection abruptly (that is what some tests do).
+    } finally {
+      try {
+        conn.close();
+      } catch {
+        // Closed by dispose.
+      }
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    await this.#loop;
+    for (const conn of this.#conns) conn.close();
+    await Promise.all(this.#handlers);
+  }
+}
+
+/** An address where nothing listens: a port that was bound and then released. */
+function unusedAddress(): string {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  listener.close();
+  return `127.0.0.1:${listener.addr.port}`;
+}
+
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let offset = 0; offset < n; offset += 65536) {
+    crypto.getRandomValues(out.subarray(offset, Math.min(n, offset + 65536)));
+  }
+  return out;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let offset = 0; offset < bytes.length;) {
+    offset += await conn.write(bytes.subarray(offset, offset + 100_000));
+  }
+}
+
+/** Reads until EOF; a reset counts as the end too when `resetIsEnd`. */
+async function readAll(conn: Deno.Conn, resetIsEnd = false): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+      chunks.push(buffer.slice(0, n));
+    }
+  } catch (error) {
+    if (!resetIsEnd || !(error instanceof Deno.errors.ConnectionReset)) throw error;
+  }
+  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** Sends `bytes` then half-closes, while reading everything that comes back. */
+async function exchange(conn: Deno.Conn, bytes: Uint8Array): Promise<Uint8Array> {
+  const [, received] = await Promise.all([
+    writeAll(conn, bytes).then(() => conn.closeWrite()),
+    readAll(conn),
+  ]);
+  return received;
+}
+
+async function connectTcp(port: number): Promise<Deno.TcpConn> {
+  return await Deno.connect({ hostname: "127.0.0.1", port });
+}
+
+/** Two connected TCP sockets on 127.0.0.1. */
+async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [client, server] = await Promise.all([connectTcp(listener.addr.port), listener.accept()]);
+  return [client, server];
+}
+
+// ---- pipeBoth -------------------------------------------------------------------
+
+Deno.test("pipeBoth() forwards both ways, passes each half-close through, and counts bytes", async (t) => {
+  const [client, a] = await tcpPair();
+  const [b, server] = await tcpPair();
+  const piping = pipeBoth(a, b, { bufferSize: 1000 });
+  const request = randomBytes(300_000);
+  const response = randomBytes(200_000);
+
+  await t.step("client to server, then the client's half-close reaches the server", async () => {
+    await writeAll(client, request);
+    await client.closeWrite();
+    assert.deepEqual(await readAll(server), request);
+  });
+  await t.step("server to client still flows after that, then its EOF too", async () => {
+    await writeAll(server, response);
+    await server.closeWrite();
+    assert.deepEqual(await readAll(client), response);
+  });
+  await t.step("it resolves with the byte counts once both directions ended", async () => {
+    assert.deepEqual(await piping, { aToB: request.length, bToA: response.length });
+  });
+  client.close();
+  server.close();
+});
+
+Deno.test("pipeBoth() closes both connections when its signal aborts", async () => {
+  const [client, a] = await tcpPair();
+  const [b, server] = await tcpPair();
+  const controller = new AbortController();
+  const piping = pipeBoth(a, b, { signal: controller.signal });
+  await writeAll(client, new Uint8Array([1, 2, 3]));
+  assert.deepEqual(await readExactly(server, 3), new Uint8Array([1, 2, 3]));
+  const reason = new Error("Stop");
+  controller.abort(reason);
+  const result = await piping;
+  assert.equal(result.error, reason);
+  assert.equal(result.aToB, 3);
+  assert.deepEqual(await readAll(client, true), new Uint8Array());
+  assert.deepEqual(await readAll(server, true), new Uint8Array());
+  client.close();
+  server.close();
+});
+
+async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  for (let have = 0; have < length;) {
+    const n = await conn.read(out.subarray(have));
+    if (n === null) break;
+    have += n;
+  }
+  return out;
+}
+
+Deno.test("pipeBoth() ends at once when a session's peer closes it, forwarding what it sent", async () => {
+  await using dp = new DiscoverPoint({ hostname: "127.0.0.1", port: 0 });
+  await dp.start();
+  const address = `127.0.0.1:${dp.addr.port}`;
+  using listener = listen({ dp: address, name: "pipe" });
+  const accepted = listener.accept();
+  const client = await connect({ dp: address, name: "pipe" });
+  const session = await accepted;
+  const [local, target] = await tcpPair();
+  const piping = pipeBoth(session, target);
+  await client.write(new Uint8Array([7, 8, 9]));
+  client.close(); // A full close, not a half-close: the session is over.
+  // The local end never sends anything, yet the piping ends.
+  const result = await within(piping, "pipeBoth() to end");
+  assert.equal(result.aToB, 3);
+  assert.deepEqual(await readAll(local, true), new Uint8Array([7, 8, 9]));
+  local.close();
+  await client.closed;
+  await session.closed;
+});
+
+// ---- command line: flags --------------------------------------------------------
+
+async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", CLI_PATH, ...args],
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+Deno.test("cli.ts --help prints the usage of the command and of each subcommand, exit 0", async () => {
+  const cases: [string[], RegExp][] = [
+    [["--help"], /^Usage: rtcp <command>/],
+    [["-h"], /^Usage: rtcp <command>/],
+    [["expose", "--help"], /^Usage: rtcp expose --dp HOST:PORT --name NAME --to HOST:PORT/],
+    [["connect", "-h"], /^Usage: rtcp connect --dp HOST:PORT --name NAME --listen HOST:PORT/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => run(args)));
+  for (const [i, [args, usage]] of cases.entries()) {
+    const { code, stdout, stderr } = results[i]!;
+    assert.equal(code, 0, `exit code of ${args.join(" ")}`);
+    assert.match(stdout, usage);
+    assert.equal(stderr, "");
+  }
+});
+
+Deno.test("cli.ts with bad flags prints a reason and the usage on stderr, exit 2", async () => {
+  const dp = "127.0.0.1:7000";
+  const expose = ["expose", "--dp", dp, "--name", "db", "--to", "127.0.0.1:5432"];
+  const connectArgs = ["connect", "--dp", dp, "--name", "db", "--listen", "127.0.0.1:0"];
+  const cases: [string[], RegExp][] = [
+    [[], /expected a command/],
+    [["serve"], /Cannot run "serve"/],
+    [[...expose, "--bogus"], /Unknown option '--bogus'/],
+    [["expose", "--dp", dp, "--to", "127.0.0.1:5432"], /--name is required/],
+    [["expose", "--dp", dp, "--name", "db"], /--to is required/],
+    [["expose", "--dp", dp, "--name", "db", "--to", "nonsense"], /--to "nonsense"/],
+    [
+      ["expose", "--dp", dp, "--name", "db", "--to", "127.0.0.1:99999"],
+      /--to "127\.0\.0\.1:99999"/,
+    ],
+    [["expose", "--dp", "nowhere", "--name", "db", "--to", "127.0.0.1:5432"], /--dp "nowhere"/],
+    [[...expose, "--pool", "0"], /--pool "0"/],
+    [[...expose, "--listen", "127.0.0.1:0"], /unknown option --listen/],
+    [[...expose, "--log-level", "loud"], /log level "loud"/],
+    [[...expose, "extra"], /positional/i],
+    [[...connectArgs, "--bogus"], /Unknown option '--bogus'/],
+    [["connect", "--dp", dp, "--listen", "127.0.0.1:0"], /--name is required/],
+    [["connect", "--dp", dp, "--name", "db"], /--listen is required/],
+    [["connect", "--dp", dp, "--name", "db", "--listen", "here"], /--listen "here"/],
+    [[...connectArgs, "--to", "127.0.0.1:5432"], /unknown option --to/],
+    [[...connectArgs, "--pool", "2"], /unknown option --pool/],
+    [["connect", "--dp", dp, "--name"], /--name/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => run(args)));
+  for (const [i, [args, reason]] of cases.entries()) {
+    const { code, stdout, stderr } = results[i]!;
+    const what = `cli.ts ${args.join(" ")}`;
+    assert.equal(code, 2, `exit code of ${what}; stderr: ${stderr}`);
+    assert.match(stderr, reason, what);
+    assert.match(stderr, /\n\nUsage: rtcp /, what);
+    assert.equal(stdout, "", what);
+  }
+});
+
+// ---- command line: forwarding -----------------------------------------------------
+
+Deno.test("cli.ts expose + connect carry binary data both ways, with half-close, and exit 0 on SIGTERM", async () => {
+  await using echo = new EchoServer();
+  await using dp = await spawnDp();
+  await using expose = await spawnExpose(dp.address, "echo", echo.address);
+  await using forwarder = await spawnConnect(dp.address, "echo");
+
+  const sizes = [1, 1024 * 1024, 100_000];
+  const payloads = sizes.map(randomBytes);
+  // Several at once: each connection is its own session.
+  await Promise.all(payloads.map(async (payload) => {
+    using conn = await connectTcp(forwarder.port);
+    // The echo server answers the tail only after our half-close reached it.
+    assert.deepEqual(await exchange(conn, payload), payload);
+  }));
+
+  for (const size of sizes) {
+    const line = new RegExp(
+      `^.*Session \\d+ closed after \\d+ ms: ${size} bytes from client to server, ${size} bytes back`,
+    );
+    await expose.logged(line);
+    await forwarder.logged(line);
+  }
+  await expose.logged(/Session \d+ opened from "127\.0\.0\.1:\d+" to "127\.0\.0\.1:\d+"/);
+  await forwarder.logged(/Session \d+ opened from "127\.0\.0\.1:\d+" to "echo"/);
+  assert.equal((await forwarder.stop()).code, 0);
+  assert.equal((await expose.stop()).code, 0);
+  assert.equal((await dp.stop()).code, 0);
+});
+
+Deno.test("cli.ts expose serves a DP public port: plain TCP clients reach the target", async () => {
+  await using echo = new EchoServer();
+  await using dp = await spawnDp(["--expose", "echo=0"]);
+  const [, publicPort] = await dp.printed(/^Public port for "echo" on 127\.0\.0\.1:(\d+)$/);
+  await using expose = await spawnExpose(dp.address, "echo", echo.address);
+
+  const payload = randomBytes(512 * 1024);
+  using conn = await connectTcp(Number(publicPort));
+  assert.deepEqual(await exchange(conn, payload), payload);
+  await expose.logged(/Session \d+ closed after \d+ ms: 524288 bytes from client to server/);
+  assert.equal((await expose.stop()).code, 0);
+});
+
+Deno.test("cli.ts expose refuses a session when --to is down, and the reason reaches the client", async (t) => {
+  const down = unusedAddress();
+  await using dp = await spawnDp();
+  await using expose = await spawnExpose(dp.address, "down", down);
+  await using forwarder = await spawnConnect(dp.address, "down");
+  const reason = new RegExp(`^Cannot reach ${down.replaceAll(".", "\\.")}: Connection refused$`);
+
+  await t.step("a connection through cli.ts connect is closed at once", async () => {
+    using conn = await connectTcp(forwarder.port);
+    assert.deepEqual(await within(readAll(conn, true), "the connection to end"), new Uint8Array());
+    await expose.logged(/Refused session \d+ from .*Cannot reach .*: Connection refused/);
+    await forwarder.logged(/Cannot forward .*Cannot reach .*: Connection refused/);
+  });
+  await t.step("connect() from the library gets SessionRefusedError with the reason", async () => {
+    const error = await connect({ dp: dp.address, name: "down" }).then(
+      () => assert.fail("expected a refusal"),
+      (error: unknown) => error,
+    );
+    assert.ok(error instanceof SessionRefusedError, String(error));
+    assert.match(error.reason, reason);
+  });
+});
+
+Deno.test("cli.ts expose closes its sessions on SIGTERM and the client sees the end", async () => {
+  await using echo = new EchoServer();
+  await using dp = await spawnDp();
+  await using expose = await spawnExpose(dp.address, "echo", echo.address);
+  await using forwarder = await spawnConnect(dp.address, "echo");
+
+  using conn = await connectTcp(forwarder.port);
+  await writeAll(conn, new Uint8Array([1, 2, 3]));
+  assert.deepEqual(await readExactly(conn, 3), new Uint8Array([1, 2, 3]));
+  assert.equal((await expose.stop()).code, 0);
+  assert.match(expose.stderr.text, /Session \d+ closed on shutdown after \d+ ms: 3 bytes/);
+  // The client never closed, yet its connection ends: the session is over.
+  assert.deepEqual(await within(readAll(conn, true), "the connection to end"), new Uint8Array());
+  await forwarder.logged(
+    /Session \d+ closed after \d+ ms: 3 bytes from client to server, 3 bytes back/,
+  );
+});
+
+Deno.test("cli.ts expose exits 1 when the discover point cannot be reached", async () => {
+  const { code, stdout, stderr } = await run([
+    "expose",
+    "--dp",
+    unusedAddress(),
+    "--name",
+    "x",
+    "--to",
+    "127.0.0.1:5432",
+  ]);
+  assert.equal(code, 1);
+  assert.equal(stdout, "");
+  assert.match(stderr, /Cannot register "x" at .*Connection refused/);
+});
+
+Deno.test("cli.ts expose registers again after the discover point restarts", async () => {
+  await using echo = new EchoServer();
+  await using first = await spawnDp();
+  const port = Number(first.address.split(":")[1]);
+  await using expose = await spawnExpose(first.address, "echo", echo.address);
+  assert.equal((await first.stop()).code, 0);
+  await expose.logged(/Lost a link of "echo"/);
+  await using second = await spawnDp([], port);
+  await expose.logged(/Registered "echo"/, 2);
+  const session = await connect({ dp: second.address, name: "echo" });
+  const payload = randomBytes(10_000);
+  assert.deepEqual(await exchange(session, payload), payload);
+  session.close();
+  await session.closed;
+});
+
+Deno.test("cli.ts connect closes its sessions on SIGTERM and the exposed side ends them too", async () => {
+  await using echo = new EchoServer();
+  await using dp = await spawnDp();
+  await using expose = await spawnExpose(dp.address, "echo", echo.address);
+  await using forwarder = await spawnConnect(dp.address, "echo");
+
+  using conn = await connectTcp(forwarder.port);
+  await writeAll(conn, new Uint8Array([4, 5]));
+  assert.deepEqual(await readExactly(conn, 2), new Uint8Array([4, 5]));
+  assert.equal((await forwarder.stop()).code, 0);
+  assert.match(forwarder.stderr.text, /Session \d+ closed on shutdown after \d+ ms: 2 bytes/);
+  assert.deepEqual(await within(readAll(conn, true), "the connection to end"), new Uint8Array());
+  await expose.logged(
+    /Session \d+ closed after \d+ ms: 2 bytes from client to server, 2 bytes back/,
+  );
+});
