@@ -412,9 +412,13 @@ async function runExpose(options: ExposeOptions): Promise<number> {
       });
       throw new Error(reason, { cause: error });
     }
-    // An id is reused only after its session ended; a leftover here was refused after admit.
-    targets.get(request.sessionId)?.close();
     targets.set(request.sessionId, target);
+    // Refused after all (backlog full, listener closing, link lost): release the target.
+    request.signal.addEventListener("abort", () => {
+      if (targets.get(request.sessionId) !== target) return;
+      targets.delete(request.sessionId);
+      target.close();
+    }, { once: true });
   };
   const listener = listen({ dp, name, pool, admit });
   const stop = shutdownSignal();

@@ -35,6 +35,9 @@ Options:
   --max-sessions-per-server N  Sessions open to one name (default 10000)
   --max-sessions N             Sessions open in total (default 100000)
   --max-pending-per-server N   Connects waiting for one name's Ack (default 1000)
+  --max-window N               Bytes held per session direction (default 16777216)
+  --keepalive-interval MS      Silence before a Ping, on links that agree (default 15000)
+  --keepalive-timeout MS       Wait for an answer before dropping a link (default 10000)
   --log-level L                trace, debug, info, warning, error or fatal (default info)
   -h, --help                   Show this help`;
 
@@ -88,10 +91,13 @@ function parseOptions(args: string[]): { options: DiscoverPointOptions; level: s
     port: wholeNumber("port", values.port as string),
     expose: parseExpose(values.expose as string[]),
   };
-  for (const [flag, key] of Object.entries(LIMIT_FLAGS)) {
+  const optional = (flag: string) => {
     const value = (values as Record<string, unknown>)[flag];
-    if (typeof value === "string") options[key] = wholeNumber(flag, value);
-  }
+    return typeof value === "string" ? wholeNumber(flag, value) : undefined;
+  };
+  options.maxWindow = optional("max-window");
+  options.keepalive = { interval: optional("keepalive-interval"), timeout: optional("keepalive-timeout") };
+  for (const [flag, key] of Object.entries(LIMIT_FLAGS)) options[key] = optional(flag);
   return { options, level: values["log-level"] as string };
 }
 

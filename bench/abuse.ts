@@ -10,7 +10,8 @@
  * forwarders' RSS idle, with the valid sessions running, at peak, and after.
  *
  * Run: `deno run --allow-net --allow-run bench/abuse.ts [--connections 10000]
- *   [--concurrency 200] [--sessions 50]`. Exits 0 when the DP survives with every valid
+ *   [--concurrency 200] [--sessions 50] [--settle 5] [--rounds 1]` (`--settle`: seconds
+ *   before the "after" memory sample; `--rounds`: repeat the abuse, printing RSS after each). Exits 0 when the DP survives with every valid
  * session intact.
  * @module
  */
@@ -61,19 +62,17 @@ async function abuseOnce(
   return { ending: ourClose ? "closed by us" : "closed by DP", answered: received > 0 };
 }
 
-/** Runs `total` abusive connections, at most `concurrency` at a time, cycling through the cases. */
+/**
+ * Runs `total` abusive connections, at most `concurrency` at a time, cycling through the
+ * cases, and adds their endings to `tallies`.
+ */
 async function abuse(
   dp: string,
   total: number,
   concurrency: number,
-): Promise<Map<string, CaseTally>> {
+  tallies: Map<string, CaseTally>,
+): Promise<void> {
   const addr = parseAddr(dp);
-  const tallies = new Map<string, CaseTally>(ABUSE_CASES.map((c) => [c.name, {
-    "closed by DP": 0,
-    "closed by us": 0,
-    "connect failed": 0,
-    answered: 0,
-  }]));
   let next = 0;
   const worker = async () => {
     for (let i = next++; i < total; i = next++) {
@@ -85,7 +84,6 @@ async function abuse(
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
-  return tallies;
 }
 
 /** Samples the RSS of `members` every 100 ms, keeping each one's maximum. */
@@ -129,6 +127,8 @@ export async function main(args: string[]): Promise<number> {
       connections: { type: "string", default: "10000" },
       concurrency: { type: "string", default: "200" },
       sessions: { type: "string", default: "50" },
+      settle: { type: "string", default: "5" },
+      rounds: { type: "string", default: "1" },
     },
   });
   await using group = new ChildGroup();
@@ -143,8 +143,26 @@ export async function main(args: string[]): Promise<number> {
   await streams.readJson();
   const before = await rss(members);
   const sampler = peakSampler(members);
+  const tallies = new Map<string, CaseTally>(ABUSE_CASES.map((c) => [c.name, {
+    "closed by DP": 0,
+    "closed by us": 0,
+    "connect failed": 0,
+    answered: 0,
+  }]));
   const start = performance.now();
-  const tallies = await abuse(dp.addr, Number(values.connections), Number(values.concurrency));
+  const rounds = Number(values.rounds);
+  for (let round = 1; round <= rounds; round++) {
+    await abuse(dp.addr, Number(values.connections), Number(values.concurrency), tallies);
+    // Repeated rounds tell a leak (growing every round) from memory kept for reuse (flat).
+    if (rounds > 1) {
+      const now = await rss(members);
+      console.log(
+        `after round ${round}: RSS MiB ${
+          members.map((m, i) => `${m.name} ${formatMiB(now[i])}`).join(", ")
+        }`,
+      );
+    }
+  }
   const abuseSeconds = (performance.now() - start) / 1000;
   await streams.writeLine("stop");
   const valid = await streams.readJson<StreamOutcome>();
@@ -157,11 +175,14 @@ export async function main(args: string[]): Promise<number> {
   } catch (err) {
     alive = `NO: ${err instanceof Error ? err.message : err}`;
   }
-  // Let timers and collectors run before the last sample; this is a settle period, not a sync.
-  await new Promise((resolve) => setTimeout(resolve, 3000));
+  // Give timers and the garbage collector time before the last sample: a measurement
+  // window, not a wait for an event.
+  await new Promise((resolve) => setTimeout(resolve, Number(values.settle) * 1000));
   const after = await rss(members);
 
-  console.log(`${values.connections} abusive connections in ${abuseSeconds.toFixed(1)} s:`);
+  console.log(
+    `${rounds} x ${values.connections} abusive connections in ${abuseSeconds.toFixed(1)} s:`,
+  );
   const width = Math.max(...ABUSE_CASES.map((c) => c.name.length));
   for (const [name, t] of tallies) {
     console.log(
@@ -179,11 +200,18 @@ export async function main(args: string[]): Promise<number> {
     }`,
   );
   console.log(`DP alive afterwards: ${alive}`);
-  console.log("RSS MiB (idle / with valid sessions / peak / after):");
+  console.log(`RSS MiB (idle / with valid sessions / peak / ${values.settle} s after):`);
   members.forEach((m, i) => {
     const row = [idle[i], before[i], peak[i], after[i]].map(formatMiB).join(" / ");
     console.log(`  ${m.name.padEnd(8)} ${row}`);
   });
+  const [dpIdle, dpPeak, dpAfter] = [idle[0] ?? 0, peak[0] ?? 0, after[0] ?? 0];
+  const kept = dpPeak > dpIdle ? Math.round((dpAfter - dpIdle) / (dpPeak - dpIdle) * 100) : 0;
+  console.log(
+    `DP memory: ${
+      formatMiB(dpAfter - dpIdle)
+    } MiB above idle afterwards, ${kept}% of its rise to peak`,
+  );
   const crashed = members.filter((m) => m.exitStatus !== undefined);
   for (const m of crashed) {
     console.log(`${m.name} exited (code ${m.exitStatus?.code}):\n${m.stderrTail}`);

@@ -5,7 +5,7 @@
  */
 
 /** Size of one generated block. */
-export const BLOCK_BYTES = 1 << 20;
+const BLOCK_BYTES = 1 << 20;
 
 /** Fills `BLOCK_BYTES` with xorshift32 output seeded by `seed`. */
 function baseBlock(seed: number): Uint8Array {

@@ -14,6 +14,10 @@
  * start per figure, outside the timed region. On 2 cores the client and the chain still
  * compete for CPU, as any client on the same host would.
  *
+ * Each figure gets a freshly started chain, so that none inherits another's leftovers; once
+ * its client has exited, the chain's CPU use is sampled, and a process still busy with no
+ * client (sessions never torn down), or one that exited, is reported as a failure.
+ *
  * Run: `deno task bench [--paths direct,relay,rtcp,rtcp-connect] [--quick] [--json PATH]`.
  * Writes bench/results/<timestamp>.json and bench/results/latest.json (or only PATH).
  * @module

@@ -87,7 +87,7 @@ export interface PingPongResult {
 }
 
 /** The `q` quantile (0..1) of ascending `sorted`, nearest-rank. */
-export function quantile(sorted: readonly number[], q: number): number {
+function quantile(sorted: readonly number[], q: number): number {
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
   return sorted[i] ?? NaN;
 }

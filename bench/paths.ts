@@ -21,7 +21,7 @@ export interface Chain {
 }
 
 /** The name the bench target is registered under at the discover point. */
-export const SERVICE_NAME = "bench";
+const SERVICE_NAME = "bench";
 
 const LISTENING = /^Listening on (\S+:\d+)$/;
 const PUBLIC_PORT = new RegExp(`^Public port for "${SERVICE_NAME}" on (\\S+:\\d+)$`);
@@ -42,7 +42,7 @@ async function listening(child: Child): Promise<Listening> {
 }
 
 /** A relay process in `group`, named `name`, forwarding to `to`. */
-export function startRelay(group: ChildGroup, name: string, to: string): Promise<Listening> {
+function startRelay(group: ChildGroup, name: string, to: string): Promise<Listening> {
   return listening(group.spawn({ name, script: "bench/relay.ts", args: ["--to", to] }));
 }
 

@@ -1,6 +1,7 @@
 /**
  * Child processes for the benches: spawn a Deno script, wait for readiness by reading its
- * stdout lines, read its resident memory, and kill and await it.
+ * stdout lines, read its resident memory and CPU time, and kill and await it (also when
+ * the bench itself gets SIGINT or SIGTERM).
  * @module
  */
 
@@ -47,8 +48,6 @@ export interface SpawnOptions {
   script: string;
   /** Arguments after the script. */
   args?: string[];
-  /** Deno permission flags. @default ["--allow-net"] */
-  permissions?: string[];
   /** Pipe stdin so that {@link Child.writeLine} works. @default false */
   stdin?: boolean;
 }
@@ -83,12 +82,12 @@ export class Child implements AsyncDisposable {
     })();
   }
 
-  /** Starts `deno run <permissions> <script> <args>` with piped stdout and stderr. */
+  /** Starts `deno run --allow-net <script> <args>` with piped stdout and stderr. */
   static spawn(options: SpawnOptions): Child {
     const process = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
-        ...(options.permissions ?? ["--allow-net"]),
+        "--allow-net",
         projectPath(options.script),
         ...(options.args ?? []),
       ],

@@ -74,7 +74,10 @@ export class Link {
   /** Wraps `transport`; the link now owns it. */
   constructor(transport: Transport, options: LinkOptions = {}) {
     this.transport = transport;
-    this.#keepalive = { interval: 15_000, timeout: 10_000, ...options.keepalive };
+    this.#keepalive = {
+      interval: options.keepalive?.interval ?? 15_000,
+      timeout: options.keepalive?.timeout ?? 10_000,
+    };
     this.#maxLineBytes = options.maxLineBytes;
     this.#encoder = new TextCodec({ maxLineBytes: options.maxLineBytes });
     this.#decoder = new MessageDecoder({ codec: this.#encoder });

@@ -27,6 +27,12 @@ export interface SessionRequest {
   readonly client: string;
   /** `client` as an address (port 0 when it is a name, not `host:port`). */
   readonly remoteAddr: Deno.NetAddr;
+  /**
+   * Aborted when the session does not open after all (refused after `admit`
+   * because the backlog is full or the listener closed, or the link broke),
+   * so that whatever `admit` prepared can be released.
+   */
+  readonly signal: AbortSignal;
 }
 
 /** Options of an indirect server: `listen({ dp, name })`. */
@@ -218,14 +224,16 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
   }
 
   #onConnect(entry: PoolLink, message: ConnectMessage): void {
+    const cancel = new AbortController();
     const request: SessionRequest = {
       sessionId: this.#allocateId(),
       client: message.name,
       remoteAddr: clientAddress(message.name),
+      signal: cancel.signal,
     };
     const admit = this.#options.admit;
     if (admit === undefined && entry.waiting === 0) {
-      this.#answer(entry, request, this.#refusal());
+      this.#answer(entry, request, cancel, this.#refusal());
       return;
     }
     const decision = Promise.resolve(request)
@@ -235,7 +243,7 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
     entry.acks = entry.acks.then(async () => {
       const refusal = await decision;
       entry.waiting--;
-      this.#answer(entry, request, refusal);
+      this.#answer(entry, request, cancel, refusal);
     });
   }
 
@@ -248,11 +256,17 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
   }
 
   /** Sends the Ack (or refusal) for `request`, in Connect order. */
-  #answer(entry: PoolLink, request: SessionRequest, refusal: string | undefined): void {
+  #answer(
+    entry: PoolLink,
+    request: SessionRequest,
+    cancel: AbortController,
+    refusal: string | undefined,
+  ): void {
     const { sessionId } = request;
     try {
       if (refusal !== undefined) {
         this.#ids.delete(sessionId);
+        cancel.abort(new Error(refusal));
         entry.mux.send({ type: MessageType.Ack, sessionId: -1, reason: refusal });
         return;
       }
@@ -262,9 +276,10 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
       const waiter = this.#waiters.shift();
       if (waiter) waiter.resolve(conn);
       else this.#queue.push(conn);
-    } catch {
+    } catch (error) {
       // The link broke; its mux ends every session on it.
       this.#ids.delete(sessionId);
+      cancel.abort(error);
     }
   }
 
