@@ -149,12 +149,16 @@ export async function pipeBoth(
     to: Deno.Conn,
     count: (bytes: number) => void,
   ): Promise<void> => {
-    const buffer = new Uint8Array(bufferSize);
+    // Starts small so thousands of idle sessions cost little; doubles while reads fill it.
+    let buffer = new Uint8Array(Math.min(bufferSize, 16 * 1024));
     for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
       for (let written = 0; written < n;) {
         written += await to.write(buffer.subarray(written, n));
       }
       count(n);
+      if (n === buffer.length && buffer.length < bufferSize) {
+        buffer = new Uint8Array(Math.min(bufferSize, buffer.length * 2));
+      }
     }
     if (!closed) await to.closeWrite();
   };

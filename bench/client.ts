@@ -19,7 +19,7 @@
 
 import { parseArgs } from "node:util";
 import { lines, parseAddr } from "./io.ts";
-import { type Addr, openSessions, pingPong, setupRate, throughput } from "./measure.ts";
+import { type Addr, dial, openSessions, pingPong, setupRate, throughput } from "./measure.ts";
 import { echoFixed, echoUntil } from "./verify.ts";
 
 function print(value: unknown): void {
@@ -33,12 +33,6 @@ async function stdinLine(): Promise<void> {
 
 function describe(err: unknown): string {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-}
-
-async function dial(addr: Addr): Promise<Deno.TcpConn> {
-  const conn = await Deno.connect(addr);
-  conn.setNoDelay(true);
-  return conn;
 }
 
 async function stream(addr: Addr, count: number): Promise<void> {

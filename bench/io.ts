@@ -16,9 +16,6 @@ export const Mode = {
   generate: 0x67, // "g"
 } as const;
 
-/** A mode byte of {@link Mode}. */
-export type Mode = typeof Mode[keyof typeof Mode];
-
 /** Writes all of `bytes` to `conn`, looping over short writes. */
 export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let off = 0;
@@ -53,9 +50,9 @@ export function u64(n: number): Uint8Array {
   return out;
 }
 
-/** Decodes 8 big-endian bytes at `offset` of `bytes` as a number. */
-export function readU64(bytes: Uint8Array, offset = 0): number {
-  return Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(offset));
+/** Decodes the first 8 bytes of `bytes`, big-endian, as a number. */
+export function readU64(bytes: Uint8Array): number {
+  return Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0));
 }
 
 /** Concatenates byte arrays. */

@@ -17,7 +17,8 @@ export interface Addr {
   port: number;
 }
 
-async function dial(addr: Addr): Promise<Deno.TcpConn> {
+/** Connects to `addr` with Nagle's algorithm off (every figure here is latency-sensitive). */
+export async function dial(addr: Addr): Promise<Deno.TcpConn> {
   const conn = await Deno.connect(addr);
   conn.setNoDelay(true);
   return conn;

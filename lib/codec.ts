@@ -192,9 +192,17 @@ export class MessageDecoder {
     this.#codec = codec;
   }
 
-  /** Adds received bytes (copied). */
+  /**
+   * Adds received bytes. They may be borrowed until {@linkcode own} is called:
+   * call it before the chunk's memory is reused.
+   */
   push(chunk: Uint8Array): void {
     this.#queue.push(chunk);
+  }
+
+  /** Copies any borrowed bytes still buffered, so the pushed chunks may be reused. */
+  own(): void {
+    this.#queue.own();
   }
 
   /**
@@ -237,6 +245,7 @@ export class MessageDecoderStream extends TransformStream<Uint8Array, Message> {
         for (let message = decoder.next(); message !== undefined; message = decoder.next()) {
           controller.enqueue(message);
         }
+        decoder.own();
       },
       flush() {
         decoder.finish();

@@ -191,6 +191,8 @@ export class Link {
         else if (message.type !== MessageType.Pong) return message;
         continue;
       }
+      // The transport reuses its read buffer: keep what is left of the last chunk.
+      this.#decoder.own();
       this.#reading = true;
       let chunk: Uint8Array | null;
       try {

@@ -28,6 +28,15 @@ export type WireMessage =
     raw: Uint8Array;
   };
 
+/** A text message as a {@linkcode FramePeer} read it. */
+export type TextMessage = Extract<WireMessage, { kind: "text" }>;
+
+/** `message` if it is a text message; throws otherwise. */
+export function asText(message: WireMessage): TextMessage {
+  if (message.kind !== "text") throw new Error(`Expected a text message, got ${describe(message)}`);
+  return message;
+}
+
 /**
  * A binary frame: `0xB0 | type`, the length of what follows as a big-endian
  * u32, the session number as a u32, then `payload`.
@@ -170,6 +179,11 @@ export class FramePeer implements Disposable {
     const message = await this.next();
     if (message === null) throw new Error("Expected a message, the link ended");
     return message;
+  }
+
+  /** The next message, which must be a text message; throws at EOF. */
+  async expectText(): Promise<TextMessage> {
+    return asText(await this.expect());
   }
 
   /** Reads to EOF and returns what arrived on the way. */

@@ -1,0 +1,478 @@
+/**
+ * The extensions of PROTOCOL.md Part 3 working together and apart: a stalled
+ * reader isolated by flow control, half-close exchanges, every mix of
+ * extensions across server, client and discover point, binary frames and
+ * credit enforcement on the wire, and the receive window's auto-tuning.
+ */
+
+import assert from "node:assert/strict";
+import {
+  connect,
+  type IndirectConn,
+  type IndirectListener,
+  listen,
+  ProtocolError,
+  SessionClosedError,
+} from "../mod.ts";
+import { INITIAL_WINDOW, ReceiveWindow } from "../lib/flow.ts";
+import { ALL_FEATURES } from "../lib/link.ts";
+import {
+  assertNothingArrives,
+  concatBytes,
+  type InProcessDiscoverPoint,
+  randomBytes,
+  readAll,
+  readExactly,
+  settlesWithin,
+  startDiscoverPoint,
+  writeAll,
+} from "./_helpers.ts";
+import {
+  asText,
+  dataOf,
+  describe,
+  FramePeer,
+  isConnectionGone,
+  sha256,
+  type TextMessage,
+  type WireMessage,
+} from "./_extensions.ts";
+
+const KIB = 1024;
+const MIB = 1024 * 1024;
+
+// ---- shared helpers --------------------------------------------------------
+
+/** Reads to EOF through a reader that is already locked. */
+async function readToEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  for (let result = await reader.read(); !result.done; result = await reader.read()) {
+    chunks.push(result.value);
+  }
+  return concatBytes(chunks);
+}
+
+/** Echoes one session until its readable ends, then ends its write side; returns the bytes echoed. */
+async function echoSession(conn: IndirectConn): Promise<number> {
+  const reader = conn.readable.getReader();
+  const writer = conn.writable.getWriter();
+  let echoed = 0;
+  try {
+    for (let result = await reader.read(); !result.done; result = await reader.read()) {
+      await writer.write(result.value);
+      echoed += result.value.length;
+    }
+    await writer.close();
+  } finally {
+    reader.releaseLock();
+    writer.releaseLock();
+    conn.close();
+  }
+  return echoed;
+}
+
+/** Echoes every session of `listener` until it closes; settles once every session ended. */
+async function serveEcho(listener: IndirectListener): Promise<void> {
+  const sessions: Promise<unknown>[] = [];
+  try {
+    for await (const conn of listener) {
+      sessions.push(echoSession(conn).catch(() => {
+        // A bystander's echo may be cut when the test closes it mid-way; only its data is checked.
+      }));
+    }
+  } finally {
+    await Promise.all(sessions);
+  }
+}
+
+/** Writes `text` and reads the same number of bytes back. */
+async function assertEchoes(conn: IndirectConn, text: string): Promise<void> {
+  const data = new TextEncoder().encode(text);
+  const writer = conn.writable.getWriter();
+  const reader = conn.readable.getReader();
+  try {
+    const [, echoed] = await Promise.all([writer.write(data), readExactly(reader, data.length)]);
+    assert.equal(new TextDecoder().decode(echoed), text);
+  } finally {
+    writer.releaseLock();
+    reader.releaseLock();
+  }
+}
+
+/** A library indirect server `name` that echoes, with one client session already echoing through it. */
+async function startBystander(
+  dp: InProcessDiscoverPoint,
+  name: string,
+): Promise<{ client: IndirectConn; listener: IndirectListener; serving: Promise<void> }> {
+  const listener = listen({ dp: dp.address, name });
+  await listener.ready;
+  const serving = serveEcho(listener);
+  const client = await connect({ dp: dp.address, name, clientName: "bystander" });
+  await assertEchoes(client, "before");
+  return { client, listener, serving };
+}
+
+/** Sends an Aloha from a raw peer and returns the discover point's answer. */
+async function rawAloha(
+  peer: FramePeer,
+  role: 2 | 3,
+  name: string,
+  features?: string[],
+): Promise<TextMessage> {
+  await peer.sendMessage(0, { V: 10000, R: role, N: name, ...(features ? { F: features } : {}) });
+  const aloha = await peer.expectText();
+  assert.equal(aloha.type, 0);
+  assert.equal(aloha.body.R, 4);
+  return aloha;
+}
+
+/** Sends `data` as text Data messages of 64 KiB; a link the DP dropped meanwhile is fine. */
+async function sendTextData(peer: FramePeer, sessionId: number, data: Uint8Array): Promise<void> {
+  try {
+    for (let offset = 0; offset < data.length; offset += 64 * KIB) {
+      const content = data.subarray(offset, offset + 64 * KIB).toBase64();
+      await peer.send(`3\n{"X":${sessionId},"C":"${content}"}\n`);
+    }
+  } catch (error) {
+    if (!isConnectionGone(error)) throw error;
+  }
+}
+
+/** Reads Data for `sessionId` until `length` bytes arrived; every message must pass `check`. */
+async function receiveData(
+  peer: FramePeer,
+  sessionId: number,
+  length: number,
+  check: (message: WireMessage) => void,
+): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let have = 0;
+  while (have < length) {
+    const message = await peer.expect();
+    check(message);
+    const content = dataOf(message);
+    if (content === undefined) continue;
+    const id = message.kind === "frame" ? message.sessionId : message.body.X;
+    assert.equal(id, sessionId, describe(message));
+    chunks.push(content);
+    have += content.length;
+  }
+  return concatBytes(chunks);
+}
+
+/** Whether `error` is a SessionClosedError whose message matches `pattern`. */
+function closedWith(pattern: RegExp): (error: unknown) => boolean {
+  return (error) => {
+    assert.ok(error instanceof SessionClosedError, `expected SessionClosedError, got ${error}`);
+    assert.match(error.message, pattern);
+    return true;
+  };
+}
+
+// ---- 1. a stalled reader is isolated ---------------------------------------
+
+for (const stalled of ["server", "client"] as const) {
+  const writer = stalled === "server" ? "client" : "server";
+  Deno.test(`flow-control: a ${stalled} that stops reading holds only its own session, and the DP buffers at most one window for it`, async () => {
+    await using dp = await startDiscoverPoint({ maxWindow: MIB });
+    const listener = listen({ dp: dp.address, name: "iso", pool: 1, maxWindow: MIB });
+    const stalledServer = Promise.withResolvers<IndirectConn>();
+    const echoes: Promise<unknown>[] = [];
+    let stalledClient: IndirectConn | undefined;
+    const accepting = (async () => {
+      for (let i = 0; i < 51; i++) {
+        const conn = await listener.accept();
+        if (conn.remoteAddr.hostname === "stalled") stalledServer.resolve(conn);
+        else echoes.push(echoSession(conn));
+      }
+    })();
+    accepting.catch(stalledServer.reject);
+    try {
+      await listener.ready;
+      stalledClient = await connect({
+        dp: dp.address,
+        name: "iso",
+        clientName: "stalled",
+        maxWindow: MIB,
+      });
+      const stalledServerConn = await stalledServer.promise;
+      const [sending, reading] = stalled === "server"
+        ? [stalledClient, stalledServerConn]
+        : [stalledServerConn, stalledClient];
+      // 8 MiB cannot all be in flight: credit stops the writer once both windows are full.
+      const stalledData = randomBytes(8 * MIB);
+      let stalledWriteDone = false;
+      const stalledWrite = writeAll(sending.writable, stalledData, 64 * KIB);
+      stalledWrite.then(() => stalledWriteDone = true, () => {});
+
+      let largestSample = 0;
+      const sample = () => {
+        largestSample = Math.max(largestSample, dp.dp.stats().maxSessionBufferedBytes);
+      };
+      await settlesWithin(
+        Promise.all(Array.from({ length: 50 }, async (_, i) => {
+          using client = await connect({
+            dp: dp.address,
+            name: "iso",
+            clientName: `c${i}`,
+            maxWindow: MIB,
+          });
+          const data = randomBytes(MIB);
+          const [, echoed] = await Promise.all([
+            writeAll(client.writable, data, 64 * KIB),
+            readAll(client.readable),
+          ]);
+          assert.equal(echoed.length, data.length, `session c${i}`);
+          assert.equal(await sha256(echoed), await sha256(data), `session c${i}`);
+          await client.closed;
+          sample();
+        })),
+        "the 50 other sessions to finish beside the stalled one",
+        120_000,
+      );
+      assert.deepEqual(await Promise.all(echoes), Array(50).fill(MIB));
+
+      // The stalled session is still held, and the discover point holds at most one window of it.
+      assert.equal(stalledWriteDone, false, `the stalled ${writer}'s 8 MiB write already finished`);
+      sample();
+      const stats = dp.dp.stats();
+      assert.equal(stats.sessions, 1, Deno.inspect(stats));
+      assert.ok(
+        largestSample <= MIB,
+        `a session buffered ${largestSample} bytes at the DP, over the 1 MiB window`,
+      );
+
+      // Resuming the reader delivers everything, intact.
+      const received = await settlesWithin(
+        readAll(reading.readable),
+        "the stalled session's 8 MiB",
+        60_000,
+      );
+      await stalledWrite;
+      assert.equal(received.length, stalledData.length);
+      assert.equal(await sha256(received), await sha256(stalledData));
+      await reading.closeWrite();
+      await settlesWithin(Promise.all([stalledClient.closed, stalledServerConn.closed]), "closed");
+    } finally {
+      stalledClient?.close();
+      stalledServer.promise.then((conn) => conn.close(), () => {});
+      listener.close();
+      await accepting.catch(() => {});
+      await Promise.allSettled(echoes);
+    }
+  });
+}
+
+// ---- 2. half-close: request, EOF, response ----------------------------------
+
+for (const first of ["client", "server"] as const) {
+  for (const finish of ["close", "closeWrite"] as const) {
+    const other = first === "client" ? "server" : "client";
+    Deno.test(`half-close: the ${first} sends a request and closeWrite(), the ${other} reads it to EOF, answers and ${finish}()s`, async () => {
+      await using dp = await startDiscoverPoint();
+      using listener = listen({ dp: dp.address, name: "rpc" });
+      const accepted = listener.accept();
+      using client = await connect({ dp: dp.address, name: "rpc" });
+      using server = await accepted;
+      const [asker, answerer] = first === "client" ? [client, server] : [server, client];
+      const request = randomBytes(600 * KIB);
+      const response = randomBytes(700 * KIB);
+
+      const asking = (async () => {
+        const writer = asker.writable.getWriter();
+        for (let offset = 0; offset < request.length; offset += 64 * KIB) {
+          await writer.write(request.slice(offset, offset + 64 * KIB));
+        }
+        writer.releaseLock();
+        await asker.closeWrite();
+        await assert.rejects(asker.write(new Uint8Array(1)), SessionClosedError);
+        // The asker's read side stays open for the whole answer, then ends.
+        return await readAll(asker.readable);
+      })();
+
+      const heard = await settlesWithin(readAll(answerer.readable), "EOF after the request");
+      assert.equal(heard.length, request.length);
+      assert.deepEqual(heard, request);
+      await writeAll(answerer.writable, response, 64 * KIB).catch((error) => {
+        throw new Error("Cannot answer after the peer's closeWrite()", { cause: error });
+      });
+      if (finish === "close") answerer.close();
+      else await answerer.closeWrite();
+
+      const answer = await settlesWithin(asking, "the response and EOF");
+      assert.equal(answer.length, response.length);
+      assert.deepEqual(answer, response);
+      await settlesWithin(Promise.all([client.closed, server.closed]), "both ends closed");
+    });
+  }
+}
+
+// ---- 3. every mix of extensions ----------------------------------------------
+
+const FEATURE_SETS: Record<string, readonly string[]> = {
+  all: ALL_FEATURES,
+  none: [],
+  binary: ["binary"],
+  "flow-control": ["flow-control"],
+  "half-close": ["half-close"],
+  "flow-control+binary": ["flow-control", "binary"],
+};
+
+for (const [dpLabel, dpFeatures] of [["all", ALL_FEATURES], ["none", []]] as const) {
+  for (const [isLabel, isFeatures] of Object.entries(FEATURE_SETS)) {
+    for (const [icLabel, icFeatures] of Object.entries(FEATURE_SETS)) {
+      Deno.test(`extension mix: IS ${isLabel} × IC ${icLabel} × DP ${dpLabel} echoes 300 KiB and closes`, async () => {
+        await using dp = await startDiscoverPoint({ features: dpFeatures });
+        const listener = listen({ dp: dp.address, name: "mix", features: isFeatures });
+        const served = listener.accept().then(echoSession);
+        try {
+          await listener.ready;
+          using client = await connect({ dp: dp.address, name: "mix", features: icFeatures });
+          // closeWrite() reaches the server only when every link agreed on half-close.
+          const halfClose = [dpFeatures, isFeatures, icFeatures].every((features) =>
+            features.includes("half-close")
+          );
+          const data = randomBytes(300 * KIB);
+          const writer = client.writable.getWriter();
+          const reader = client.readable.getReader();
+          const [, echoed] = await settlesWithin(
+            Promise.all([
+              (async () => {
+                for (let offset = 0; offset < data.length; offset += 50_000) {
+                  await writer.write(data.slice(offset, offset + 50_000));
+                }
+                if (halfClose) await writer.close();
+              })(),
+              halfClose ? readToEnd(reader) : readExactly(reader, data.length),
+            ]),
+            "the echo",
+            30_000,
+          );
+          assert.equal(echoed.length, data.length);
+          assert.deepEqual(echoed, data);
+          if (!halfClose) client.close();
+          await settlesWithin(client.closed, "the client's session to end");
+          assert.equal(await settlesWithin(served, "the server's session to end"), data.length);
+        } finally {
+          listener.close();
+          await served.catch(() => {});
+        }
+      });
+    }
+  }
+}
+
+/** Asserts that an original peer only ever saw Part 1 messages of the given types, as text. */
+function assertPartOne(messages: readonly WireMessage[], types: readonly number[]): void {
+  for (const message of messages) {
+    assert.equal(message.kind, "text", `an original peer got ${describe(message)}`);
+    assert.ok(types.includes(message.type), `an original peer got ${describe(message)}`);
+    if (message.type === 3) assert.deepEqual(Object.keys(message.body).sort(), ["C", "X"]);
+  }
+}
+
+Deno.test("extension mix: an original client (no F) and a server with every extension see only Part 1", async () => {
+  // A short keepalive interval: the server's link is pinged, the original client's never.
+  await using dp = await startDiscoverPoint({ keepalive: { interval: 50, timeout: 5000 } });
+  const listener = listen({ dp: dp.address, name: "modern" });
+  const accepted = listener.accept();
+  try {
+    await listener.ready;
+    using raw = await FramePeer.connect(dp.address);
+    const seen: WireMessage[] = [];
+    const record = (message: WireMessage) => void seen.push(message);
+    const aloha = await rawAloha(raw, 3, "original");
+    seen.push(aloha);
+    assert.equal(aloha.body.F, undefined, "the DP announced extensions to a peer that sent no F");
+    await raw.sendMessage(1, { N: "modern" });
+    const ack = await raw.expectText();
+    seen.push(ack);
+    assert.equal(ack.type, 2);
+    const id: number = ack.body.X;
+    using server = await accepted;
+
+    // Idle: no Ping (or anything else) reaches the original client.
+    const firstAfterAck = raw.expect();
+    await assertNothingArrives(firstAfterAck, 200);
+
+    // 600 KiB each way: more than a window, so the server's link carries Credits.
+    const data = randomBytes(600 * KIB);
+    const serving = (async () => {
+      const reader = server.readable.getReader();
+      const writer = server.writable.getWriter();
+      const request = await readExactly(reader, data.length);
+      await writer.write(request);
+      writer.releaseLock();
+      reader.releaseLock();
+      // An End the original client cannot understand, then a Close.
+      await server.closeWrite();
+      server.close();
+    })();
+    const [, echoed] = await Promise.all([
+      sendTextData(raw, id, data),
+      (async () => {
+        const first = await firstAfterAck;
+        record(first);
+        const content = dataOf(first);
+        assert.ok(content !== undefined, describe(first));
+        const rest = await receiveData(raw, id, data.length - content.length, record);
+        return concatBytes([content, rest]);
+      })(),
+    ]);
+    assert.deepEqual(echoed, data);
+    await serving;
+    const tail = await settlesWithin(raw.untilEnd(), "the Close and the end of the link");
+    seen.push(...tail);
+    assert.deepEqual(tail.map((message) => [message.type, asText(message).body.X]), [[4, id]]);
+    assertPartOne(seen, [0, 2, 3, 4]);
+    await server.closed;
+  } finally {
+    listener.close();
+    await accepted.then((conn) => conn.close(), () => {});
+  }
+});
+
+Deno.test("extension mix: an original server (no F) and a client with every extension see only Part 1", async () => {
+  await using dp = await startDiscoverPoint();
+  using raw = await FramePeer.connect(dp.address);
+  const aloha = await rawAloha(raw, 2, "vintage");
+  assert.equal(aloha.body.F, undefined, "the DP announced extensions to a peer that sent no F");
+  const seen: WireMessage[] = [aloha];
+  const record = (message: WireMessage) => void seen.push(message);
+  const connecting = connect({ dp: dp.address, name: "vintage", clientName: "modern" });
+  const connectMessage = await raw.expectText();
+  seen.push(connectMessage);
+  assert.equal(connectMessage.type, 1);
+  assert.equal(connectMessage.body.N, "modern");
+  await raw.sendMessage(2, { X: 5, R: "" });
+  using client = await connecting;
+
+  // The original server sends more than a window without any Credit: that is its right.
+  const down = randomBytes(300 * KIB);
+  const reader = client.readable.getReader();
+  const [, downReceived] = await Promise.all([
+    sendTextData(raw, 5, down),
+    readExactly(reader, down.length),
+  ]);
+  assert.deepEqual(downReceived, down);
+
+  // The client's bytes reach it as text Data; its closeWrite() becomes a Close after them.
+  const up = randomBytes(600 * KIB);
+  const [, upReceived] = await Promise.all([
+    writeAll(client.writable, up, 100_000),
+    receiveData(raw, 5, up.length, record),
+  ]);
+  assert.deepEqual(upReceived, up);
+  const close = await settlesWithin(raw.expectText(), "the Close after the client's bytes");
+  seen.push(close);
+  assert.deepEqual([close.type, close.body.X], [4, 5]);
+  // Nothing follows on the server's link (no End, no Credit); it stays registered.
+  const after = raw.next();
+  await assertNothingArrives(after, 100);
+  assertPartOne(seen, [0, 1, 3, 4]);
+  assert.equal(dp.dp.servers.get("vintage"), 1);
+  raw.close();
+  assert.equal(await after, null);
+  assert.equal((await reader.read()).done, true);
+  await client.closed;
+});
