@@ -18,7 +18,9 @@
  * its client has exited, the chain's CPU use is sampled, and a process still busy with no
  * client (sessions never torn down), or one that exited, is reported as a failure.
  *
- * Run: `deno task bench [--paths direct,relay,rtcp,rtcp-connect] [--quick] [--json PATH]`.
+ * Run: `deno task bench [--paths direct,relay,rtcp,rtcp-connect] [--quick] [--repeat N]
+ * [--json PATH]`; with `--repeat N` every path is measured N times, interleaved, and the
+ * table shows medians.
  * Writes bench/results/<timestamp>.json and bench/results/latest.json (or only PATH).
  * @module
  */
@@ -80,7 +82,9 @@ const QUICK: Settings = {
   idleWindowMs: 300,
 };
 
-const USAGE = `Usage: deno task bench [--paths ${PATH_NAMES.join(",")}] [--quick] [--json PATH]`;
+const USAGE = `Usage: deno task bench [--paths ${
+  PATH_NAMES.join(",")
+}] [--quick] [--repeat N] [--json PATH]`;
 
 /** A short one-line-per-cause description of an error for the table. */
 function brief(err: unknown): string {
@@ -181,13 +185,14 @@ interface PathRun {
 }
 
 /** Measures every figure of `run.path`, each on a fresh chain. */
-async function measurePath(run: PathRun): Promise<PathResult> {
+async function measurePath(run: PathRun, round: number): Promise<PathResult> {
   const { settings } = run;
   const client = <T extends object>(op: string, ...flags: string[]) =>
     onFreshChain(run, (group, chain) => runClient<T>(group, op, chain.entry, flags));
   const seconds = String(settings.seconds);
   return {
     path: run.path,
+    round,
     // Sessions first: their "idle" memory is that of a chain that has done nothing yet.
     sessions: await onFreshChain(run, (group, chain) => heldSessions(group, chain, settings)),
     pingPong: await client<PingPongResult>("pingpong", "--count", String(settings.pingCount)),
@@ -235,6 +240,7 @@ export async function main(args: string[]): Promise<number> {
         paths: { type: "string", default: PATH_NAMES.join(",") },
         quick: { type: "boolean", default: false },
         json: { type: "string" },
+        repeat: { type: "string", default: "1" },
         help: { type: "boolean", short: "h", default: false },
       },
     }));
@@ -252,15 +258,24 @@ export async function main(args: string[]): Promise<number> {
     console.error(`Unknown path: "${unknown.join(",")}"\n${USAGE}`);
     return 2;
   }
+  const repeat = Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1) {
+    console.error(`Bad --repeat "${values.repeat}": expected a whole number from 1\n${USAGE}`);
+    return 2;
+  }
   const settings = values.quick ? QUICK : FULL;
   const started = new Date();
   const results: PathResult[] = [];
   {
     await using group = new ChildGroup();
     const target = await startTarget(group);
-    for (const name of paths as PathName[]) {
-      console.error(`bench: measuring ${name}…`);
-      results.push(await measurePath({ path: name, target: target.addr, settings }));
+    for (let round = 1; round <= repeat; round++) {
+      // Each round starts one path later, so that no path always runs first or last.
+      const order = paths.map((_, i) => paths[(i + round - 1) % paths.length] as PathName);
+      for (const path of order) {
+        console.error(`bench: measuring ${path}${repeat > 1 ? ` (round ${round})` : ""}…`);
+        results.push(await measurePath({ path, target: target.addr, settings }, round));
+      }
     }
   }
   console.log(formatTable(results));
@@ -272,6 +287,7 @@ export async function main(args: string[]): Promise<number> {
     os: `${Deno.build.os}-${Deno.build.arch}`,
     cpus: navigator.hardwareConcurrency,
     quick: values.quick,
+    repeat,
     settings,
     summary: summarize(results),
     results,

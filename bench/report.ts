@@ -47,6 +47,8 @@ export type Figure<T> = (T | Failure) & Aftermath;
 export interface PathResult {
   /** Which path. */
   path: PathName;
+  /** Which round of the run (1 unless `--repeat` was given). */
+  round: number;
   /** Single-stream download. */
   throughput1?: Figure<ThroughputResult>;
   /** 8-stream aggregate download. */
@@ -112,49 +114,96 @@ const METRICS: readonly Metric[] = [
   },
 ];
 
-/** A figure and its ratio to the relay path's figure. */
+/** A figure (the median over rounds) and its ratio to the relay path's figure. */
 export interface SummaryCell {
-  /** The figure (undefined if not measured or failed). */
+  /** Median over the rounds that measured it (undefined if none did). */
   value?: number;
   /** value / relay's value (undefined without a relay figure). */
   ratioToRelay?: number;
+  /** Every round's value, in round order. */
+  rounds: number[];
 }
 
 /** Per path, per metric key: value and ratio to relay. */
 export type Summary = Record<string, Record<string, SummaryCell>>;
 
-/** Derives every figure of every path, with ratios to `relay` when it was measured. */
+function median(values: readonly number[]): number | undefined {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  if (sorted.length === 0) return undefined;
+  return Number.isInteger(mid) ? (sorted[mid - 1]! + sorted[mid]!) / 2 : sorted[Math.floor(mid)];
+}
+
+/** The paths of `results` in the order they first appear. */
+function pathsOf(results: readonly PathResult[]): PathName[] {
+  return [...new Set(results.map((r) => r.path))];
+}
+
+/** The defined values of `get` over `path`'s rounds. */
+function valuesOf(
+  results: readonly PathResult[],
+  path: PathName,
+  get: (r: PathResult) => number | undefined,
+): number[] {
+  return results.filter((r) => r.path === path).map(get).filter((v): v is number =>
+    v !== undefined && !Number.isNaN(v)
+  );
+}
+
+/** Derives every figure of every path (median over rounds), with ratios to `relay`. */
 export function summarize(results: readonly PathResult[]): Summary {
-  const relay = results.find((r) => r.path === "relay");
   const summary: Summary = {};
-  for (const result of results) {
+  for (const path of pathsOf(results)) {
     const row: Record<string, SummaryCell> = {};
     for (const metric of METRICS) {
-      const value = metric.get(result);
-      const base = relay === undefined ? undefined : metric.get(relay);
+      const rounds = valuesOf(results, path, metric.get);
+      const value = median(rounds);
+      const base = median(valuesOf(results, "relay", metric.get));
       row[metric.key] = {
         value,
         ratioToRelay: value === undefined || !base ? undefined : value / base,
+        rounds,
       };
     }
-    summary[result.path] = row;
+    summary[path] = row;
   }
   return summary;
 }
 
 function cellText(cell: SummaryCell | undefined, digits: number): string {
-  if (cell?.value === undefined || Number.isNaN(cell.value)) return "—";
+  if (cell?.value === undefined) return "—";
   const ratio = cell.ratioToRelay === undefined ? "" : ` (${cell.ratioToRelay.toFixed(2)}x)`;
   return `${cell.value.toFixed(digits)}${ratio}`;
 }
 
-/** The table: one column per path, one row per figure, plus per-process memory and errors. */
+/** Per chain process of `path`: median idle and held RSS over the rounds, as text. */
+function rssText(results: readonly PathResult[], path: PathName): string {
+  const names = [
+    ...new Set(
+      results.flatMap((r) => r.path === path ? ok(r.sessions)?.rss.map((p) => p.name) ?? [] : []),
+    ),
+  ];
+  return names.map((name) => {
+    const kib = (key: "idleKiB" | "heldKiB") =>
+      median(
+        valuesOf(results, path, (r) => ok(r.sessions)?.rss.find((p) => p.name === name)?.[key]),
+      );
+    return `${name} ${formatMiB(kib("idleKiB"))} -> ${formatMiB(kib("heldKiB"))}`;
+  }).join(", ");
+}
+
+/**
+ * The table: one column per path, one row per figure (median over rounds), plus per-process
+ * memory and every failure.
+ */
 export function formatTable(results: readonly PathResult[]): string {
   const summary = summarize(results);
-  const header = ["", ...results.map((r) => r.path)];
+  const paths = pathsOf(results);
+  const rounds = Math.max(...results.map((r) => r.round));
+  const header = [rounds > 1 ? `median of ${rounds} rounds` : "", ...paths];
   const rows = METRICS.map((m) => [
     m.label,
-    ...results.map((r) => cellText(summary[r.path]?.[m.key], m.digits)),
+    ...paths.map((p) => cellText(summary[p]?.[m.key], m.digits)),
   ]);
   const widths = header.map((_, i) => Math.max(...[header, ...rows].map((row) => row[i]!.length)));
   const line = (row: string[]) =>
@@ -163,31 +212,24 @@ export function formatTable(results: readonly PathResult[]): string {
     );
   const out = [line(header), ...rows.map(line)];
   out.push("", "RSS per process, MiB idle -> held:");
-  for (const result of results) {
-    const sessions = ok(result.sessions);
-    const text = sessions?.rss.map((p) =>
-      `${p.name} ${formatMiB(p.idleKiB)} -> ${formatMiB(p.heldKiB)}`
-    ).join(
-      ", ",
-    );
-    out.push(`  ${result.path}: ${text || "—"}`);
-  }
-  const failures = results.flatMap((r) =>
-    FIGURES.flatMap((k) => {
-      const figure: Figure<object> | undefined = r[k];
-      if (figure === undefined) return [];
-      return [
-        ...("error" in figure ? [`  ${r.path} ${k}: ${figure.error}`] : []),
-        ...(figure.problems ?? []).map((p) => `  ${r.path} after ${k}: ${p}`),
-      ];
-    })
-  );
-  const sessionErrors = results.flatMap((r) =>
-    Object.entries(ok(r.sessions)?.errors ?? {}).map(([e, n]) => `  ${r.path} sessions: ${n}x ${e}`)
-  );
-  if (failures.length + sessionErrors.length > 0) {
-    out.push("", "Failures:", ...failures, ...sessionErrors);
-  }
+  for (const path of paths) out.push(`  ${path}: ${rssText(results, path) || "—"}`);
+  const failures = results.flatMap((r) => {
+    const where = rounds > 1 ? `${r.path} (round ${r.round})` : r.path;
+    return [
+      ...FIGURES.flatMap((k) => {
+        const figure: Figure<object> | undefined = r[k];
+        if (figure === undefined) return [];
+        return [
+          ...("error" in figure ? [`  ${where} ${k}: ${figure.error}`] : []),
+          ...(figure.problems ?? []).map((p) => `  ${where} after ${k}: ${p}`),
+        ];
+      }),
+      ...Object.entries(ok(r.sessions)?.errors ?? {}).map(([e, n]) =>
+        `  ${where} sessions: ${n}x ${e}`
+      ),
+    ];
+  });
+  if (failures.length > 0) out.push("", "Failures:", ...failures);
   return out.join("\n");
 }
 

@@ -73,7 +73,7 @@ export class BinaryCodec implements Codec {
     const length = view.getUint32(1);
     if (length > this.#maxFrameBytes) {
       throw new ProtocolError(
-        `Cannot decode frame: ${length} bytes is over the limit of ${this.#maxFrameBytes}`,
+        `Cannot decode frame: ${length} bytes is over the limit of ${this.#maxFrameBytes} (limit maxLineBytes)`,
       );
     }
     if (type === MessageType.Data ? length < 4 : length !== 8) {

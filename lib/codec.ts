@@ -103,7 +103,7 @@ export class TextCodec implements Codec {
       throw new ProtocolError(
         `Cannot decode ${
           typeLabel(type)
-        }: the body line is longer than ${this.#maxLineBytes} bytes`,
+        }: the body line is longer than ${this.#maxLineBytes} bytes (limit maxLineBytes)`,
       );
     }
     if (bodyNewline < 0) {

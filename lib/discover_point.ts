@@ -252,7 +252,7 @@ export class DiscoverPoint implements AsyncDisposable {
     });
     this.#links.add(link);
     const deadline = this.#deadline(
-      `no valid Aloha within ${this.#limits.handshakeTimeout} ms`,
+      `no complete handshake within ${this.#limits.handshakeTimeout} ms (limit handshakeTimeout)`,
     );
     try {
       const aloha = await answerAloha(link, {
@@ -391,7 +391,7 @@ export class DiscoverPoint implements AsyncDisposable {
     pending.timer = setTimeout(() => {
       pending.abandoned = true;
       const reason =
-        `Indirect server "${name}" did not answer within ${this.#limits.ackTimeout} ms`;
+        `Indirect server "${name}" did not answer within ${this.#limits.ackTimeout} ms (limit ackTimeout)`;
       logger.warn("Refused {client}: {reason}", { client: client.label, reason });
       client.refused(reason);
     }, this.#limits.ackTimeout);

@@ -495,7 +495,7 @@ Deno.test("MessageDecoder enforces maxLineBytes on the body line", () => {
     { type: MessageType.Close, sessionId: 1, reason: "12" },
   ]);
   const over = new ProtocolError(
-    "Cannot decode Close message: the body line is longer than 16 bytes",
+    "Cannot decode Close message: the body line is longer than 16 bytes (limit maxLineBytes)",
   );
   assert.throws(() => decodeAll(bytes('4\n{"X":1,"R":"123"}\n'), 16), over);
   // The limit applies before the newline arrives, so a peer cannot make the buffer grow without bound.
@@ -511,7 +511,9 @@ Deno.test("MessageDecoder enforces maxLineBytes on the body line", () => {
 Deno.test("MessageDecoderStream errors on a line over maxLineBytes", async () => {
   await assert.rejects(
     decodeStream([bytes('3\n{"X":1,"C":"'), bytes("A".repeat(64))], 32),
-    new ProtocolError("Cannot decode Data message: the body line is longer than 32 bytes"),
+    new ProtocolError(
+      "Cannot decode Data message: the body line is longer than 32 bytes (limit maxLineBytes)",
+    ),
   );
 });
 

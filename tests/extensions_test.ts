@@ -76,9 +76,11 @@ async function serveEcho(listener: IndirectListener): Promise<void> {
   const sessions: Promise<unknown>[] = [];
   try {
     for await (const conn of listener) {
-      sessions.push(echoSession(conn).catch(() => {
-        // A bystander's echo may be cut when the test closes it mid-way; only its data is checked.
-      }));
+      sessions.push(
+        echoSession(conn).catch(() => {
+          // A bystander's echo may be cut when the test closes it mid-way; only its data is checked.
+        }),
+      );
     }
   } finally {
     await Promise.all(sessions);
@@ -476,3 +478,347 @@ Deno.test("extension mix: an original server (no F) and a client with every exte
   assert.equal((await reader.read()).done, true);
   await client.closed;
 });
+
+// ---- 4. binary frames on the wire -------------------------------------------
+
+Deno.test("binary: a raw server that announced binary gets Data as frames and may send frames", async () => {
+  await using dp = await startDiscoverPoint();
+  using raw = await FramePeer.connect(dp.address);
+  const aloha = await rawAloha(raw, 2, "framed", ["binary"]);
+  assert.deepEqual(aloha.body.F, ["binary"]);
+  const connecting = connect({ dp: dp.address, name: "framed", clientName: "lib" });
+  const connectMessage = await raw.expectText();
+  assert.deepEqual([connectMessage.type, connectMessage.body.N], [1, "lib"]);
+  await raw.sendMessage(2, { X: 9, R: "" });
+  using client = await connecting;
+
+  // One write: one frame, byte for byte.
+  const hello = new TextEncoder().encode("hello, frames");
+  await client.write(hello);
+  const first = await raw.expect();
+  assert.equal(first.kind, "frame", describe(first));
+  assert.deepEqual(
+    first.raw,
+    Uint8Array.of(0xb3, 0, 0, 0, 4 + hello.length, 0, 0, 0, 9, ...hello),
+  );
+
+  // Frames and text Data from the raw server both reach the client, in order.
+  const reader = client.readable.getReader();
+  const reply = randomBytes(100_000);
+  await raw.sendFrame(3, 9, reply);
+  await raw.sendMessage(3, { X: 9, C: "dGV4dA==" });
+  const back = await readExactly(reader, reply.length + 4);
+  assert.deepEqual(back, concatBytes([reply, new TextEncoder().encode("text")]));
+
+  // Bulk: frames of at most 256 KiB, no text Data, and no Credit (flow-control was not agreed).
+  const bulk = randomBytes(600 * KIB);
+  const [, received] = await Promise.all([
+    client.write(bulk),
+    receiveData(raw, 9, bulk.length, (message) => {
+      assert.ok(message.kind === "frame" && message.type === 3, describe(message));
+      assert.ok(message.payload.length <= 256 * KIB, describe(message));
+    }),
+  ]);
+  assert.deepEqual(received, bulk);
+
+  client.close();
+  const close = await raw.expectText();
+  assert.deepEqual([close.type, close.body.X], [4, 9]);
+  reader.releaseLock();
+});
+
+const BAD_FRAMES: readonly [string, Uint8Array, RegExp][] = [
+  [
+    "a frame of a type without binary form",
+    Uint8Array.of(0xb4, 0, 0, 0, 4, 0, 0, 0, 1),
+    /Cannot decode frame: type 4 has no binary form/,
+  ],
+  [
+    "a frame over the length limit",
+    Uint8Array.of(0xb3, 0x00, 0x10, 0x00, 0x01), // 1 MiB + 1
+    /Cannot decode frame: 1048577 bytes is over the limit of 1048576/,
+  ],
+  [
+    "a Credit frame without flow-control",
+    Uint8Array.of(0xb6, 0, 0, 0, 8, 0, 0, 0, 1, 0, 1, 0, 0),
+    /extension "flow-control" was not agreed/,
+  ],
+];
+
+for (const [label, bad, reason] of BAD_FRAMES) {
+  Deno.test(`binary: ${label} from a server ends only that server's link`, async () => {
+    await using dp = await startDiscoverPoint();
+    const bystander = await startBystander(dp, "bystander");
+    try {
+      using raw = await FramePeer.connect(dp.address);
+      await rawAloha(raw, 2, "victim", ["binary"]);
+      const connecting = connect({ dp: dp.address, name: "victim" });
+      assert.equal((await raw.expectText()).type, 1);
+      await raw.sendMessage(2, { X: 1, R: "" });
+      using client = await connecting;
+      const reader = client.readable.getReader();
+      await raw.sendFrame(3, 1, new TextEncoder().encode("ok"));
+      assert.deepEqual(await readExactly(reader, 2), new TextEncoder().encode("ok"));
+
+      await raw.send(bad);
+      const rest = await settlesWithin(raw.untilEnd(), "the DP to end the server's link");
+      assert.deepEqual(rest.map(describe), []);
+      // Its session ends with a Close whose reason says what the server did wrong.
+      assert.equal((await settlesWithin(reader.read(), "EOF for its client")).done, true);
+      await client.closed;
+      await assert.rejects(client.write(new Uint8Array(1)), closedWith(reason));
+      reader.releaseLock();
+
+      // Everything else carries on.
+      await assertEchoes(bystander.client, "after");
+      using another = await connect({ dp: dp.address, name: "bystander" });
+      await assertEchoes(another, "a new session");
+      assert.deepEqual([...dp.dp.servers], [["bystander", 1]]);
+    } finally {
+      bystander.client.close();
+      bystander.listener.close();
+      await bystander.serving;
+    }
+  });
+
+  Deno.test(`binary: ${label} from a client ends only that client's link`, async () => {
+    await using dp = await startDiscoverPoint();
+    const listener = listen({ dp: dp.address, name: "svc", pool: 1 });
+    const sessions: IndirectConn[] = [];
+    try {
+      await listener.ready;
+      // A bystander on the same server link, echoing.
+      const bystanderAccepted = listener.accept();
+      using bystander = await connect({ dp: dp.address, name: "svc" });
+      const bystanderServer = await bystanderAccepted;
+      sessions.push(bystanderServer);
+      const echoing = echoSession(bystanderServer).catch(() => 0);
+      await assertEchoes(bystander, "before");
+
+      using raw = await FramePeer.connect(dp.address);
+      assert.deepEqual((await rawAloha(raw, 3, "victim", ["binary"])).body.F, ["binary"]);
+      const accepted = listener.accept();
+      await raw.sendMessage(1, { N: "svc" });
+      const server = await accepted;
+      sessions.push(server);
+      const ack = await raw.expectText();
+      assert.deepEqual([ack.type, ack.body.X], [2, server.sessionId]);
+      await raw.sendFrame(3, server.sessionId, new TextEncoder().encode("ok"));
+      const reader = server.readable.getReader();
+      assert.deepEqual(await readExactly(reader, 2), new TextEncoder().encode("ok"));
+
+      await raw.send(bad);
+      const rest = await settlesWithin(raw.untilEnd(), "the DP to end the client's link");
+      assert.deepEqual(rest.map(describe), []);
+      assert.equal((await settlesWithin(reader.read(), "EOF for its server")).done, true);
+      await server.closed;
+      await assert.rejects(server.write(new Uint8Array(1)), closedWith(reason));
+      reader.releaseLock();
+
+      await assertEchoes(bystander, "after");
+      assert.deepEqual([...dp.dp.servers], [["svc", 1]]);
+      bystander.close();
+      await echoing;
+    } finally {
+      for (const session of sessions) session.close();
+      listener.close();
+    }
+  });
+}
+
+// ---- 5. flow-control is enforced --------------------------------------------
+
+Deno.test("flow-control: a client that sends past its credit has its link ended, with a reason, and only that", async () => {
+  // A window that cannot grow, and a server that never reads: the credit the DP can ever
+  // grant is one window it forwards to the server plus one window it holds.
+  await using dp = await startDiscoverPoint({ maxWindow: INITIAL_WINDOW });
+  const listener = listen({ dp: dp.address, name: "fc", pool: 1 });
+  const sessions: IndirectConn[] = [];
+  try {
+    await listener.ready;
+    const bystanderAccepted = listener.accept();
+    using bystander = await connect({ dp: dp.address, name: "fc" });
+    const bystanderServer = await bystanderAccepted;
+    sessions.push(bystanderServer);
+    const echoing = echoSession(bystanderServer).catch(() => 0);
+    await assertEchoes(bystander, "before");
+
+    using raw = await FramePeer.connect(dp.address);
+    assert.deepEqual((await rawAloha(raw, 3, "greedy", ["flow-control"])).body.F, [
+      "flow-control",
+    ]);
+    const accepted = listener.accept();
+    await raw.sendMessage(1, { N: "fc" });
+    const server = await accepted;
+    sessions.push(server);
+    const id = server.sessionId;
+    assert.deepEqual((await raw.expectText()).body.X, id);
+
+    const data = randomBytes(MIB);
+    await sendTextData(raw, id, data); // ignoring every Credit
+    const rest = await settlesWithin(raw.untilEnd(), "the DP to end the greedy client's link");
+    for (const message of rest) {
+      assert.ok(message.kind === "text" && message.type === 6, describe(message));
+    }
+
+    // The server gets what the DP accepted (a prefix, within the credit), then a Close saying why.
+    const delivered = await settlesWithin(readAll(server.readable), "EOF for the server");
+    assert.ok(delivered.length <= 2 * INITIAL_WINDOW, `${delivered.length} bytes delivered`);
+    assert.deepEqual(delivered, data.subarray(0, delivered.length));
+    await server.closed;
+    await assert.rejects(
+      server.write(new Uint8Array(1)),
+      closedWith(/exceeded its flow-control credit/),
+    );
+
+    // The server's link and its other session carry on.
+    await assertEchoes(bystander, "after");
+    assert.deepEqual([...dp.dp.servers], [["fc", 1]]);
+    bystander.close();
+    await echoing;
+  } finally {
+    for (const session of sessions) session.close();
+    listener.close();
+  }
+});
+
+Deno.test("flow-control: a server that sends past its credit has its link ended, with a reason, and only that", async () => {
+  await using dp = await startDiscoverPoint({ maxWindow: INITIAL_WINDOW });
+  const bystander = await startBystander(dp, "bystander");
+  try {
+    using raw = await FramePeer.connect(dp.address);
+    assert.deepEqual((await rawAloha(raw, 2, "greedy", ["flow-control"])).body.F, [
+      "flow-control",
+    ]);
+    const connecting = connect({ dp: dp.address, name: "greedy" });
+    assert.equal((await raw.expectText()).type, 1);
+    await raw.sendMessage(2, { X: 3, R: "" });
+    using client = await connecting; // and it does not read, for now
+
+    const data = randomBytes(MIB);
+    await sendTextData(raw, 3, data);
+    const rest = await settlesWithin(raw.untilEnd(), "the DP to end the greedy server's link");
+    for (const message of rest) {
+      assert.ok(message.kind === "text" && message.type === 6, describe(message));
+    }
+
+    const delivered = await settlesWithin(readAll(client.readable), "EOF for the client");
+    assert.ok(delivered.length <= 2 * INITIAL_WINDOW, `${delivered.length} bytes delivered`);
+    assert.deepEqual(delivered, data.subarray(0, delivered.length));
+    await client.closed;
+    await assert.rejects(
+      client.write(new Uint8Array(1)),
+      closedWith(/greedy.*exceeded its flow-control credit/),
+    );
+
+    await assertEchoes(bystander.client, "after");
+    assert.deepEqual([...dp.dp.servers], [["bystander", 1]]);
+  } finally {
+    bystander.client.close();
+    bystander.listener.close();
+    await bystander.serving;
+  }
+});
+
+// ---- 6. the receive window's auto-tuning -------------------------------------
+
+Deno.test("ReceiveWindow doubles up to maxWindow while the reader drains each burst and the sender runs dry", () => {
+  const window = new ReceiveWindow(4 * MIB);
+  let credit = INITIAL_WINDOW;
+  const windows = [window.window];
+  for (let round = 0; round < 8; round++) {
+    window.received(credit); // the sender spends all it may: it is about to stall
+    credit = window.consumed(credit); // the reader keeps up: everything is consumed at once
+    assert.equal(window.buffered, 0);
+    assert.equal(credit, window.window, "the credit returned refills a whole window");
+    windows.push(window.window);
+  }
+  assert.deepEqual(windows.map((bytes) => bytes / KIB), [
+    256,
+    512,
+    1024,
+    2048,
+    4096,
+    4096,
+    4096,
+    4096,
+    4096,
+  ]);
+});
+
+Deno.test("ReceiveWindow does not grow for a slow reader", () => {
+  const window = new ReceiveWindow(4 * MIB);
+  window.received(INITIAL_WINDOW);
+  let credited = 0;
+  for (let step = 0; step < 1000; step++) {
+    // The reader takes 16 KiB at a time; the sender refills at once with whatever comes back.
+    const credit = window.consumed(16 * KIB);
+    if (credit > 0) window.received(credit);
+    credited += credit;
+    assert.equal(window.window, INITIAL_WINDOW, `step ${step}`);
+    assert.ok(window.buffered <= INITIAL_WINDOW, `step ${step}: ${window.buffered} buffered`);
+  }
+  assert.equal(credited, 1000 * 16 * KIB, "credit still flows back as the reader consumes");
+});
+
+Deno.test("ReceiveWindow.received() beyond the granted credit throws ProtocolError", () => {
+  const fresh = new ReceiveWindow();
+  fresh.received(INITIAL_WINDOW);
+  assert.throws(
+    () => fresh.received(1),
+    (error: unknown) =>
+      error instanceof ProtocolError &&
+      /exceeded its flow-control credit by 1 bytes/.test(error.message),
+  );
+
+  const credited = new ReceiveWindow();
+  credited.received(INITIAL_WINDOW);
+  const credit = credited.consumed(INITIAL_WINDOW);
+  assert.ok(credit > 0);
+  credited.received(credit); // exactly what was granted is fine
+  assert.throws(() => credited.received(1), ProtocolError);
+
+  assert.throws(() => new ReceiveWindow().received(INITIAL_WINDOW + 1), ProtocolError);
+});
+
+Deno.test("ReceiveWindow never goes below the initial window, whatever maxWindow says", () => {
+  const window = new ReceiveWindow(1024);
+  assert.equal(window.window, INITIAL_WINDOW);
+  window.received(INITIAL_WINDOW);
+  assert.equal(window.consumed(INITIAL_WINDOW), INITIAL_WINDOW);
+  assert.equal(window.window, INITIAL_WINDOW);
+});
+
+// The way the library feeds a window: one consumed() per Data message (the DP's pipe per
+// forwarded chunk, an IndirectConn per chunk read), with the reader keeping up and the sender
+// spending all its credit every round trip. PROTOCOL.md Part 3 says the window then doubles up
+// to maxWindow.
+for (const [codec, messageBytes] of [["text", 64 * KIB], ["binary", 256 * KIB]] as const) {
+  Deno.test(`ReceiveWindow grows to maxWindow when a keeping-up reader consumes ${codec} Data message by message`, () => {
+    const maxWindow = 4 * MIB;
+    const window = new ReceiveWindow(maxWindow);
+    let credit = INITIAL_WINDOW;
+    let stalls = 0;
+    for (let round = 0; round < 64 && window.window < maxWindow; round++) {
+      // One round trip: the sender sends all its credit in messages, then waits (stalls).
+      const messages: number[] = [];
+      for (; credit > 0; credit -= Math.min(messageBytes, credit)) {
+        messages.push(Math.min(messageBytes, credit));
+      }
+      stalls++;
+      // The reader keeps up: each message is consumed as it arrives; credit returns a round trip later.
+      for (const bytes of messages) {
+        window.received(bytes);
+        credit += window.consumed(bytes);
+        assert.equal(window.buffered, 0);
+      }
+    }
+    assert.equal(
+      window.window,
+      maxWindow,
+      `after ${stalls} round trips in which the sender ran dry, the window is ${
+        window.window / KIB
+      } KiB`,
+    );
+  });
+}
