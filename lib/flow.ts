@@ -14,10 +14,18 @@ export const INITIAL_WINDOW = 256 * 1024;
 export const MAX_WINDOW = 16 * 1024 * 1024;
 
 /**
+ * A window that is consumed whole within this time is too small for the rate
+ * it carries: it doubles (so a window holds at least about this long of traffic).
+ */
+const GROW_WITHIN_MS = 100;
+
+/**
  * The receiving side: counts bytes received against the credit granted,
  * and decides when (and how much) credit to return as the application
- * consumes. The window doubles while the reader keeps up and the sender runs
- * short of credit, up to `maxWindow`.
+ * consumes. The window grows with the measured rate: whenever a whole window
+ * is consumed within {@linkcode GROW_WITHIN_MS} while the reader keeps up, it
+ * doubles, up to `maxWindow`. A slow reader consumes slowly, so its window
+ * never grows.
  */
 export class ReceiveWindow {
   readonly #maxWindow: number;
@@ -26,6 +34,9 @@ export class ReceiveWindow {
   #granted = INITIAL_WINDOW;
   #received = 0;
   #consumed = 0;
+  /** When the current measuring epoch began, and what was consumed since. */
+  #epochStart = performance.now();
+  #epochConsumed = 0;
 
   /** Creates a window that may grow up to `maxWindow` bytes. */
   constructor(maxWindow: number = MAX_WINDOW) {
@@ -63,20 +74,25 @@ export class ReceiveWindow {
    */
   consumed(bytes: number): number {
     this.#consumed += bytes;
+    this.#epochConsumed += bytes;
+    if (this.#epochConsumed >= this.#window) this.#measure();
     const unreported = this.#consumed + this.#window - this.#granted;
     // Batching: a Credit per quarter window keeps the sender busy without a message per Data.
     if (unreported < this.#window / 4) return 0;
-    const remaining = this.#granted - this.#received;
-    if (
-      remaining < this.#window / 4 && this.buffered < this.#window / 4 &&
-      this.#window < this.#maxWindow
-    ) {
-      // The sender is about to stall while the reader keeps up: the window is the bottleneck.
-      this.#window = Math.min(this.#window * 2, this.#maxWindow);
-    }
     const credit = this.#consumed + this.#window - this.#granted;
     this.#granted += credit;
     return credit;
+  }
+
+  /** A whole window was consumed: grow it if that was quick and the reader keeps up. */
+  #measure(): void {
+    const now = performance.now();
+    const quick = now - this.#epochStart < GROW_WITHIN_MS;
+    if (quick && this.buffered < this.#window / 2 && this.#window < this.#maxWindow) {
+      this.#window = Math.min(this.#window * 2, this.#maxWindow);
+    }
+    this.#epochStart = now;
+    this.#epochConsumed = 0;
   }
 }
 
