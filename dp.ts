@@ -96,7 +96,10 @@ function parseOptions(args: string[]): { options: DiscoverPointOptions; level: s
     return typeof value === "string" ? wholeNumber(flag, value) : undefined;
   };
   options.maxWindow = optional("max-window");
-  options.keepalive = { interval: optional("keepalive-interval"), timeout: optional("keepalive-timeout") };
+  options.keepalive = {
+    interval: optional("keepalive-interval"),
+    timeout: optional("keepalive-timeout"),
+  };
   for (const [flag, key] of Object.entries(LIMIT_FLAGS)) options[key] = optional(flag);
   return { options, level: values["log-level"] as string };
 }

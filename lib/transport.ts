@@ -134,11 +134,12 @@ export class TcpTransport implements Transport {
         if (this.#queued <= this.#highWaterMark) this.#release();
       }
     } catch (error) {
+      // The peer is gone or reset. Reading goes on: what it sent before (a Close, say) is still
+      // there to be read, and the read side reports the end.
       this.#writeError = error;
       this.#queue = [];
       this.#queued = 0;
       this.#release();
-      this.abort();
     } finally {
       this.#flushing = undefined;
     }
