@@ -16,6 +16,7 @@ import { parseArgs } from "node:util";
 import { getLogger } from "./lib/_log.ts";
 import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/discover_point.ts";
 import { formatAddress } from "./lib/transport.ts";
+import { ALL_FEATURES } from "./lib/link.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
 
 const USAGE = `Usage: deno run --allow-net dp.ts [options]
@@ -38,6 +39,8 @@ Options:
   --max-window N               Bytes held per session direction (default 16777216)
   --keepalive-interval MS      Silence before a Ping, on links that agree (default 15000)
   --keepalive-timeout MS       Wait for an answer before dropping a link (default 10000)
+  --features LIST              Extensions to offer, comma-separated, or "none" for the
+                               original protocol only (default ${ALL_FEATURES.join(",")})
   --log-level L                trace, debug, info, warning, error or fatal (default info)
   -h, --help                   Show this help`;
 
@@ -57,6 +60,19 @@ function wholeNumber(flag: string, value: string): number {
     throw new TypeError(`Cannot use --${flag} "${value}": expected a whole number`);
   }
   return number;
+}
+
+function parseFeatures(value: string): string[] {
+  if (value === "none") return [];
+  const features = value.split(",").map((feature) => feature.trim()).filter(Boolean);
+  for (const feature of features) {
+    if (!ALL_FEATURES.includes(feature)) {
+      throw new TypeError(
+        `Cannot use --features "${value}": "${feature}" is not one of ${ALL_FEATURES.join(", ")}`,
+      );
+    }
+  }
+  return features;
 }
 
 function parseExpose(values: string[]): Record<string, number> {
@@ -80,6 +96,10 @@ function parseOptions(args: string[]): { options: DiscoverPointOptions; level: s
       expose: { type: "string", multiple: true, default: [] },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h" },
+      features: { type: "string" },
+      "max-window": { type: "string" },
+      "keepalive-interval": { type: "string" },
+      "keepalive-timeout": { type: "string" },
       ...Object.fromEntries(
         Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: "string" as const }]),
       ),
@@ -96,6 +116,7 @@ function parseOptions(args: string[]): { options: DiscoverPointOptions; level: s
     return typeof value === "string" ? wholeNumber(flag, value) : undefined;
   };
   options.maxWindow = optional("max-window");
+  if (values.features !== undefined) options.features = parseFeatures(values.features as string);
   options.keepalive = {
     interval: optional("keepalive-interval"),
     timeout: optional("keepalive-timeout"),

@@ -7,7 +7,7 @@
 import type { Child, ChildGroup } from "./procs.ts";
 
 /** Names of the paths a bench can measure. */
-export const PATH_NAMES = ["direct", "relay", "rtcp", "rtcp-connect"] as const;
+export const PATH_NAMES = ["direct", "relay", "rtcp", "rtcp-text", "rtcp-connect"] as const;
 
 /** One of {@link PATH_NAMES}. */
 export type PathName = typeof PATH_NAMES[number];
@@ -54,11 +54,12 @@ export function startTarget(group: ChildGroup): Promise<Listening> {
 /** A discover point in `group` on a free port, exposing `SERVICE_NAME` on a public port. */
 export async function startDiscoverPoint(
   group: ChildGroup,
+  extraArgs: string[] = [],
 ): Promise<Listening & { publicAddr: string }> {
   const child = group.spawn({
     name: "dp",
     script: "dp.ts",
-    args: ["--hostname", "127.0.0.1", "--port", "0", "--expose", `${SERVICE_NAME}=0`],
+    args: ["--hostname", "127.0.0.1", "--port", "0", "--expose", `${SERVICE_NAME}=0`, ...extraArgs],
   });
   const [, publicAddr] = await child.waitFor(PUBLIC_PORT);
   return { ...await listening(child), publicAddr: publicAddr! };
@@ -103,8 +104,13 @@ export async function startPath(
       const relay1 = await startRelay(group, "relay1", relay2.addr);
       return { entry: relay1.addr, members: [relay1.child, relay2.child] };
     }
-    case "rtcp": {
-      const dp = await startDiscoverPoint(group);
+    case "rtcp":
+    case "rtcp-text": {
+      // rtcp-text: the DP offers no extension, so its link to expose speaks the original protocol.
+      const dp = await startDiscoverPoint(
+        group,
+        name === "rtcp-text" ? ["--features", "none"] : [],
+      );
       const expose = await startExpose(group, dp.addr, target);
       return { entry: dp.publicAddr, members: [dp.child, expose] };
     }

@@ -62,18 +62,19 @@ export async function main(args: string[]): Promise<number> {
   ]);
   let totals: SoakTotals | undefined;
   try {
-    do {
+    for (;;) {
       // A line is due every interval; allow a generous margin for a slow final round.
       totals = await client.readJson<SoakTotals>((interval + 120) * 1000);
       last = await Promise.all(members.map((m) => m.rssKiB()));
       last.forEach((kib, i) => peaks[i] = Math.max(peaks[i]!, kib ?? 0));
+      if (totals.done) break; // The summary below reports the final totals.
       const rss = members.map((m, i) => `${m.name} ${formatMiB(last[i])}`).join(", ");
       console.log(
         `[${String(totals.elapsedSeconds).padStart(5)} s] ${
           formatMiB(totals.bytes / 1024)
         } MiB, ${totals.sessions} sessions, ${totals.corrupted} corrupted, ${totals.errors} errors; RSS MiB ${rss}`,
       );
-    } while (!totals.done);
+    }
   } catch (err) {
     console.log(`soak client failed: ${err instanceof Error ? err.message : err}`);
   }

@@ -196,6 +196,7 @@ export class SocketClient implements ClientEnd {
   readonly #transport: Transport;
   #state: ClientState = "waiting";
   readonly #outcome = Promise.withResolvers<DiscoverPointSession | undefined>();
+  #session: DiscoverPointSession | undefined;
   /** Set by the router: the Connect waiting for its Ack. */
   pending: PendingConnect | undefined;
 
@@ -212,6 +213,7 @@ export class SocketClient implements ClientEnd {
       return;
     }
     this.#state = "open";
+    this.#session = session;
     this.#outcome.resolve(session);
   }
 
@@ -228,9 +230,11 @@ export class SocketClient implements ClientEnd {
     if (this.#state !== "open") return undefined;
     try {
       return this.#transport.write(bytes);
-    } catch {
-      // The client is gone; the pump sees the closed connection and closes the session.
+    } catch (error) {
+      // The client is gone (it may have shut down its side long ago): end the session for good.
+      this.#state = "done";
       this.#transport.abort();
+      this.#session?.clientClosed(`The client connection failed: ${(error as Error).message}`);
       return undefined;
     }
   }
