@@ -8,6 +8,7 @@
  */
 
 import type { ByteQueue } from "./_bytes.ts";
+import { takeBuffer } from "./_frame_pool.ts";
 import { type Codec, MAX_LINE_BYTES, TextCodec, type TextCodecOptions } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
 import { type Message, MessageType } from "./message.ts";
@@ -21,6 +22,24 @@ const FRAME_MARK = 0xb0;
 const HEADER_BYTES = 5;
 /** Largest session number a frame can carry (u32); larger ones fall back to text. */
 const MAX_FRAME_SESSION_ID = 0xffff_ffff;
+
+/** A copy of the first `size` bytes, in a buffer of exactly that size (pooled for full frames). */
+function copyFrame(bytes: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
+  const frame = takeBuffer(size);
+  frame.set(bytes.subarray(0, size));
+  return frame;
+}
+
+/** The whole Data frame `content` is the payload of, when it is exactly that (as decoded). */
+function framing(content: Uint8Array): Uint8Array | undefined {
+  const frame = new Uint8Array(content.buffer);
+  const payloadAt = HEADER_BYTES + 4;
+  if (content.byteOffset !== payloadAt || frame.length !== payloadAt + content.length) {
+    return undefined;
+  }
+  if (frame[0] !== (FRAME_MARK | MessageType.Data)) return undefined;
+  return new DataView(frame.buffer).getUint32(1) === 4 + content.length ? frame : undefined;
+}
 
 /** Binary frames for Data and Credit, text for the rest. */
 export class BinaryCodec implements Codec {
@@ -39,7 +58,14 @@ export class BinaryCodec implements Codec {
   encode(message: Message): Uint8Array {
     if (message.type === MessageType.Data && message.sessionId <= MAX_FRAME_SESSION_ID) {
       const { content } = message;
-      const frame = new Uint8Array(HEADER_BYTES + 4 + content.length);
+      if (message.owned) {
+        const frame = framing(content);
+        if (frame) {
+          new DataView(frame.buffer).setUint32(5, message.sessionId);
+          return frame;
+        }
+      }
+      const frame = takeBuffer(HEADER_BYTES + 4 + content.length);
       const view = new DataView(frame.buffer);
       frame[0] = FRAME_MARK | MessageType.Data;
       view.setUint32(1, 4 + content.length);
@@ -79,11 +105,19 @@ export class BinaryCodec implements Codec {
     if (type === MessageType.Data ? length < 4 : length !== 8) {
       throw new ProtocolError(`Cannot decode frame: type ${type} cannot be ${length} bytes long`);
     }
-    if (bytes.length < HEADER_BYTES + length) return undefined;
+    if (bytes.length < HEADER_BYTES + length) {
+      queue.expect(HEADER_BYTES + length);
+      return undefined;
+    }
     const sessionId = view.getUint32(HEADER_BYTES);
     const message: Message = type === MessageType.Data
-      // slice(): the session takes ownership of the bytes, the queue reuses its buffer.
-      ? { type, sessionId, content: bytes.slice(HEADER_BYTES + 4, HEADER_BYTES + length) }
+      // A copy of the whole frame (the queue reuses its buffer); the content is its payload, so a
+      // discover point can send the frame on unchanged.
+      ? {
+        type,
+        sessionId,
+        content: copyFrame(bytes, HEADER_BYTES + length).subarray(HEADER_BYTES + 4),
+      }
       : { type, sessionId, bytes: view.getUint32(HEADER_BYTES + 4) };
     queue.consume(HEADER_BYTES + length);
     return message;

@@ -61,7 +61,12 @@ export class LinkClient implements ClientEnd {
   /** Forwards server bytes. */
   send(bytes: Uint8Array): Promise<void> | undefined {
     if (this.#state !== "open") return undefined;
-    return this.#send({ type: MessageType.Data, sessionId: this.#session!.id, content: bytes });
+    return this.#send({
+      type: MessageType.Data,
+      sessionId: this.#session!.id,
+      content: bytes,
+      owned: true,
+    });
   }
 
   /** Returns credit for client bytes that moved on. */

@@ -19,7 +19,10 @@ export interface PipeSink {
   readonly flowControl: boolean;
   /** Largest Data content this end takes in one message. */
   readonly maxDataBytes: number;
-  /** Sends bytes (encoded or copied at once); returns a promise when the end's transport is full. */
+  /**
+   * Sends bytes, which the pipe hands over (nobody else holds them); returns a
+   * promise when the end's transport is full.
+   */
   send(bytes: Uint8Array): Promise<void> | undefined;
   /** The direction is finished (half-close). */
   end(): void;

@@ -60,7 +60,12 @@ class ServerEnd implements PipeSink, PipeSource {
   }
 
   send(bytes: Uint8Array): Promise<void> | undefined {
-    return this.#server.trySend({ type: MessageType.Data, sessionId: this.#id, content: bytes });
+    return this.#server.trySend({
+      type: MessageType.Data,
+      sessionId: this.#id,
+      content: bytes,
+      owned: true,
+    });
   }
 
   grant(bytes: number): void {

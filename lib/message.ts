@@ -101,6 +101,11 @@ export interface DataMessage {
   readonly sessionId: number;
   /** The raw bytes (`C`, base64 on the text codec). */
   readonly content: Uint8Array;
+  /**
+   * Set when nobody else holds `content`'s buffer, so an encoder may send a
+   * frame it came in as is, instead of copying (the discover point forwarding).
+   */
+  readonly owned?: boolean;
 }
 
 /** Close: ends one session. */

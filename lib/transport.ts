@@ -5,6 +5,8 @@
  * @module
  */
 
+import { recycle } from "./_frame_pool.ts";
+
 /** The small interface every link transport implements. */
 export interface Transport {
   /** The local end's address. */
@@ -44,7 +46,7 @@ export interface TcpTransportOptions {
 }
 
 const MIN_READ_BYTES = 4 * 1024;
-const MAX_READ_BYTES = 256 * 1024;
+const MAX_READ_BYTES = 1024 * 1024;
 const COALESCE_BYTES = 256 * 1024;
 
 /** A {@linkcode Transport} over one `Deno.TcpConn`. */
@@ -130,6 +132,7 @@ export class TcpTransport implements Transport {
         while (written < chunk.length) {
           written += await this.#conn.write(chunk.subarray(written));
         }
+        recycle(chunk);
         this.#queued -= chunk.length;
         if (this.#queued <= this.#highWaterMark) this.#release();
       }
@@ -165,6 +168,7 @@ export class TcpTransport implements Transport {
     for (const chunk of this.#queue.splice(0, count)) {
       joined.set(chunk, offset);
       offset += chunk.length;
+      recycle(chunk);
     }
     return joined;
   }
