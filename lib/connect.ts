@@ -63,9 +63,9 @@ async function connectIndirect(options: IndirectConnectOptions): Promise<Indirec
       features: options.features ?? ALL_FEATURES,
       keepalive: options.keepalive,
       signal,
+      pipelined: [{ type: MessageType.Connect, name: options.name }],
     });
     try {
-      link.send({ type: MessageType.Connect, name: options.name });
       const answer = await link.nextWithin(signal);
       if (answer?.type !== MessageType.Ack) {
         throw new ProtocolError(

@@ -28,6 +28,11 @@ export interface DialOptions extends LinkOptions {
   features?: readonly string[];
   /** Aborts the dial and the handshake. */
   signal?: AbortSignal;
+  /**
+   * Messages to send right behind the Aloha, without waiting for the answer
+   * (an indirect client's Connect): saves a round trip per session.
+   */
+  pipelined?: readonly Message[];
 }
 
 /** The extensions both Alohas list. */
@@ -70,6 +75,7 @@ export async function dialDiscoverPoint(address: string, options: DialOptions): 
       name: options.name,
       ...(features.length > 0 ? { features } : {}),
     });
+    for (const message of options.pipelined ?? []) link.send(message);
     const answer = options.signal ? await link.nextWithin(options.signal) : await link.next();
     if (answer?.type !== MessageType.Aloha) {
       throw new ProtocolError(
