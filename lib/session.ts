@@ -161,8 +161,13 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
       return undefined;
     }
     this.#controller.enqueue(bytes);
-    // With flow control the window bounds the buffer: never hold the link.
-    if (this.#window || (this.#controller.desiredSize ?? 1) > 0) return undefined;
+    if (this.#window) {
+      // The window bounds the buffer: never hold the link. A reader that was waiting took the
+      // bytes straight away, which counts as consumed.
+      this.#returnCredit();
+      return undefined;
+    }
+    if ((this.#controller.desiredSize ?? 1) > 0) return undefined;
     this.#pullWaiter ??= Promise.withResolvers<void>();
     return this.#pullWaiter.promise;
   }
