@@ -106,6 +106,10 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
+function isSession(conn: Deno.Conn): conn is IndirectConn {
+  return typeof (conn as Partial<IndirectConn>).readFrom === "function";
+}
+
 /**
  * Pipes two connections into each other until both directions are done,
  * counting bytes. Binary-safe. When one side's input ends, the other side's
@@ -149,6 +153,17 @@ export async function pipeBoth(
     to: Deno.Conn,
     count: (bytes: number) => void,
   ): Promise<void> => {
+    // A session moves bytes between the socket and its own buffers without a copy in between.
+    if (isSession(to)) {
+      await to.readFrom(from, count);
+      if (!closed) await to.closeWrite();
+      return;
+    }
+    if (isSession(from)) {
+      await from.writeTo(to, count);
+      if (!closed) await to.closeWrite();
+      return;
+    }
     // Starts small so thousands of idle sessions cost little; doubles while reads fill it.
     let buffer = new Uint8Array(Math.min(bufferSize, 16 * 1024));
     for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {

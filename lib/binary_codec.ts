@@ -30,15 +30,24 @@ function copyFrame(bytes: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
   return frame;
 }
 
-/** The whole Data frame `content` is the payload of, when it is exactly that (as decoded). */
-function framing(content: Uint8Array): Uint8Array | undefined {
-  const frame = new Uint8Array(content.buffer);
-  const payloadAt = HEADER_BYTES + 4;
-  if (content.byteOffset !== payloadAt || frame.length !== payloadAt + content.length) {
+/** Bytes before a Data frame's payload: type, length, session number. */
+export const DATA_HEADROOM = HEADER_BYTES + 4;
+
+/**
+ * The frame around owned `content` that has {@linkcode DATA_HEADROOM} bytes free before it in
+ * its buffer (as decoded frames and `IndirectConn.readFrom` buffers have), with the header
+ * written; `undefined` when there is no such room.
+ */
+function framing(content: Uint8Array, sessionId: number): Uint8Array | undefined {
+  if (content.byteOffset !== DATA_HEADROOM || !(content.buffer instanceof ArrayBuffer)) {
     return undefined;
   }
-  if (frame[0] !== (FRAME_MARK | MessageType.Data)) return undefined;
-  return new DataView(frame.buffer).getUint32(1) === 4 + content.length ? frame : undefined;
+  const frame = new Uint8Array(content.buffer, 0, DATA_HEADROOM + content.length);
+  const view = new DataView(content.buffer);
+  frame[0] = FRAME_MARK | MessageType.Data;
+  view.setUint32(1, 4 + content.length);
+  view.setUint32(HEADER_BYTES, sessionId);
+  return frame;
 }
 
 /** Binary frames for Data and Credit, text for the rest. */
@@ -58,20 +67,11 @@ export class BinaryCodec implements Codec {
   encode(message: Message): Uint8Array {
     if (message.type === MessageType.Data && message.sessionId <= MAX_FRAME_SESSION_ID) {
       const { content } = message;
-      if (message.owned) {
-        const frame = framing(content);
-        if (frame) {
-          new DataView(frame.buffer).setUint32(5, message.sessionId);
-          return frame;
-        }
-      }
-      const frame = takeBuffer(HEADER_BYTES + 4 + content.length);
-      const view = new DataView(frame.buffer);
-      frame[0] = FRAME_MARK | MessageType.Data;
-      view.setUint32(1, 4 + content.length);
-      view.setUint32(5, message.sessionId);
-      frame.set(content, HEADER_BYTES + 4);
-      return frame;
+      const owned = message.owned ? framing(content, message.sessionId) : undefined;
+      if (owned) return owned;
+      const copy = takeBuffer(DATA_HEADROOM + content.length);
+      copy.set(content, DATA_HEADROOM);
+      return framing(copy.subarray(DATA_HEADROOM), message.sessionId)!;
     }
     if (message.type === MessageType.Credit && message.sessionId <= MAX_FRAME_SESSION_ID) {
       const frame = new Uint8Array(HEADER_BYTES + 8);

@@ -152,7 +152,7 @@ export class Pipe {
       while (this.#head < this.#queue.length && !this.#discarding) {
         const credit = this.#credit?.available ?? Infinity;
         if (credit <= 0) return; // credit() restarts the pump.
-        const chunk = this.#queue[this.#head]!;
+        let chunk = this.#queue[this.#head]!;
         const size = Math.min(chunk.length, this.#sink.maxDataBytes, credit);
         if (size === chunk.length) {
           this.#queue[this.#head++] = undefined!;
@@ -161,9 +161,11 @@ export class Pipe {
             this.#head = 0;
           }
         } else {
+          // The sink takes over what it is given; the rest of the chunk stays here, so it gets a copy.
           this.#queue[this.#head] = chunk.subarray(size);
+          chunk = chunk.slice(0, size);
         }
-        const full = this.#sink.send(chunk.subarray(0, size));
+        const full = this.#sink.send(chunk);
         this.#credit?.spend(size);
         this.#queued -= size;
         this.#consumed(size);

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { recycle, takeBuffer } from "./_frame_pool.ts";
+import { DATA_HEADROOM } from "./binary_codec.ts";
 import { SessionClosedError } from "./errors.ts";
 import { ReceiveWindow, SendCredit } from "./flow.ts";
 import { type Message, MessageType } from "./message.ts";
@@ -308,6 +310,84 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     p.set(chunk.subarray(0, count));
     if (count < chunk.length) this.#leftover = chunk.subarray(count);
     return count;
+  }
+
+  /**
+   * Sends what `source` yields until its end (`read()` resolving `null`),
+   * reading straight into the buffers that go on the wire: no copy in between.
+   * For forwarders; like Go's `io.ReaderFrom`. It does not end the write
+   * direction: call {@linkcode closeWrite} after it.
+   * @param source Where the bytes come from, e.g. a `Deno.TcpConn`.
+   * @param progress Called with the size of each piece sent.
+   * @returns The number of bytes sent.
+   * @throws {SessionClosedError} When the session ends first.
+   */
+  async readFrom(
+    source: { read(p: Uint8Array): Promise<number | null> },
+    progress?: (bytes: number) => void,
+  ): Promise<number> {
+    const maxPiece = this.#carrier.maxDataBytes;
+    // Starts small so that idle sessions cost little; doubles while reads fill it.
+    let capacity = Math.min(16 * 1024, maxPiece);
+    let total = 0;
+    for (;;) {
+      this.#checkWritable();
+      const credit = this.#credit;
+      if (credit && credit.available <= 0) {
+        await credit.wait();
+        continue;
+      }
+      const limit = Math.min(capacity, credit?.available ?? Infinity);
+      const buffer = takeBuffer(DATA_HEADROOM + capacity);
+      const count = await source.read(buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + limit));
+      if (count === null) return total;
+      this.#checkWritable();
+      credit?.spend(count);
+      // The codec may frame the bytes where they lie: the buffer is handed over.
+      const content = buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + count);
+      const full = this.#carrier.send({
+        type: MessageType.Data,
+        sessionId: this.sessionId,
+        content,
+        owned: true,
+      });
+      total += count;
+      progress?.(count);
+      if (full) await full;
+      if (count === capacity && capacity < maxPiece) capacity = Math.min(capacity * 2, maxPiece);
+    }
+  }
+
+  /**
+   * Writes everything the peer sends to `sink` until the end of the stream,
+   * without copying it first. For forwarders; like Go's `io.WriterTo`. The
+   * sink must be done with the bytes once its `write()` resolves, as a
+   * `Deno.Conn` is.
+   * @param sink Where the bytes go, e.g. a `Deno.TcpConn`.
+   * @param progress Called with the size of each piece written.
+   * @returns The number of bytes written.
+   */
+  async writeTo(
+    sink: { write(p: Uint8Array): Promise<number> },
+    progress?: (bytes: number) => void,
+  ): Promise<number> {
+    let total = 0;
+    const write = async (chunk: Uint8Array) => {
+      for (let written = 0; written < chunk.length;) {
+        written += await sink.write(chunk.subarray(written));
+      }
+      total += chunk.length;
+      progress?.(chunk.length);
+    };
+    if (this.#leftover) await write(this.#leftover);
+    this.#leftover = undefined;
+    this.#reader ??= this.readable.getReader();
+    for (let result = await this.#reader.read(); !result.done; result = await this.#reader.read()) {
+      await write(result.value);
+      // The chunk was ours alone (the readable hands its buffers over): its memory can serve again.
+      recycle(result.value);
+    }
+    return total;
   }
 
   /**
