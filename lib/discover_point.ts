@@ -6,6 +6,7 @@
  */
 
 import { getLogger } from "./_log.ts";
+import { sleep } from "./_backoff.ts";
 import { ProtocolError } from "./errors.ts";
 import { answerAloha } from "./handshake.ts";
 import { ALL_FEATURES, type KeepaliveOptions, Link } from "./link.ts";
@@ -16,6 +17,9 @@ import { MessageType, Role } from "./message.ts";
 import { formatAddress, TcpTransport } from "./transport.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
+
+/** Pause after a failed accept (out of file descriptors, say) before accepting again. */
+const ACCEPT_RETRY_MS = 100;
 
 /** The port a discover point listens on unless told otherwise. */
 export const DEFAULT_PORT = 7000;
@@ -126,6 +130,7 @@ export class DiscoverPoint implements AsyncDisposable {
   readonly #clients = new Set<SocketClient | LinkClient>();
   readonly #tasks = new Set<Promise<void>>();
   #closing = false;
+  readonly #stop = new AbortController();
 
   /** Creates a discover point; nothing listens until {@linkcode start}. */
   constructor(options: DiscoverPointOptions = {}) {
@@ -234,10 +239,11 @@ export class DiscoverPoint implements AsyncDisposable {
         conn = await listener.accept();
       } catch (error) {
         if (this.#closing) return;
-        // EMFILE and the like: the listener itself is fine, keep accepting.
+        // EMFILE and the like: the listener itself is fine; pause briefly rather than spin.
         logger.error("Cannot accept a connection: {message}", {
           message: (error as Error).message,
         });
+        await sleep(ACCEPT_RETRY_MS, this.#stop.signal);
         continue;
       }
       this.#track(serve(conn));
@@ -429,6 +435,7 @@ export class DiscoverPoint implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
+    this.#stop.abort();
     this.#listener?.close();
     for (const listener of this.#publicListeners.values()) listener.close();
     const reason = "The discover point is shutting down";

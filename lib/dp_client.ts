@@ -8,6 +8,7 @@ import { ProtocolError } from "./errors.ts";
 import type { Link } from "./link.ts";
 import { type Message, MessageType, messageTypeName } from "./message.ts";
 import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./dp_session.ts";
+import { routeFromEnd } from "./dp_pipe.ts";
 import type { Transport } from "./transport.ts";
 
 /** `waiting`: Connect sent on, no Ack yet; `open`: session open; `done`: over. */
@@ -127,29 +128,20 @@ export class LinkClient implements ClientEnd {
           );
         }
         const session = this.#expectSession(message.type, message.sessionId);
-        switch (message.type) {
-          case MessageType.Data: {
-            const full = session.toServer.push(message.content);
-            if (full) await full;
-            break;
-          }
-          case MessageType.Credit:
-            session.toClient.credit(message.bytes);
-            break;
-          case MessageType.End:
-            session.toServer.end();
-            break;
-          case MessageType.Close:
-            this.#state = "done";
-            session.clientClosed(message.reason);
-            this.#send({
-              type: MessageType.Close,
-              sessionId: message.sessionId,
-              reason: message.reason,
-            });
-            await this.#link.close();
-            return;
+        if (message.type !== MessageType.Close) {
+          const full = routeFromEnd(message, session.toServer, session.toClient);
+          if (full) await full;
+          continue;
         }
+        this.#state = "done";
+        session.clientClosed(message.reason);
+        this.#send({
+          type: MessageType.Close,
+          sessionId: message.sessionId,
+          reason: message.reason,
+        });
+        await this.#link.close();
+        return;
       }
     } catch (error) {
       failure = `The indirect client's link failed: ${(error as Error).message}`;

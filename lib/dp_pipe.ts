@@ -12,6 +12,7 @@
  */
 
 import { INITIAL_WINDOW, ReceiveWindow, SendCredit } from "./flow.ts";
+import { type CreditMessage, type DataMessage, type EndMessage, MessageType } from "./message.ts";
 
 /** Where a pipe delivers: the receiving end of this direction. */
 export interface PipeSink {
@@ -182,5 +183,28 @@ export class Pipe {
     } finally {
       this.#pumping = false;
     }
+  }
+}
+
+/**
+ * Routes a session's Data, End or Credit from one end: Data and End travel on
+ * in `onward` (the pipe away from that end); Credit is for the bytes coming
+ * back to it, so it feeds `back`.
+ * @returns A promise to await before reading more from that end (see {@linkcode Pipe.push}).
+ */
+export function routeFromEnd(
+  message: DataMessage | EndMessage | CreditMessage,
+  onward: Pipe,
+  back: Pipe,
+): Promise<void> | undefined {
+  switch (message.type) {
+    case MessageType.Data:
+      return onward.push(message.content);
+    case MessageType.End:
+      onward.end();
+      return undefined;
+    case MessageType.Credit:
+      back.credit(message.bytes);
+      return undefined;
   }
 }

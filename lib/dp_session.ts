@@ -9,7 +9,7 @@
 
 import { getLogger } from "./_log.ts";
 import { RecentSet } from "./_recent_set.ts";
-import { Pipe, type PipeSink, type PipeSource } from "./dp_pipe.ts";
+import { Pipe, type PipeSink, type PipeSource, routeFromEnd } from "./dp_pipe.ts";
 import { ProtocolError } from "./errors.ts";
 import type { Link } from "./link.ts";
 import { type AckMessage, type Message, MessageType, messageTypeName } from "./message.ts";
@@ -216,29 +216,19 @@ export class ServerLink {
           `Cannot forward Data for session ${message.sessionId}: it is not open on this link`,
         );
       }
-      switch (message.type) {
-        case MessageType.Data: {
-          // Only a server without flow control is ever asked to wait: head-of-line blocking.
-          const full = session.toClient.push(message.content);
-          if (full) await full;
-          break;
-        }
-        case MessageType.Credit:
-          session.toServer.credit(message.bytes);
-          break;
-        case MessageType.End:
-          session.toClient.end();
-          break;
-        case MessageType.Close:
-          this.sessions.delete(message.sessionId);
-          this.trySend({
-            type: MessageType.Close,
-            sessionId: message.sessionId,
-            reason: message.reason,
-          });
-          session.serverClosed(message.reason);
-          break;
+      if (message.type !== MessageType.Close) {
+        // Only a server without flow control is ever asked to wait: head-of-line blocking.
+        const full = routeFromEnd(message, session.toClient, session.toServer);
+        if (full) await full;
+        continue;
       }
+      this.sessions.delete(message.sessionId);
+      this.trySend({
+        type: MessageType.Close,
+        sessionId: message.sessionId,
+        reason: message.reason,
+      });
+      session.serverClosed(message.reason);
     }
   }
 
