@@ -36,7 +36,7 @@ Options:
   --max-sessions-per-server N  Sessions open to one name (default 10000)
   --max-sessions N             Sessions open in total (default 100000)
   --max-pending-per-server N   Connects waiting for one name's Ack (default 1000)
-  --max-window N               Bytes held per session direction (default 16777216)
+  --max-window N               Bytes held per session direction (default 4194304)
   --keepalive-interval MS      Silence before a Ping, on links that agree (default 15000)
   --keepalive-timeout MS       Wait for an answer before dropping a link (default 10000)
   --features LIST              Extensions to offer, comma-separated, or "none" for the

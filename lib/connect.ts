@@ -24,7 +24,7 @@ export interface IndirectConnectOptions {
   clientName?: string;
   /** Milliseconds to wait for the session to open. @default {10000} */
   timeout?: number;
-  /** Largest flow-control window per session direction, in bytes. @default {16777216} */
+  /** Largest flow-control window per session direction, in bytes. @default {4194304} */
   maxWindow?: number;
   /**
    * Extensions to offer (PROTOCOL.md Part 3); `[]` speaks Parts 1 and 2 only.

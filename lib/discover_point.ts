@@ -52,7 +52,7 @@ export interface DiscoverPointOptions {
   shutdownGrace?: number;
   /** Keepalive timing on links whose peer agreed on `keepalive`. @default {{ interval: 15000, timeout: 10000 }} */
   keepalive?: KeepaliveOptions;
-  /** Largest flow-control window per session direction, in bytes: what one session may buffer here. @default {16777216} */
+  /** Largest flow-control window per session direction, in bytes: what one session may buffer here. @default {4194304} */
   maxWindow?: number;
   /**
    * Extensions to offer (PROTOCOL.md Part 3); `[]` makes the discover point speak Parts 1 and 2 only.

@@ -10,8 +10,8 @@ import { ProtocolError } from "./errors.ts";
 /** Credit each direction of a session starts with, on both ends: 256 KiB. */
 export const INITIAL_WINDOW = 256 * 1024;
 
-/** Default largest window a receiver grows to: 16 MiB. */
-export const MAX_WINDOW = 16 * 1024 * 1024;
+/** Default largest window a receiver grows to: 4 MiB (what one session direction may buffer). */
+export const MAX_WINDOW = 4 * 1024 * 1024;
 
 /**
  * A window that is consumed whole within this time is too small for the rate

@@ -54,7 +54,7 @@ export interface IndirectListenOptions {
   reconnect?: boolean;
   /** Delays between reconnection attempts. @default {{ initial: 250, max: 30000 }} */
   backoff?: BackoffOptions;
-  /** Largest flow-control window per session direction, in bytes. @default {16777216} */
+  /** Largest flow-control window per session direction, in bytes. @default {4194304} */
   maxWindow?: number;
   /**
    * Extensions to offer (PROTOCOL.md Part 3); `[]` speaks Parts 1 and 2 only.

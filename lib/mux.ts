@@ -18,7 +18,7 @@ export interface SessionMuxOptions {
   onConnect?: (message: ConnectMessage) => void;
   /** Called once per session when it has ended and its number may be reused. */
   onRelease?: (sessionId: number) => void;
-  /** Largest flow-control window per session direction. @default {16777216} */
+  /** Largest flow-control window per session direction. @default {4194304} */
   maxWindow?: number;
 }
 
