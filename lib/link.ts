@@ -6,7 +6,13 @@
 
 import { abortable } from "./_abortable.ts";
 import { BinaryCodec, MAX_BINARY_DATA_BYTES } from "./binary_codec.ts";
-import { type Codec, MAX_DATA_BYTES, MessageDecoder, TextCodec } from "./codec.ts";
+import {
+  type Codec,
+  MAX_DATA_BYTES,
+  MAX_LINE_BYTES,
+  MessageDecoder,
+  TextCodec,
+} from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
 import { type Message, MessageType, messageTypeName } from "./message.ts";
 import { formatAddress, type Transport } from "./transport.ts";
@@ -30,6 +36,13 @@ export const ALL_FEATURES: readonly string[] = [
   Feature.FlowControl,
   Feature.Binary,
 ];
+
+/**
+ * Longest line before the handshake is done. An Aloha or a Connect is at most a
+ * few KiB (names are capped), so a peer that has not yet said who it is cannot
+ * make the link buffer up to the full line limit.
+ */
+const HANDSHAKE_LINE_BYTES = 32 * 1024;
 
 /** Which extension a message type needs, for the types outside Parts 1 and 2. */
 const TYPE_FEATURE: Partial<Record<number, string>> = {
@@ -60,7 +73,7 @@ export class Link {
   /** The transport underneath. */
   readonly transport: Transport;
   readonly #decoder: MessageDecoder;
-  readonly #maxLineBytes: number | undefined;
+  readonly #maxLineBytes: number;
   #encoder: Codec;
   #features: ReadonlySet<string> = new Set();
   readonly #keepalive: Required<KeepaliveOptions>;
@@ -78,8 +91,10 @@ export class Link {
       interval: options.keepalive?.interval ?? 15_000,
       timeout: options.keepalive?.timeout ?? 10_000,
     };
-    this.#maxLineBytes = options.maxLineBytes;
-    this.#encoder = new TextCodec({ maxLineBytes: options.maxLineBytes });
+    this.#maxLineBytes = options.maxLineBytes ?? MAX_LINE_BYTES;
+    // Until the handshake is done only small messages are legal: a stranger gets a small buffer.
+    const handshakeLimit = Math.min(this.#maxLineBytes, HANDSHAKE_LINE_BYTES);
+    this.#encoder = new TextCodec({ maxLineBytes: handshakeLimit });
     this.#decoder = new MessageDecoder({ codec: this.#encoder });
   }
 
@@ -108,12 +123,13 @@ export class Link {
     return this.#features.has(Feature.HalfClose);
   }
 
-  /** Records the extensions both ends announced, switching to their codec. */
+  /** Records the extensions both ends announced (the handshake is done), switching to their codec. */
   useFeatures(features: Iterable<string>): void {
     this.#features = new Set(features);
-    if (this.#features.has(Feature.Binary)) {
-      this.useCodec(new BinaryCodec({ maxLineBytes: this.#maxLineBytes }));
-    }
+    const options = { maxLineBytes: this.#maxLineBytes };
+    this.useCodec(
+      this.#features.has(Feature.Binary) ? new BinaryCodec(options) : new TextCodec(options),
+    );
     if (this.#features.has(Feature.Keepalive)) {
       this.#lastInput = Date.now();
       this.#schedule(this.#keepalive.interval);
