@@ -6,13 +6,7 @@
 
 import { abortable } from "./_abortable.ts";
 import { BinaryCodec, MAX_BINARY_DATA_BYTES } from "./binary_codec.ts";
-import {
-  type Codec,
-  MAX_DATA_BYTES,
-  MAX_LINE_BYTES,
-  MessageDecoder,
-  TextCodec,
-} from "./codec.ts";
+import { type Codec, MAX_DATA_BYTES, MAX_LINE_BYTES, MessageDecoder, TextCodec } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
 import { type Message, MessageType, messageTypeName } from "./message.ts";
 import { formatAddress, type Transport } from "./transport.ts";
