@@ -5,7 +5,8 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { DiscoverPoint } from "../mod.ts";
+import assert from "node:assert/strict";
+import { DiscoverPoint, type IndirectConn } from "../mod.ts";
 
 /** A running discover point and its address as `"127.0.0.1:<port>"`. */
 export interface RunningDiscoverPoint extends AsyncDisposable {
@@ -452,5 +453,19 @@ export class RawListener implements Disposable {
   /** Stops listening. */
   [Symbol.dispose](): void {
     this.#listener.close();
+  }
+}
+
+/** Writes `text` to `conn` and asserts that the same text comes back. */
+export async function assertEchoes(conn: IndirectConn, text: string): Promise<void> {
+  const data = new TextEncoder().encode(text);
+  const writer = conn.writable.getWriter();
+  const reader = conn.readable.getReader();
+  try {
+    const [, echoed] = await Promise.all([writer.write(data), readExactly(reader, data.length)]);
+    assert.equal(new TextDecoder().decode(echoed), text);
+  } finally {
+    writer.releaseLock();
+    reader.releaseLock();
   }
 }

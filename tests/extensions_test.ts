@@ -17,6 +17,7 @@ import {
 import { INITIAL_WINDOW, ReceiveWindow } from "../lib/flow.ts";
 import { ALL_FEATURES } from "../lib/link.ts";
 import {
+  assertEchoes,
   assertNothingArrives,
   concatBytes,
   type InProcessDiscoverPoint,
@@ -84,20 +85,6 @@ async function serveEcho(listener: IndirectListener): Promise<void> {
     }
   } finally {
     await Promise.all(sessions);
-  }
-}
-
-/** Writes `text` and reads the same number of bytes back. */
-async function assertEchoes(conn: IndirectConn, text: string): Promise<void> {
-  const data = new TextEncoder().encode(text);
-  const writer = conn.writable.getWriter();
-  const reader = conn.readable.getReader();
-  try {
-    const [, echoed] = await Promise.all([writer.write(data), readExactly(reader, data.length)]);
-    assert.equal(new TextDecoder().decode(echoed), text);
-  } finally {
-    writer.releaseLock();
-    reader.releaseLock();
   }
 }
 

@@ -7,9 +7,9 @@
 import assert from "node:assert/strict";
 import { connect, type IndirectConn, type IndirectListener, listen } from "../mod.ts";
 import {
+  assertEchoes,
   assertNothingArrives,
   RawPeer,
-  readExactly,
   settlesWithin,
   startDiscoverPoint,
 } from "./_helpers.ts";
@@ -35,19 +35,6 @@ async function serveEcho(listener: IndirectListener): Promise<void> {
     }
   } finally {
     await Promise.all(sessions);
-  }
-}
-
-async function assertEchoes(conn: IndirectConn, text: string): Promise<void> {
-  const data = new TextEncoder().encode(text);
-  const writer = conn.writable.getWriter();
-  const reader = conn.readable.getReader();
-  try {
-    const [, echoed] = await Promise.all([writer.write(data), readExactly(reader, data.length)]);
-    assert.equal(new TextDecoder().decode(echoed), text);
-  } finally {
-    writer.releaseLock();
-    reader.releaseLock();
   }
 }
 

@@ -14,6 +14,7 @@ import {
   SessionRefusedError,
 } from "../mod.ts";
 import {
+  assertEchoes,
   RawPeer,
   readExactly,
   type RunningDiscoverPoint,
@@ -50,19 +51,6 @@ async function echoServer(dp: RunningDiscoverPoint, name: string): Promise<EchoS
       await Promise.all(sessions);
     },
   };
-}
-
-async function assertEchoes(conn: IndirectConn, text: string): Promise<void> {
-  const data = new TextEncoder().encode(text);
-  const writer = conn.writable.getWriter();
-  const reader = conn.readable.getReader();
-  try {
-    const [, echoed] = await Promise.all([writer.write(data), readExactly(reader, data.length)]);
-    assert.equal(new TextDecoder().decode(echoed), text);
-  } finally {
-    writer.releaseLock();
-    reader.releaseLock();
-  }
 }
 
 /** Asserts that `promise` rejects with a SessionRefusedError whose reason matches `pattern`. */
