@@ -24,6 +24,7 @@ import { getLogger } from "./lib/_log.ts";
 import { connect, type IndirectConn, listen, type SessionRequest } from "./mod.ts";
 import { formatAddress, parseAddress } from "./lib/transport.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
+import { shutdownSignal } from "./app/shutdown.ts";
 
 const logger = getLogger(["rtcp", "cli"]);
 
@@ -314,23 +315,6 @@ function parseCommand(args: string[]): Command {
     }
   }
   return { command, options: { dp, name, to, pool }, level };
-}
-
-/** Resolves with the first of SIGINT or SIGTERM; `dispose` removes the listeners. */
-function shutdownSignal(): { received: Promise<Deno.Signal>; dispose(): void } {
-  const stop = Promise.withResolvers<Deno.Signal>();
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  const handlers = signals.map((signal) => {
-    const handler = () => stop.resolve(signal);
-    Deno.addSignalListener(signal, handler);
-    return [signal, handler] as const;
-  });
-  return {
-    received: stop.promise,
-    dispose: () => {
-      for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
-    },
-  };
 }
 
 /** The forwarding sessions in flight, and the signal that stops them all. */

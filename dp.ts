@@ -18,6 +18,7 @@ import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/di
 import { formatAddress } from "./lib/transport.ts";
 import { ALL_FEATURES } from "./lib/link.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
+import { shutdownSignal } from "./app/shutdown.ts";
 
 const USAGE = `Usage: deno run --allow-net dp.ts [options]
 
@@ -163,15 +164,9 @@ export async function main(args: string[]): Promise<number> {
   }
   console.log(`Listening on ${formatAddress(dp.addr)}`);
 
-  const stop = Promise.withResolvers<Deno.Signal>();
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  const handlers = signals.map((signal) => {
-    const handler = () => stop.resolve(signal);
-    Deno.addSignalListener(signal, handler);
-    return [signal, handler] as const;
-  });
-  const signal = await stop.promise;
-  for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
+  const stop = shutdownSignal();
+  const signal = await stop.received;
+  stop.dispose();
   logger.info("Shutting down on {signal}", { signal });
   await dp.close();
   return 0;
