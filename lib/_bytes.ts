@@ -17,8 +17,6 @@ export class ByteQueue {
   #end = 0;
   /** Whether `#buffer` is a caller's chunk that is only valid until its next read. */
   #borrowed = false;
-  /** Size of the message being assembled, when the codec knows it: room is made for all of it at once. */
-  #expected = 0;
 
   /** Number of bytes queued. */
   get length(): number {
@@ -51,7 +49,7 @@ export class ByteQueue {
       this.#buffer.copyWithin(0, this.#start, this.#end);
     } else {
       const grown = new Uint8Array(
-        Math.max(MIN_CAPACITY, needed, this.#expected, this.#buffer.length * 2),
+        Math.max(MIN_CAPACITY, needed, this.#buffer.length * 2),
       );
       grown.set(this.#buffer.subarray(this.#start, this.#end));
       this.#buffer = grown;
@@ -63,17 +61,12 @@ export class ByteQueue {
   /** Copies borrowed bytes into memory the queue owns (with room for `extra` more). */
   own(extra = 0): void {
     if (!this.#borrowed) return;
-    const owned = new Uint8Array(Math.max(MIN_CAPACITY, this.length + extra, this.#expected));
+    const owned = new Uint8Array(Math.max(MIN_CAPACITY, this.length + extra));
     owned.set(this.#buffer.subarray(this.#start, this.#end));
     this.#buffer = owned;
     this.#end = this.length;
     this.#start = 0;
     this.#borrowed = false;
-  }
-
-  /** Tells the queue that the message at its front is `size` bytes long (a hint for its buffer). */
-  expect(size: number): void {
-    this.#expected = size;
   }
 
   /** The queued bytes; valid until the next `push`, `own` or `consume`. */
@@ -83,7 +76,6 @@ export class ByteQueue {
 
   /** Drops `count` bytes from the front. */
   consume(count: number): void {
-    this.#expected = 0;
     this.#start += count;
     if (this.#start < this.#end) return;
     this.#start = this.#end = 0;

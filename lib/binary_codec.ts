@@ -20,6 +20,8 @@ export const MAX_BINARY_DATA_BYTES = 256 * 1024;
 const FRAME_MARK = 0xb0;
 /** Type byte, then the length of what follows as a big-endian u32. */
 const HEADER_BYTES = 5;
+/** Frames at least this large that arrive in pieces are assembled in place rather than queued. */
+const ASSEMBLE_BYTES = 16 * 1024;
 /** Largest session number a frame can carry (u32); larger ones fall back to text. */
 const MAX_FRAME_SESSION_ID = 0xffff_ffff;
 
@@ -85,6 +87,23 @@ export class BinaryCodec implements Codec {
     return this.#text.encode(message);
   }
 
+  /** The size of a Data frame begun at the front of `queue`, if large enough to assemble in place. */
+  pendingSize(queue: ByteQueue): number | undefined {
+    const bytes = queue.view();
+    if (bytes.length < HEADER_BYTES || bytes[0] !== (FRAME_MARK | MessageType.Data)) {
+      return undefined;
+    }
+    const size = HEADER_BYTES +
+      new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES).getUint32(1);
+    return size >= ASSEMBLE_BYTES && size > bytes.length ? size : undefined;
+  }
+
+  /** Decodes a whole Data frame held in a buffer of exactly its size; the content stays in it. */
+  decodeWhole(frame: Uint8Array<ArrayBuffer>): Message {
+    const sessionId = new DataView(frame.buffer, frame.byteOffset).getUint32(HEADER_BYTES);
+    return { type: MessageType.Data, sessionId, content: frame.subarray(DATA_HEADROOM) };
+  }
+
   /** Decodes one text message or binary frame from the front of `queue`. */
   decode(queue: ByteQueue): Message | undefined {
     const bytes = queue.view();
@@ -105,10 +124,7 @@ export class BinaryCodec implements Codec {
     if (type === MessageType.Data ? length < 4 : length !== 8) {
       throw new ProtocolError(`Cannot decode frame: type ${type} cannot be ${length} bytes long`);
     }
-    if (bytes.length < HEADER_BYTES + length) {
-      queue.expect(HEADER_BYTES + length);
-      return undefined;
-    }
+    if (bytes.length < HEADER_BYTES + length) return undefined;
     const sessionId = view.getUint32(HEADER_BYTES);
     const message: Message = type === MessageType.Data
       // A copy of the whole frame (the queue reuses its buffer); the content is its payload, so a

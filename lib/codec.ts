@@ -9,6 +9,7 @@
  */
 
 import { ByteQueue } from "./_bytes.ts";
+import { takeBuffer } from "./_frame_pool.ts";
 import { ProtocolError } from "./errors.ts";
 import { bodyOf, type Message, messageFromBody, MessageType, messageTypeName } from "./message.ts";
 
@@ -36,6 +37,14 @@ export interface Codec {
    * @throws {ProtocolError} When the queued bytes cannot be a valid message.
    */
   decode(queue: ByteQueue): Message | undefined;
+  /**
+   * After `decode` returned `undefined`: the full size of the message begun at
+   * the front of `queue`, when it is known and large enough to be worth
+   * assembling in a buffer of its own; else `undefined`.
+   */
+  pendingSize?(queue: ByteQueue): number | undefined;
+  /** Decodes a whole message from a buffer of exactly its size, taking the buffer over. */
+  decodeWhole?(bytes: Uint8Array<ArrayBuffer>): Message;
 }
 
 /** Options of the text codec. */
@@ -176,6 +185,10 @@ export interface MessageDecoderOptions {
 export class MessageDecoder {
   readonly #queue = new ByteQueue();
   #codec: Codec;
+  /** A large message being filled in place (see {@linkcode Codec.pendingSize}), and by whom. */
+  #assembly: { bytes: Uint8Array<ArrayBuffer>; filled: number; codec: Codec } | undefined;
+  /** The assembled message, due before anything in the queue. */
+  #assembled: Message | undefined;
 
   /** Creates a decoder that starts with the text codec. */
   constructor(options: MessageDecoderOptions = {}) {
@@ -184,7 +197,7 @@ export class MessageDecoder {
 
   /** Bytes received but not yet returned as messages. */
   get bufferedBytes(): number {
-    return this.#queue.length;
+    return this.#queue.length + (this.#assembly?.filled ?? 0);
   }
 
   /** Replaces the codec for all messages not yet taken. */
@@ -197,6 +210,17 @@ export class MessageDecoder {
    * call it before the chunk's memory is reused.
    */
   push(chunk: Uint8Array): void {
+    const assembly = this.#assembly;
+    if (assembly) {
+      const take = Math.min(assembly.bytes.length - assembly.filled, chunk.length);
+      assembly.bytes.set(chunk.subarray(0, take), assembly.filled);
+      assembly.filled += take;
+      if (assembly.filled === assembly.bytes.length) {
+        this.#assembly = undefined;
+        this.#assembled = assembly.codec.decodeWhole!(assembly.bytes);
+      }
+      chunk = chunk.subarray(take);
+    }
     this.#queue.push(chunk);
   }
 
@@ -211,7 +235,29 @@ export class MessageDecoder {
    * @throws {ProtocolError} When the input cannot be a valid message.
    */
   next(): Message | undefined {
-    return this.#queue.length === 0 ? undefined : this.#codec.decode(this.#queue);
+    const assembled = this.#assembled;
+    if (assembled) {
+      this.#assembled = undefined;
+      return assembled;
+    }
+    if (this.#assembly || this.#queue.length === 0) return undefined;
+    const message = this.#codec.decode(this.#queue);
+    if (message === undefined) this.#startAssembly();
+    return message;
+  }
+
+  /**
+   * Moves a large message that has only begun into a buffer of its exact size,
+   * so the rest is copied once, straight into place, and the buffer is the message's.
+   */
+  #startAssembly(): void {
+    const size = this.#codec.pendingSize?.(this.#queue);
+    if (size === undefined) return;
+    const head = this.#queue.view();
+    const bytes = takeBuffer(size);
+    bytes.set(head);
+    this.#assembly = { bytes, filled: head.length, codec: this.#codec };
+    this.#queue.consume(head.length);
   }
 
   /**
@@ -219,9 +265,9 @@ export class MessageDecoder {
    * @throws {ProtocolError} When a partial message remains.
    */
   finish(): void {
-    if (this.#queue.length > 0) {
+    if (this.bufferedBytes > 0) {
       throw new ProtocolError(
-        `Cannot decode message: input ended inside a message (${this.#queue.length} bytes left)`,
+        `Cannot decode message: input ended inside a message (${this.bufferedBytes} bytes left)`,
       );
     }
   }

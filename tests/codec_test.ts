@@ -7,6 +7,7 @@ import {
   TextCodec,
 } from "../lib/codec.ts";
 import { ByteQueue } from "../lib/_bytes.ts";
+import { BinaryCodec } from "../lib/binary_codec.ts";
 import { ProtocolError } from "../lib/errors.ts";
 import { type Message, MessageType, Role, VERSION } from "../lib/message.ts";
 
@@ -559,4 +560,42 @@ Deno.test("MessageDecoder.finish() accepts an empty input and rejects leftovers"
   assert.equal(decoder.next(), undefined);
   assert.equal(decoder.bufferedBytes, 1);
   assert.throws(() => decoder.finish(), ProtocolError);
+});
+
+Deno.test("MessageDecoder assembles a large binary frame that arrives in pieces, at every kind of split", () => {
+  const codec = new BinaryCodec();
+  const big = new Uint8Array(200 * 1024).map((_, i) => i * 7);
+  const messages: Message[] = [
+    { type: MessageType.Credit, sessionId: 3, bytes: 4096 },
+    { type: MessageType.Data, sessionId: 7, content: big },
+    { type: MessageType.Close, sessionId: 7, reason: "" },
+    { type: MessageType.Data, sessionId: 8, content: big.subarray(5, 70_000) },
+  ];
+  const encoded = messages.map((message) => codec.encode(message).slice());
+  const stream = new Uint8Array(encoded.reduce((sum, bytes) => sum + bytes.length, 0));
+  encoded.reduce((offset, bytes) => (stream.set(bytes, offset), offset + bytes.length), 0);
+  for (const piece of [1000, 4093, 65_536, 131_071, 300_000]) {
+    const decoder = new MessageDecoder({ codec: new BinaryCodec() });
+    const decoded: Message[] = [];
+    for (let offset = 0; offset < stream.length; offset += piece) {
+      // A reused read buffer: the decoder must not keep what it borrowed.
+      const chunk = stream.slice(offset, offset + piece);
+      decoder.push(chunk);
+      for (let message = decoder.next(); message !== undefined; message = decoder.next()) {
+        decoded.push(message);
+      }
+      decoder.own();
+      chunk.fill(0xee);
+    }
+    decoder.finish();
+    assert.deepEqual(
+      decoded.map((message) =>
+        message.type === MessageType.Data ? { ...message, content: [...message.content] } : message
+      ),
+      messages.map((message) =>
+        message.type === MessageType.Data ? { ...message, content: [...message.content] } : message
+      ),
+      `pieces of ${piece} bytes`,
+    );
+  }
 });
