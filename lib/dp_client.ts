@@ -6,7 +6,7 @@
 
 import { ProtocolError } from "./errors.ts";
 import type { Link } from "./link.ts";
-import { type Message, MessageType, messageTypeName } from "./message.ts";
+import { isSessionMessage, type Message, MessageType, messageTypeName } from "./message.ts";
 import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./dp_session.ts";
 import { routeFromEnd } from "./dp_pipe.ts";
 import type { Transport } from "./transport.ts";
@@ -117,10 +117,7 @@ export class LinkClient implements ClientEnd {
           this.#abandon();
           return;
         }
-        if (
-          message.type !== MessageType.Data && message.type !== MessageType.Credit &&
-          message.type !== MessageType.End && message.type !== MessageType.Close
-        ) {
+        if (!isSessionMessage(message)) {
           throw new ProtocolError(
             `Cannot accept ${
               messageTypeName(message.type)

@@ -12,7 +12,13 @@ import { RecentSet } from "./_recent_set.ts";
 import { Pipe, type PipeSink, type PipeSource, routeFromEnd } from "./dp_pipe.ts";
 import { ProtocolError } from "./errors.ts";
 import type { Link } from "./link.ts";
-import { type AckMessage, type Message, MessageType, messageTypeName } from "./message.ts";
+import {
+  type AckMessage,
+  isSessionMessage,
+  type Message,
+  MessageType,
+  messageTypeName,
+} from "./message.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
 
@@ -196,10 +202,7 @@ export class ServerLink {
         this.#acknowledge(message);
         continue;
       }
-      if (
-        message.type !== MessageType.Data && message.type !== MessageType.Credit &&
-        message.type !== MessageType.End && message.type !== MessageType.Close
-      ) {
+      if (!isSessionMessage(message)) {
         throw new ProtocolError(
           `Cannot accept ${
             messageTypeName(message.type)

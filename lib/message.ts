@@ -172,6 +172,15 @@ const TYPE_NAMES = [
   "Pong",
 ] as const;
 
+/** A message about one open session: Data, Credit, End or Close. */
+export type SessionMessage = DataMessage | CreditMessage | EndMessage | CloseMessage;
+
+/** Whether `message` is about one open session (Data, Credit, End or Close). */
+export function isSessionMessage(message: Message): message is SessionMessage {
+  return message.type === MessageType.Data || message.type === MessageType.Credit ||
+    message.type === MessageType.End || message.type === MessageType.Close;
+}
+
 /** The name of a message type, for error messages and logs. */
 export function messageTypeName(type: number): string {
   return TYPE_NAMES[type] ?? `type ${type}`;
