@@ -1,31 +1,40 @@
 /**
- * A small free list of full-size Data frame buffers. Bulk transfers move
- * thousands of 256 KiB frames a second; reusing their memory once a transport
- * has written them saves an allocation (and its page faults) per frame.
+ * Free lists of frame-sized buffers. Bulk transfers move thousands of frames a
+ * second, and forwarders read into a fresh buffer for every piece; reusing
+ * that memory once a transport has written it saves an allocation, its
+ * zeroing and its page faults per frame.
  *
+ * Pooled sizes are a frame header plus a power of two from 4 KiB to 256 KiB.
  * The rule that makes this safe: a transport is the only holder of a chunk it
  * writes, so once written, the chunk's memory is free.
  * @module
  */
 
-/** Size of a pooled buffer: a frame header, a session number and 256 KiB of data. */
-export const POOLED_BYTES = 5 + 4 + 256 * 1024;
+/** Bytes before a Data frame's payload: type, length, session number. */
+const HEADROOM = 5 + 4;
+const SMALLEST = 4 * 1024;
+const LARGEST = 256 * 1024;
 const MAX_FREE = 16;
-const free: ArrayBuffer[] = [];
+const free = new Map<number, ArrayBuffer[]>();
+for (let size = SMALLEST; size <= LARGEST; size *= 2) free.set(HEADROOM + size, []);
 
-/** A buffer of `size` bytes; pooled memory when the size matches. Its contents are undefined. */
+/** Size of the largest pooled buffer: a frame header and 256 KiB of data. */
+export const POOLED_BYTES: number = HEADROOM + LARGEST;
+
+/** A buffer of `size` bytes; pooled memory when the size is a pooled one. Contents are undefined. */
 export function takeBuffer(size: number): Uint8Array<ArrayBuffer> {
-  const pooled = size === POOLED_BYTES ? free.pop() : undefined;
+  const pooled = free.get(size)?.pop();
   return pooled ? new Uint8Array(pooled) : new Uint8Array(size);
 }
 
-/** Returns the memory under `chunk` to the pool, if it is a pooled size and nobody holds it any more. */
+/** Returns the memory under `chunk` to its pool, if it is a pooled size and nobody holds it any more. */
 export function recycle(chunk: Uint8Array): void {
   const buffer = chunk.buffer;
+  const list = free.get(buffer.byteLength);
   if (
-    buffer.byteLength === POOLED_BYTES && buffer instanceof ArrayBuffer && free.length < MAX_FREE &&
-    !free.includes(buffer)
+    list !== undefined && buffer instanceof ArrayBuffer && list.length < MAX_FREE &&
+    !list.includes(buffer)
   ) {
-    free.push(buffer);
+    list.push(buffer);
   }
 }
