@@ -140,49 +140,55 @@ export class Pipe {
   }
 
   #pump(): void {
-    if (!this.#pumping && !this.#discarding) void this.#drain();
+    if (this.#pumping || this.#discarding) return;
+    this.#pumping = true;
+    const full = this.#drain();
+    if (full === undefined) {
+      this.#pumping = false;
+      return;
+    }
+    void full.then(() => {
+      this.#pumping = false;
+      this.#pump();
+    });
   }
 
   /**
-   * Moves queued bytes to the sink while it has credit. Runs synchronously
-   * (so `#pumping` is cleared before it returns) unless the sink's transport is full.
+   * Moves queued bytes to the sink while it has credit, synchronously.
+   * @returns The sink's promise when its transport is full (the pump resumes after it).
    */
-  async #drain(): Promise<void> {
-    this.#pumping = true;
-    try {
-      while (this.#head < this.#queue.length && !this.#discarding) {
-        const credit = this.#credit?.available ?? Infinity;
-        if (credit <= 0) return; // credit() restarts the pump.
-        let chunk = this.#queue[this.#head]!;
-        const size = Math.min(chunk.length, this.#sink.maxDataBytes, credit);
-        if (size === chunk.length) {
-          this.#queue[this.#head++] = undefined!;
-          if (this.#head === this.#queue.length) {
-            this.#queue = [];
-            this.#head = 0;
-          }
-        } else {
-          // The sink takes over what it is given; the rest of the chunk stays here, so it gets a copy.
-          this.#queue[this.#head] = chunk.subarray(size);
-          chunk = chunk.slice(0, size);
+  #drain(): Promise<void> | undefined {
+    while (this.#head < this.#queue.length && !this.#discarding) {
+      const credit = this.#credit?.available ?? Infinity;
+      if (credit <= 0) return undefined; // credit() restarts the pump.
+      let chunk = this.#queue[this.#head]!;
+      const size = Math.min(chunk.length, this.#sink.maxDataBytes, credit);
+      if (size === chunk.length) {
+        this.#queue[this.#head++] = undefined!;
+        if (this.#head === this.#queue.length) {
+          this.#queue = [];
+          this.#head = 0;
         }
-        const full = this.#sink.send(chunk);
-        this.#credit?.spend(size);
-        this.#queued -= size;
-        this.#consumed(size);
-        if (full) await full;
+      } else {
+        // The sink takes over what it is given; the rest of the chunk stays here, so it gets a copy.
+        this.#queue[this.#head] = chunk.subarray(size);
+        chunk = chunk.slice(0, size);
       }
-      if (this.#discarding || this.#queued > 0) return;
-      if (this.#state === "ending") {
-        this.#state = "ended";
-        this.#sink.end();
-      } else if (this.#state === "closing") {
-        this.#state = "done";
-        this.#sink.close(this.#closeReason);
-      }
-    } finally {
-      this.#pumping = false;
+      const full = this.#sink.send(chunk);
+      this.#credit?.spend(size);
+      this.#queued -= size;
+      this.#consumed(size);
+      if (full) return full;
     }
+    if (this.#discarding || this.#queued > 0) return undefined;
+    if (this.#state === "ending") {
+      this.#state = "ended";
+      this.#sink.end();
+    } else if (this.#state === "closing") {
+      this.#state = "done";
+      this.#sink.close(this.#closeReason);
+    }
+    return undefined;
   }
 }
 
