@@ -5,7 +5,7 @@
  * @module
  */
 
-import { splitAddress } from "./_helpers.ts";
+import { PeerBase, splitAddress } from "./_helpers.ts";
 
 /** High nibble of a binary frame's first byte; the low nibble is the message type. */
 export const FRAME_MARK = 0xb0;
@@ -62,37 +62,20 @@ export function isConnectionGone(error: unknown): boolean {
  * A hand-driven protocol peer that reads text messages (type line, JSON line)
  * and binary frames (told apart by the first byte) without any library code.
  */
-export class FramePeer implements Disposable {
-  /** The connection. */
-  readonly conn: Deno.TcpConn;
+export class FramePeer extends PeerBase<WireMessage> {
   readonly #readBuffer = new Uint8Array(256 * 1024);
   #buffer = new Uint8Array(1024 * 1024);
   #start = 0;
   #end = 0;
   #eof = false;
-  #closed = false;
 
   private constructor(conn: Deno.TcpConn) {
-    this.conn = conn;
-    conn.setNoDelay(true);
+    super(conn);
   }
 
   /** Connects to `address` (`"host:port"`). */
   static async connect(address: string): Promise<FramePeer> {
     return new FramePeer(await Deno.connect(splitAddress(address)));
-  }
-
-  /** Writes all of `data` (text as UTF-8). */
-  async send(data: string | Uint8Array): Promise<void> {
-    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-    for (let written = 0; written < bytes.length;) {
-      written += await this.conn.write(bytes.subarray(written));
-    }
-  }
-
-  /** Sends one text message. */
-  sendMessage(type: number, body: unknown): Promise<void> {
-    return this.send(`${type}\n${JSON.stringify(body)}\n`);
   }
 
   /** Sends one binary frame. */
@@ -108,7 +91,7 @@ export class FramePeer implements Disposable {
       count = await this.conn.read(this.#readBuffer);
     } catch (error) {
       // A reset is how a discover point drops a link; after our own close(), a pending read fails.
-      if (!isConnectionGone(error) && !this.#closed) throw error;
+      if (!isConnectionGone(error) && !this.closed) throw error;
       count = null;
     }
     if (count === null) {
@@ -161,7 +144,7 @@ export class FramePeer implements Disposable {
   }
 
   /** The next message or frame, or `null` at EOF. Throws if EOF cuts one in half. */
-  async next(): Promise<WireMessage | null> {
+  override async next(): Promise<WireMessage | null> {
     for (;;) {
       const message = this.#take();
       if (message !== undefined) return message;
@@ -174,37 +157,9 @@ export class FramePeer implements Disposable {
     }
   }
 
-  /** The next message; throws at EOF. */
-  async expect(): Promise<WireMessage> {
-    const message = await this.next();
-    if (message === null) throw new Error("Expected a message, the link ended");
-    return message;
-  }
-
   /** The next message, which must be a text message; throws at EOF. */
   async expectText(): Promise<TextMessage> {
     return asText(await this.expect());
-  }
-
-  /** Reads to EOF and returns what arrived on the way. */
-  async untilEnd(): Promise<WireMessage[]> {
-    const messages: WireMessage[] = [];
-    for (let message = await this.next(); message !== null; message = await this.next()) {
-      messages.push(message);
-    }
-    return messages;
-  }
-
-  /** Closes the connection (idempotent). */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.conn.close();
-  }
-
-  /** Same as {@linkcode close}. */
-  [Symbol.dispose](): void {
-    this.close();
   }
 }
 

@@ -243,21 +243,82 @@ export interface RawMessage {
 }
 
 /**
+ * What both hand-driven protocol peers share: writing bytes exactly as given,
+ * reading messages of their own kind `M`, and closing.
+ */
+export abstract class PeerBase<M> implements Disposable {
+  /** The connection. */
+  readonly conn: Deno.TcpConn;
+  #closed = false;
+
+  /** Wraps `conn`; hand-written messages are small, so Nagle's algorithm is off. */
+  protected constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+    conn.setNoDelay(true);
+  }
+
+  /** Whether {@linkcode close} was called: a read failing after it is expected. */
+  protected get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Writes all of `data` (text as UTF-8). */
+  async send(data: string | Uint8Array): Promise<void> {
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    for (let written = 0; written < bytes.length;) {
+      written += await this.conn.write(bytes.subarray(written));
+    }
+  }
+
+  /** Sends one text message: its type line and its JSON body line. */
+  sendMessage(type: number, body: unknown): Promise<void> {
+    return this.send(`${type}\n${JSON.stringify(body)}\n`);
+  }
+
+  /** The next message, or `null` at EOF. */
+  abstract next(): Promise<M | null>;
+
+  /** The next message; throws at EOF. */
+  async expect(): Promise<M> {
+    const message = await this.next();
+    if (message === null) throw new Error("Expected a message, the link ended");
+    return message;
+  }
+
+  /** Reads to EOF and returns the messages that arrived on the way. */
+  async untilEnd(): Promise<M[]> {
+    const messages: M[] = [];
+    for (let message = await this.next(); message !== null; message = await this.next()) {
+      messages.push(message);
+    }
+    return messages;
+  }
+
+  /** Closes the connection (idempotent). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.conn.close();
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
  * A hand-driven protocol peer: writes text exactly as given and reads lines
  * back, so wire tests see the bytes of PROTOCOL.md and nothing else.
  */
-export class RawPeer implements Disposable {
-  readonly conn: Deno.TcpConn;
+export class RawPeer extends PeerBase<RawMessage> {
   readonly #buffer = new Uint8Array(64 * 1024);
   readonly #decoder = new TextDecoder();
   #pending = "";
   #eof = false;
-  #closed = false;
 
   private constructor(conn: Deno.TcpConn) {
-    this.conn = conn;
-    // Hand-written lines are small; without this, Nagle's algorithm delays them.
-    conn.setNoDelay(true);
+    super(conn);
   }
 
   /** Connects to `address` (`"host:port"`). */
@@ -268,19 +329,6 @@ export class RawPeer implements Disposable {
   /** Wraps an accepted connection. */
   static from(conn: Deno.TcpConn): RawPeer {
     return new RawPeer(conn);
-  }
-
-  /** Writes `text` as UTF-8, all of it. */
-  async send(text: string | Uint8Array): Promise<void> {
-    const bytes = typeof text === "string" ? new TextEncoder().encode(text) : text;
-    for (let written = 0; written < bytes.length;) {
-      written += await this.conn.write(bytes.subarray(written));
-    }
-  }
-
-  /** Sends one message: its type line and its JSON body line. */
-  sendMessage(type: number, body: unknown): Promise<void> {
-    return this.send(`${type}\n${JSON.stringify(body)}\n`);
   }
 
   /** The next line without its `\n`, or `null` at EOF (a reset counts as EOF). */
@@ -298,7 +346,7 @@ export class RawPeer implements Disposable {
         count = await this.conn.read(this.#buffer);
       } catch (error) {
         // A reset is how a peer may end a link; after our own close(), a pending read fails.
-        if (!(error instanceof Deno.errors.ConnectionReset) && !this.#closed) throw error;
+        if (!(error instanceof Deno.errors.ConnectionReset) && !this.closed) throw error;
         count = null;
       }
       if (count === null) {
@@ -311,7 +359,7 @@ export class RawPeer implements Disposable {
   }
 
   /** The next message, or `null` at EOF. Throws if EOF cuts a message in half. */
-  async next(): Promise<RawMessage | null> {
+  override async next(): Promise<RawMessage | null> {
     const typeLine = await this.nextLine();
     if (typeLine === null) return null;
     const bodyLine = await this.nextLine();
@@ -320,34 +368,6 @@ export class RawPeer implements Disposable {
     }
     assertDigits(typeLine);
     return { type: Number(typeLine), body: JSON.parse(bodyLine) };
-  }
-
-  /** The next message; throws at EOF. */
-  async expect(): Promise<RawMessage> {
-    const message = await this.next();
-    if (message === null) throw new Error("Expected a message, the link ended");
-    return message;
-  }
-
-  /** Reads to EOF and returns the messages that arrived on the way. */
-  async untilEnd(): Promise<RawMessage[]> {
-    const messages: RawMessage[] = [];
-    for (let message = await this.next(); message !== null; message = await this.next()) {
-      messages.push(message);
-    }
-    return messages;
-  }
-
-  /** Closes the connection (idempotent). */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.conn.close();
-  }
-
-  /** Same as {@linkcode close}. */
-  [Symbol.dispose](): void {
-    this.close();
   }
 }
 
@@ -469,3 +489,11 @@ export async function assertEchoes(conn: IndirectConn, text: string): Promise<vo
     reader.releaseLock();
   }
 }
+
+/** An indirect server's Aloha for `name`, as hand-written protocol text. */
+export const IS_ALOHA = (name: string): string =>
+  `0\n{"V":10000,"R":2,"N":${JSON.stringify(name)}}\n`;
+
+/** An indirect client's Aloha for `name`, as hand-written protocol text. */
+export const IC_ALOHA = (name: string): string =>
+  `0\n{"V":10000,"R":3,"N":${JSON.stringify(name)}}\n`;

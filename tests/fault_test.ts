@@ -17,6 +17,7 @@ import {
 import {
   concatBytes,
   DP_PATH,
+  IC_ALOHA,
   randomBytes,
   RawPeer,
   readAll,
@@ -27,8 +28,6 @@ import {
   writeAll,
 } from "./_helpers.ts";
 import { TcpProxy } from "./_proxy.ts";
-
-const IC_ALOHA = (name: string) => `0\n{"V":10000,"R":3,"N":${JSON.stringify(name)}}\n`;
 
 /** Whether a transcript holds the discover point's whole Aloha (type line and body line). */
 const hasAloha = (transcript: string) => transcript.split("\n").length > 2;

@@ -12,7 +12,14 @@ import { connect, type IndirectConn, listen, ProtocolError } from "../mod.ts";
 import { BinaryCodec } from "../lib/binary_codec.ts";
 import { type Codec, MessageDecoder, MessageDecoderStream, TextCodec } from "../lib/codec.ts";
 import { type Message, MessageType } from "../lib/message.ts";
-import { concatBytes, readExactly, settlesWithin, startDiscoverPoint } from "./_helpers.ts";
+import {
+  concatBytes,
+  IC_ALOHA,
+  IS_ALOHA,
+  readExactly,
+  settlesWithin,
+  startDiscoverPoint,
+} from "./_helpers.ts";
 
 // ---- seeded randomness ------------------------------------------------------
 
@@ -386,9 +393,6 @@ Deno.test("TextCodec refuses a type line with a stray carriage return, in any ch
 
 const MAX_LINE = 4096;
 const HANDSHAKE_TIMEOUT = 150;
-
-const IS_ALOHA = (name: string) => `0\n{"V":10000,"R":2,"N":${JSON.stringify(name)}}\n`;
-const IC_ALOHA = (name: string) => `0\n{"V":10000,"R":3,"N":${JSON.stringify(name)}}\n`;
 
 /** One hostile link's bytes, and whether it half-closes after them (when the DP could wait forever). */
 interface Hostility {

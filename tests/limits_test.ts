@@ -15,6 +15,7 @@ import {
 } from "../mod.ts";
 import {
   assertEchoes,
+  IS_ALOHA,
   RawPeer,
   readExactly,
   type RunningDiscoverPoint,
@@ -22,8 +23,6 @@ import {
   spawnDiscoverPoint,
   startDiscoverPoint,
 } from "./_helpers.ts";
-
-const IS_ALOHA = (name: string) => `0\n{"V":10000,"R":2,"N":${JSON.stringify(name)}}\n`;
 
 /** A listener that echoes every session, and the way to stop it. */
 interface EchoServer extends AsyncDisposable {

@@ -5,6 +5,8 @@
 
 import assert from "node:assert/strict";
 import {
+  IC_ALOHA,
+  IS_ALOHA,
   type RawMessage,
   RawPeer,
   type RunningDiscoverPoint,
@@ -12,9 +14,6 @@ import {
   spawnDiscoverPoint,
   startDiscoverPoint,
 } from "./_helpers.ts";
-
-const IS_ALOHA = (name: string) => `0\n{"V":10000,"R":2,"N":${JSON.stringify(name)}}\n`;
-const IC_ALOHA = (name: string) => `0\n{"V":10000,"R":3,"N":${JSON.stringify(name)}}\n`;
 
 function assertDpAloha(message: RawMessage | null): void {
   assert.ok(message !== null, "expected the DP's Aloha, the link ended");
