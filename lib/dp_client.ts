@@ -4,6 +4,7 @@
  * @module
  */
 
+import { FrameReader } from "./_frame_reader.ts";
 import { ProtocolError } from "./errors.ts";
 import type { Link } from "./link.ts";
 import { isSessionMessage, type Message, MessageType, messageTypeName } from "./message.ts";
@@ -253,18 +254,18 @@ export class SocketClient implements ClientEnd {
     const session = await this.#outcome.promise;
     if (session === undefined) return;
     let reason = "";
+    // Read into buffers the server link's codec can frame in place, in pieces it takes whole.
+    const source = { read: (p: Uint8Array) => this.#transport.readInto(p) };
+    const reader = new FrameReader(source, session.toServer.maxPiece);
     try {
-      for (
-        let chunk = await this.#transport.read();
-        chunk !== null;
-        chunk = await this.#transport.read()
-      ) {
-        // A copy: the transport reuses its read buffer, the pipe may hold the bytes a while.
-        const full = session.toServer.push(chunk.slice());
+      for (let piece = await reader.read(); piece !== null; piece = await reader.read()) {
+        const full = session.toServer.push(piece);
         if (full) await full;
       }
     } catch (error) {
       reason = `The client connection failed: ${(error as Error).message}`;
+    } finally {
+      reader.release();
     }
     if (this.#state !== "open") return;
     if (reason) session.clientClosed(reason);

@@ -71,6 +71,11 @@ export class Pipe {
     this.#credit = sink.flowControl ? new SendCredit() : undefined;
   }
 
+  /** Largest piece the sink takes in one message. */
+  get maxPiece(): number {
+    return this.#sink.maxDataBytes;
+  }
+
   /** Bytes waiting in this pipe. */
   get buffered(): number {
     return this.#queued;

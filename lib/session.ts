@@ -4,8 +4,8 @@
  * @module
  */
 
-import { recycle, takeBuffer } from "./_frame_pool.ts";
-import { DATA_HEADROOM } from "./binary_codec.ts";
+import { recycle } from "./_frame_pool.ts";
+import { FrameReader } from "./_frame_reader.ts";
 import { SessionClosedError } from "./errors.ts";
 import { ReceiveWindow, SendCredit } from "./flow.ts";
 import { type Message, MessageType } from "./message.ts";
@@ -83,6 +83,17 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   #writeEnded = false;
   #sentEnd = false;
   #pullWaiter: PromiseWithResolvers<void> | undefined;
+  /** Why the readable failed (it is then errored), once it has. */
+  #readError: Error | undefined;
+  /**
+   * While {@linkcode writeTo} runs: the peer's bytes waiting for it, which
+   * bypass the readable (one promise per chunk instead of a stream's machinery).
+   */
+  #direct: Uint8Array<ArrayBuffer>[] | undefined;
+  /** Bytes in `#direct`, and in the sink's write still in progress. */
+  #directBytes = 0;
+  /** Wakes {@linkcode writeTo} when bytes or the end arrive. */
+  #directWaiter: PromiseWithResolvers<void> | undefined;
   #failure: Error | undefined;
   #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #leftover: Uint8Array | undefined;
@@ -149,6 +160,17 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     waiter?.resolve();
   }
 
+  #wakeWriter(): void {
+    const waiter = this.#directWaiter;
+    this.#directWaiter = undefined;
+    waiter?.resolve();
+  }
+
+  /** Bytes in the readable's queue. */
+  get #readableQueued(): number {
+    return READ_HIGH_WATER_MARK - (this.#controller.desiredSize ?? READ_HIGH_WATER_MARK);
+  }
+
   // ---- messages from the link -------------------------------------------
 
   /**
@@ -161,6 +183,14 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     if (this.#state !== "open" || this.#readEnded || bytes.length === 0) {
       this.#returnCredit(this.#enqueued); // Nobody will read these: consumed at once.
       return undefined;
+    }
+    if (this.#direct) {
+      this.#direct.push(bytes);
+      this.#directBytes += bytes.length;
+      this.#wakeWriter();
+      if (this.#window || this.#directBytes <= READ_HIGH_WATER_MARK) return undefined;
+      this.#pullWaiter ??= Promise.withResolvers<void>();
+      return this.#pullWaiter.promise;
     }
     this.#controller.enqueue(bytes);
     if (this.#window) {
@@ -185,9 +215,7 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
    */
   #returnCredit(consumed?: number): void {
     if (this.#window === undefined || this.#state !== "open") return;
-    const total = consumed ??
-      this.#enqueued -
-        (READ_HIGH_WATER_MARK - (this.#controller.desiredSize ?? READ_HIGH_WATER_MARK));
+    const total = consumed ?? this.#enqueued - this.#readableQueued - this.#directBytes;
     const delta = total - this.#reported;
     if (delta <= 0) return;
     this.#reported = total;
@@ -221,10 +249,7 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   abort(error: Error): void {
     if (this.#state === "closed") return;
     this.#failure ??= error;
-    if (!this.#readEnded) {
-      this.#readEnded = true;
-      this.#controller.error(error);
-    }
+    this.#failReadable(error);
     this.#moveTo("closed");
   }
 
@@ -234,6 +259,15 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     this.#controller.close();
     // A BYOB reader may be parked on a request that close() cannot answer.
     this.#controller.byobRequest?.respond(0);
+    this.#wakeWriter();
+  }
+
+  #failReadable(error: Error): void {
+    if (this.#readEnded) return;
+    this.#readEnded = true;
+    this.#readError = error;
+    this.#controller.error(error);
+    this.#wakeWriter();
   }
 
   // ---- the application's side ---------------------------------------------
@@ -280,10 +314,7 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     if (this.#state !== "open") return;
     this.#failure ??= new SessionClosedError(`Cannot use session ${this.sessionId}: it was closed`);
     this.#writeEnded = true;
-    if (!this.#readEnded) {
-      this.#readEnded = true;
-      this.#controller.error(this.#failure);
-    }
+    this.#failReadable(this.#failure);
     this.#moveTo("closing");
     try {
       this.#carrier.send({ type: MessageType.Close, sessionId: this.sessionId, reason });
@@ -314,8 +345,8 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
 
   /**
    * Sends what `source` yields until its end (`read()` resolving `null`),
-   * reading straight into the buffers that go on the wire: no copy in between.
-   * For forwarders; like Go's `io.ReaderFrom`. It does not end the write
+   * reading straight into the buffers that go on the wire: no copy in between
+   * (small pieces are copied into buffers of their own size). For forwarders; like Go's `io.ReaderFrom`. It does not end the write
    * direction: call {@linkcode closeWrite} after it.
    * @param source Where the bytes come from, e.g. a `Deno.TcpConn`.
    * @param progress Called with the size of each piece sent.
@@ -326,35 +357,33 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     source: { read(p: Uint8Array): Promise<number | null> },
     progress?: (bytes: number) => void,
   ): Promise<number> {
-    const maxPiece = this.#carrier.maxDataBytes;
-    // Starts small so that idle sessions cost little; doubles while reads fill it.
-    let capacity = Math.min(16 * 1024, maxPiece);
+    const reader = new FrameReader(source, this.#carrier.maxDataBytes);
     let total = 0;
-    for (;;) {
-      this.#checkWritable();
-      const credit = this.#credit;
-      if (credit && credit.available <= 0) {
-        await credit.wait();
-        continue;
+    try {
+      for (;;) {
+        this.#checkWritable();
+        const credit = this.#credit;
+        if (credit && credit.available <= 0) {
+          await credit.wait();
+          continue;
+        }
+        const content = await reader.read(credit?.available);
+        if (content === null) return total;
+        this.#checkWritable();
+        credit?.spend(content.length);
+        // The codec frames the bytes where they lie: the buffer is handed over.
+        const full = this.#carrier.send({
+          type: MessageType.Data,
+          sessionId: this.sessionId,
+          content,
+          owned: true,
+        });
+        total += content.length;
+        progress?.(content.length);
+        if (full) await full;
       }
-      const limit = Math.min(capacity, credit?.available ?? Infinity);
-      const buffer = takeBuffer(DATA_HEADROOM + capacity);
-      const count = await source.read(buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + limit));
-      if (count === null) return total;
-      this.#checkWritable();
-      credit?.spend(count);
-      // The codec may frame the bytes where they lie: the buffer is handed over.
-      const content = buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + count);
-      const full = this.#carrier.send({
-        type: MessageType.Data,
-        sessionId: this.sessionId,
-        content,
-        owned: true,
-      });
-      total += count;
-      progress?.(count);
-      if (full) await full;
-      if (count === capacity && capacity < maxPiece) capacity = Math.min(capacity * 2, maxPiece);
+    } finally {
+      reader.release();
     }
   }
 
@@ -381,13 +410,46 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     };
     if (this.#leftover) await write(this.#leftover);
     this.#leftover = undefined;
+    // What the readable holds already, and an end it has seen, go through it.
     this.#reader ??= this.readable.getReader();
-    for (let result = await this.#reader.read(); !result.done; result = await this.#reader.read()) {
+    while (this.#readEnded || this.#readableQueued > 0) {
+      const result = await this.#reader.read();
+      if (result.done) return total;
       await write(result.value);
       // The chunk was ours alone (the readable hands its buffers over): its memory can serve again.
       recycle(result.value);
     }
-    return total;
+    const direct: Uint8Array<ArrayBuffer>[] = [];
+    this.#direct = direct;
+    try {
+      for (;;) {
+        if (this.#readError) throw this.#readError;
+        const chunk = direct.shift();
+        if (chunk === undefined) {
+          if (this.#readEnded) return total;
+          this.#directWaiter = Promise.withResolvers<void>();
+          await this.#directWaiter.promise;
+          continue;
+        }
+        await write(chunk);
+        this.#directBytes -= chunk.length;
+        this.#consumedDirect();
+        recycle(chunk);
+      }
+    } finally {
+      this.#direct = undefined;
+      // The sink failed: what it did not take stays readable.
+      for (const chunk of direct) {
+        this.#directBytes -= chunk.length;
+        if (!this.#readEnded) this.#controller.enqueue(chunk);
+      }
+    }
+  }
+
+  /** After a direct write: credit for it, or room for a link without flow control to go on. */
+  #consumedDirect(): void {
+    if (this.#window) this.#returnCredit();
+    else if (this.#directBytes <= READ_HIGH_WATER_MARK) this.#wake();
   }
 
   /**

@@ -1,0 +1,76 @@
+/**
+ * Reads a byte source (a socket) into buffers laid out for binary Data
+ * frames: every piece has {@linkcode DATA_HEADROOM} free bytes before it, so
+ * the codec writes the frame header in place and the bytes are never copied
+ * between the socket and the link. Pieces are handed over: the caller owns each.
+ * @module
+ */
+
+import { recycle, takeBuffer } from "./_frame_pool.ts";
+import { DATA_HEADROOM } from "./binary_codec.ts";
+
+/** Where the bytes come from, e.g. a `Deno.TcpConn`. */
+export interface ByteSource {
+  /** Reads into `p`; resolves to the count, or `null` at the end. */
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/** First read size: small, so that thousands of idle sessions cost little. */
+const INITIAL_CAPACITY = 16 * 1024;
+
+/** Reads a source piece by piece into frame-ready buffers, sized to the traffic. */
+export class FrameReader {
+  readonly #source: ByteSource;
+  readonly #maxPiece: number;
+  #capacity: number;
+  #buffer: Uint8Array<ArrayBuffer> | undefined;
+
+  /** Reads `source` in pieces of at most `maxPiece` bytes. */
+  constructor(source: ByteSource, maxPiece: number) {
+    this.#source = source;
+    this.#maxPiece = maxPiece;
+    this.#capacity = Math.min(INITIAL_CAPACITY, maxPiece);
+  }
+
+  /**
+   * Reads the next piece, of at most `limit` bytes. The read size doubles
+   * while reads fill it and halves when they use little of it.
+   * @returns The piece, with {@linkcode DATA_HEADROOM} bytes before it in a
+   * buffer nobody else holds; `null` at the end of the source.
+   */
+  async read(limit: number = Infinity): Promise<Uint8Array<ArrayBuffer> | null> {
+    const capacity = this.#capacity;
+    const buffer = this.#buffer ??= takeBuffer(DATA_HEADROOM + capacity);
+    const count = await this.#source.read(
+      buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + Math.min(limit, capacity)),
+    );
+    if (count === null) {
+      this.#buffer = undefined;
+      recycle(buffer);
+      return null;
+    }
+    if (count < capacity / 4) {
+      // A small piece gets a buffer of its own size: a queue of small pieces (a stalled
+      // reader's, say) must not pin a whole read buffer each.
+      const piece = takeBuffer(DATA_HEADROOM + count);
+      piece.set(buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + count), DATA_HEADROOM);
+      if (count < capacity / 8 && capacity > INITIAL_CAPACITY) {
+        this.#capacity = capacity / 2;
+        this.#buffer = undefined;
+        recycle(buffer);
+      }
+      return piece.subarray(DATA_HEADROOM);
+    }
+    this.#buffer = undefined;
+    if (count === capacity && capacity < this.#maxPiece) {
+      this.#capacity = Math.min(capacity * 2, this.#maxPiece);
+    }
+    return buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + count);
+  }
+
+  /** Returns the read buffer to the pool (after the last read). */
+  release(): void {
+    if (this.#buffer) recycle(this.#buffer);
+    this.#buffer = undefined;
+  }
+}
