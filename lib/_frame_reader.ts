@@ -50,7 +50,7 @@ export class FrameReader {
       return null;
     }
     if (count < capacity / 4) {
-      // A small piece gets a buffer of its own size: a queue of small pieces (a stalled
+      // A small piece gets a small buffer of its own: a queue of small pieces (a stalled
       // reader's, say) must not pin a whole read buffer each.
       const piece = takeBuffer(DATA_HEADROOM + count);
       piece.set(buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + count), DATA_HEADROOM);

@@ -25,7 +25,7 @@ const ASSEMBLE_BYTES = 16 * 1024;
 /** Largest session number a frame can carry (u32); larger ones fall back to text. */
 const MAX_FRAME_SESSION_ID = 0xffff_ffff;
 
-/** A copy of the first `size` bytes, in a buffer of exactly that size (pooled for full frames). */
+/** A copy of the first `size` bytes, at the start of a (pooled) buffer of its own. */
 function copyFrame(bytes: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
   const frame = takeBuffer(size);
   frame.set(bytes.subarray(0, size));
@@ -45,11 +45,24 @@ function framing(content: Uint8Array, sessionId: number): Uint8Array | undefined
     return undefined;
   }
   const frame = new Uint8Array(content.buffer, 0, DATA_HEADROOM + content.length);
-  const view = new DataView(content.buffer);
   frame[0] = FRAME_MARK | MessageType.Data;
-  view.setUint32(1, 4 + content.length);
-  view.setUint32(HEADER_BYTES, sessionId);
+  putUint32(frame, 1, 4 + content.length);
+  putUint32(frame, HEADER_BYTES, sessionId);
   return frame;
+}
+
+/** Writes `value` big-endian at `offset` (no DataView to allocate on the per-frame path). */
+function putUint32(bytes: Uint8Array, offset: number, value: number): void {
+  bytes[offset] = value >>> 24;
+  bytes[offset + 1] = value >>> 16;
+  bytes[offset + 2] = value >>> 8;
+  bytes[offset + 3] = value;
+}
+
+/** Reads a big-endian u32 at `offset`. */
+function getUint32(bytes: Uint8Array, offset: number): number {
+  return (bytes[offset]! * 0x100_0000) +
+    ((bytes[offset + 1]! << 16) | (bytes[offset + 2]! << 8) | bytes[offset + 3]!);
 }
 
 /** Binary frames for Data and Credit, text for the rest. */
@@ -77,11 +90,10 @@ export class BinaryCodec implements Codec {
     }
     if (message.type === MessageType.Credit && message.sessionId <= MAX_FRAME_SESSION_ID) {
       const frame = new Uint8Array(HEADER_BYTES + 8);
-      const view = new DataView(frame.buffer);
       frame[0] = FRAME_MARK | MessageType.Credit;
-      view.setUint32(1, 8);
-      view.setUint32(5, message.sessionId);
-      view.setUint32(9, Math.min(message.bytes, 0xffff_ffff));
+      putUint32(frame, 1, 8);
+      putUint32(frame, 5, message.sessionId);
+      putUint32(frame, 9, Math.min(message.bytes, 0xffff_ffff));
       return frame;
     }
     return this.#text.encode(message);
@@ -93,14 +105,13 @@ export class BinaryCodec implements Codec {
     if (bytes.length < HEADER_BYTES || bytes[0] !== (FRAME_MARK | MessageType.Data)) {
       return undefined;
     }
-    const size = HEADER_BYTES +
-      new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES).getUint32(1);
+    const size = HEADER_BYTES + getUint32(bytes, 1);
     return size >= ASSEMBLE_BYTES && size > bytes.length ? size : undefined;
   }
 
   /** Decodes a whole Data frame held in a buffer of exactly its size; the content stays in it. */
   decodeWhole(frame: Uint8Array<ArrayBuffer>): Message {
-    const sessionId = new DataView(frame.buffer, frame.byteOffset).getUint32(HEADER_BYTES);
+    const sessionId = getUint32(frame, HEADER_BYTES);
     return { type: MessageType.Data, sessionId, content: frame.subarray(DATA_HEADROOM) };
   }
 
@@ -114,8 +125,7 @@ export class BinaryCodec implements Codec {
       throw new ProtocolError(`Cannot decode frame: type ${type} has no binary form`);
     }
     if (bytes.length < HEADER_BYTES) return undefined;
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-    const length = view.getUint32(1);
+    const length = getUint32(bytes, 1);
     if (length > this.#maxFrameBytes) {
       throw new ProtocolError(
         `Cannot decode frame: ${length} bytes is over the limit of ${this.#maxFrameBytes} (limit maxLineBytes)`,
@@ -125,7 +135,7 @@ export class BinaryCodec implements Codec {
       throw new ProtocolError(`Cannot decode frame: type ${type} cannot be ${length} bytes long`);
     }
     if (bytes.length < HEADER_BYTES + length) return undefined;
-    const sessionId = view.getUint32(HEADER_BYTES);
+    const sessionId = getUint32(bytes, HEADER_BYTES);
     const message: Message = type === MessageType.Data
       // A copy of the whole frame (the queue reuses its buffer); the content is its payload, so a
       // discover point can send the frame on unchanged.
@@ -134,7 +144,7 @@ export class BinaryCodec implements Codec {
         sessionId,
         content: copyFrame(bytes, HEADER_BYTES + length).subarray(HEADER_BYTES + 4),
       }
-      : { type, sessionId, bytes: view.getUint32(HEADER_BYTES + 4) };
+      : { type, sessionId, bytes: getUint32(bytes, HEADER_BYTES + 4) };
     queue.consume(HEADER_BYTES + length);
     return message;
   }
