@@ -90,8 +90,12 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
    * bypass the readable (one promise per chunk instead of a stream's machinery).
    */
   #direct: Uint8Array<ArrayBuffer>[] | undefined;
-  /** Bytes in `#direct`, and in the sink's write still in progress. */
+  /** Bytes in `#direct`. */
   #directBytes = 0;
+  /** Whether {@linkcode writeTo} runs: bytes count as consumed once its sink has them. */
+  #forwarding = false;
+  /** Bytes in the sink's write that {@linkcode writeTo} is waiting for. */
+  #sinkBytes = 0;
   /** Wakes {@linkcode writeTo} when bytes or the end arrive. */
   #directWaiter: PromiseWithResolvers<void> | undefined;
   #failure: Error | undefined;
@@ -123,7 +127,7 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
       },
       pull: () => {
         this.#wake();
-        this.#returnCredit();
+        if (!this.#forwarding) this.#returnCredit();
       },
       cancel: () => {
         this.#readEnded = true;
@@ -188,7 +192,9 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
       this.#direct.push(bytes);
       this.#directBytes += bytes.length;
       this.#wakeWriter();
-      if (this.#window || this.#directBytes <= READ_HIGH_WATER_MARK) return undefined;
+      if (this.#window || this.#directBytes + this.#sinkBytes <= READ_HIGH_WATER_MARK) {
+        return undefined;
+      }
       this.#pullWaiter ??= Promise.withResolvers<void>();
       return this.#pullWaiter.promise;
     }
@@ -215,7 +221,8 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
    */
   #returnCredit(consumed?: number): void {
     if (this.#window === undefined || this.#state !== "open") return;
-    const total = consumed ?? this.#enqueued - this.#readableQueued - this.#directBytes;
+    const total = consumed ??
+      this.#enqueued - this.#readableQueued - this.#directBytes - this.#sinkBytes;
     const delta = total - this.#reported;
     if (delta <= 0) return;
     this.#reported = total;
@@ -401,27 +408,27 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     progress?: (bytes: number) => void,
   ): Promise<number> {
     let total = 0;
-    const write = async (chunk: Uint8Array) => {
+    const writeAll = async (chunk: Uint8Array) => {
       for (let written = 0; written < chunk.length;) {
         written += await sink.write(chunk.subarray(written));
       }
       total += chunk.length;
       progress?.(chunk.length);
     };
-    if (this.#leftover) await write(this.#leftover);
+    const leftover = this.#leftover;
     this.#leftover = undefined;
-    // What the readable holds already, and an end it has seen, go through it.
-    this.#reader ??= this.readable.getReader();
-    while (this.#readEnded || this.#readableQueued > 0) {
-      const result = await this.#reader.read();
-      if (result.done) return total;
-      await write(result.value);
-      // The chunk was ours alone (the readable hands its buffers over): its memory can serve again.
-      recycle(result.value);
-    }
+    if (leftover) await writeAll(leftover);
+    const reader = this.#reader ??= this.readable.getReader();
     const direct: Uint8Array<ArrayBuffer>[] = [];
-    this.#direct = direct;
+    this.#forwarding = true;
     try {
+      // What the readable holds already, and an end it has seen, go through it.
+      while (this.#readEnded || this.#readableQueued > 0) {
+        const result = await reader.read();
+        if (result.done) return total;
+        await this.#forward(result.value, writeAll);
+      }
+      this.#direct = direct;
       for (;;) {
         if (this.#readError) throw this.#readError;
         const chunk = direct.shift();
@@ -431,25 +438,40 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
           await this.#directWaiter.promise;
           continue;
         }
-        await write(chunk);
         this.#directBytes -= chunk.length;
-        this.#consumedDirect();
-        recycle(chunk);
+        await this.#forward(chunk, writeAll);
       }
     } finally {
+      this.#forwarding = false;
       this.#direct = undefined;
-      // The sink failed: what it did not take stays readable.
+      // The sink failed: what it did not take stays readable, in order.
       for (const chunk of direct) {
         this.#directBytes -= chunk.length;
         if (!this.#readEnded) this.#controller.enqueue(chunk);
       }
+      reader.releaseLock();
+      this.#reader = undefined;
     }
   }
 
-  /** After a direct write: credit for it, or room for a link without flow control to go on. */
-  #consumedDirect(): void {
+  /**
+   * Writes one chunk with `writeAll`. Its bytes count as consumed once written
+   * (credit may then go back), and its memory serves again: the chunk was ours
+   * alone, as the readable hands its buffers over.
+   */
+  async #forward(
+    chunk: Uint8Array,
+    writeAll: (chunk: Uint8Array) => Promise<void>,
+  ): Promise<void> {
+    this.#sinkBytes += chunk.length;
+    try {
+      await writeAll(chunk);
+    } finally {
+      this.#sinkBytes -= chunk.length;
+    }
     if (this.#window) this.#returnCredit();
-    else if (this.#directBytes <= READ_HIGH_WATER_MARK) this.#wake();
+    else if (this.#directBytes + this.#sinkBytes <= READ_HIGH_WATER_MARK) this.#wake();
+    recycle(chunk);
   }
 
   /**
