@@ -408,44 +408,50 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     progress?: (bytes: number) => void,
   ): Promise<number> {
     let total = 0;
-    const writeAll = async (chunk: Uint8Array) => {
-      for (let written = 0; written < chunk.length;) {
-        written += await sink.write(chunk.subarray(written));
-      }
-      total += chunk.length;
-      progress?.(chunk.length);
-    };
     const leftover = this.#leftover;
     this.#leftover = undefined;
-    if (leftover) await writeAll(leftover);
+    if (leftover) total += await writeFully(sink, leftover, progress);
     const reader = this.#reader ??= this.readable.getReader();
-    const direct: Uint8Array<ArrayBuffer>[] = [];
+    let direct: Uint8Array<ArrayBuffer>[] | undefined;
     this.#forwarding = true;
     try {
-      // What the readable holds already, and an end it has seen, go through it.
-      while (this.#readEnded || this.#readableQueued > 0) {
-        const result = await reader.read();
-        if (result.done) return total;
-        await this.#forward(result.value, writeAll);
-      }
-      this.#direct = direct;
       for (;;) {
-        if (this.#readError) throw this.#readError;
-        const chunk = direct.shift();
-        if (chunk === undefined) {
-          if (this.#readEnded) return total;
-          this.#directWaiter = Promise.withResolvers<void>();
-          await this.#directWaiter.promise;
-          continue;
+        let chunk: Uint8Array | undefined;
+        if (direct === undefined && (this.#readEnded || this.#readableQueued > 0)) {
+          // What the readable holds already, and an end it has seen, go through it.
+          const result = await reader.read();
+          if (result.done) return total;
+          chunk = result.value;
+        } else {
+          direct = this.#direct ??= [];
+          if (this.#readError) throw this.#readError;
+          chunk = direct.shift();
+          if (chunk === undefined) {
+            if (this.#readEnded) return total;
+            this.#directWaiter = Promise.withResolvers<void>();
+            await this.#directWaiter.promise;
+            continue;
+          }
+          this.#directBytes -= chunk.length;
         }
-        this.#directBytes -= chunk.length;
-        await this.#forward(chunk, writeAll);
+        this.#sinkBytes += chunk.length;
+        try {
+          // Inline rather than writeFully(): one promise less per chunk on the hot path.
+          for (let written = 0; written < chunk.length;) {
+            written += await sink.write(written === 0 ? chunk : chunk.subarray(written));
+          }
+        } finally {
+          this.#sinkBytes -= chunk.length;
+        }
+        total += chunk.length;
+        progress?.(chunk.length);
+        this.#forwarded(chunk);
       }
     } finally {
       this.#forwarding = false;
       this.#direct = undefined;
       // The sink failed: what it did not take stays readable, in order.
-      for (const chunk of direct) {
+      for (const chunk of direct ?? []) {
         this.#directBytes -= chunk.length;
         if (!this.#readEnded) this.#controller.enqueue(chunk);
       }
@@ -455,20 +461,11 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   }
 
   /**
-   * Writes one chunk with `writeAll`. Its bytes count as consumed once written
-   * (credit may then go back), and its memory serves again: the chunk was ours
-   * alone, as the readable hands its buffers over.
+   * After {@linkcode writeTo} wrote `chunk`: its bytes count as consumed
+   * (credit may go back), and its memory serves again, as the chunk was ours
+   * alone (the readable hands its buffers over).
    */
-  async #forward(
-    chunk: Uint8Array,
-    writeAll: (chunk: Uint8Array) => Promise<void>,
-  ): Promise<void> {
-    this.#sinkBytes += chunk.length;
-    try {
-      await writeAll(chunk);
-    } finally {
-      this.#sinkBytes -= chunk.length;
-    }
+  #forwarded(chunk: Uint8Array): void {
     if (this.#window) this.#returnCredit();
     else if (this.#directBytes + this.#sinkBytes <= READ_HIGH_WATER_MARK) this.#wake();
     recycle(chunk);
@@ -521,4 +518,17 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** Writes all of `chunk` to `sink`, then reports its size to `progress`; returns the size. */
+async function writeFully(
+  sink: { write(p: Uint8Array): Promise<number> },
+  chunk: Uint8Array,
+  progress: ((bytes: number) => void) | undefined,
+): Promise<number> {
+  for (let written = 0; written < chunk.length;) {
+    written += await sink.write(written === 0 ? chunk : chunk.subarray(written));
+  }
+  progress?.(chunk.length);
+  return chunk.length;
 }
