@@ -16,11 +16,10 @@ const SMALLEST = 4 * 1024;
 const LARGEST = 256 * 1024;
 /**
  * Buffers for small frames (a keystroke, a short request), by the most they
- * hold: a smaller size is served from the next class up, so a round trip of
- * small messages allocates nothing.
+ * hold: a size up to {@linkcode SMALL_BYTES} is served from the next class
+ * up, so a round trip of small messages allocates nothing.
  */
-const SMALL_CLASSES = [HEADROOM + 64, HEADROOM + 256, HEADROOM + 1024];
-const LARGEST_SMALL = SMALL_CLASSES[SMALL_CLASSES.length - 1]!;
+const SMALL_CLASSES = [HEADROOM + 64, HEADROOM + 256, HEADROOM + 1024, HEADROOM + SMALLEST];
 const MAX_FREE = 16;
 const free = new Map<number, ArrayBuffer[]>();
 for (const size of SMALL_CLASSES) free.set(size, []);
@@ -29,12 +28,15 @@ for (let size = SMALLEST; size <= LARGEST; size *= 2) free.set(HEADROOM + size, 
 /** Size of the largest pooled buffer: a frame header and 256 KiB of data. */
 export const POOLED_BYTES: number = HEADROOM + LARGEST;
 
+/** Most data bytes (after a frame header) that a small pooled buffer holds: 4 KiB. */
+export const SMALL_BYTES: number = SMALLEST;
+
 /**
  * `size` bytes at the start of a buffer of their own; pooled memory when the
  * size is small or a pooled one. Contents are undefined.
  */
 export function takeBuffer(size: number): Uint8Array<ArrayBuffer> {
-  if (size <= LARGEST_SMALL) {
+  if (size <= HEADROOM + SMALLEST) {
     const capacity = SMALL_CLASSES.find((limit) => size <= limit)!;
     return new Uint8Array(free.get(capacity)!.pop() ?? new ArrayBuffer(capacity), 0, size);
   }

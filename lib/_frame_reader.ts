@@ -6,7 +6,7 @@
  * @module
  */
 
-import { recycle, takeBuffer } from "./_frame_pool.ts";
+import { recycle, SMALL_BYTES, takeBuffer } from "./_frame_pool.ts";
 import { DATA_HEADROOM } from "./binary_codec.ts";
 
 /** Where the bytes come from, e.g. a `Deno.TcpConn`. */
@@ -49,9 +49,10 @@ export class FrameReader {
       recycle(buffer);
       return null;
     }
-    if (count < capacity / 4) {
-      // A small piece gets a small buffer of its own: a queue of small pieces (a stalled
-      // reader's, say) must not pin a whole read buffer each.
+    if (count <= SMALL_BYTES && count < capacity / 4) {
+      // A small piece gets a small (pooled) buffer of its own: a queue of small pieces (a
+      // stalled reader's, say) must not pin a whole read buffer each. Larger pieces are handed
+      // over without a copy; the read size then shrinks to what the traffic needs.
       const piece = takeBuffer(DATA_HEADROOM + count);
       piece.set(buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + count), DATA_HEADROOM);
       if (count < capacity / 8 && capacity > INITIAL_CAPACITY) {

@@ -353,8 +353,9 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   /**
    * Sends what `source` yields until its end (`read()` resolving `null`),
    * reading straight into the buffers that go on the wire: no copy in between
-   * (small pieces are copied into buffers of their own size). For forwarders; like Go's `io.ReaderFrom`. It does not end the write
-   * direction: call {@linkcode closeWrite} after it.
+   * (small pieces are copied into small buffers of their own). For forwarders;
+   * like Go's `io.ReaderFrom`. It does not end the write direction: call
+   * {@linkcode closeWrite} after it.
    * @param source Where the bytes come from, e.g. a `Deno.TcpConn`.
    * @param progress Called with the size of each piece sent.
    * @returns The number of bytes sent.

@@ -570,21 +570,17 @@ Deno.test({
 // ---- FrameReader ------------------------------------------------------------
 
 /**
- * Most bytes a small piece's buffer may hold beyond the piece (and its headroom). A small
- * piece is copied out of the read buffer into a buffer of its own, so that queued small
- * pieces never pin read buffers. That buffer is either exactly `DATA_HEADROOM + length`
- * bytes or, with the frame pool's small size classes (64, 256 and 1024 bytes after the
- * headroom), the smallest class that fits.
+ * Asserts that `piece` sits after DATA_HEADROOM free bytes in a small buffer of its own. A
+ * small piece is copied out of the read buffer, so that queued small pieces never pin read
+ * buffers; its buffer is the smallest of the frame pool's small size classes (64, 256, 1024
+ * and 4096 bytes after the headroom) that fits, so at most four times the piece (or 64 bytes).
  */
-const SMALL_CLASS_BYTES = 1024;
-
-/** Asserts that `piece` sits after DATA_HEADROOM free bytes in a small buffer of its own. */
 function assertOwnSmallBuffer(piece: Uint8Array): void {
   assert.equal(piece.byteOffset, DATA_HEADROOM);
   const size = piece.buffer.byteLength;
   assert.ok(size >= DATA_HEADROOM + piece.length);
   assert.ok(
-    size <= DATA_HEADROOM + Math.max(piece.length, SMALL_CLASS_BYTES),
+    size <= DATA_HEADROOM + Math.max(4 * piece.length, 64),
     `a ${piece.length}-byte piece pins a ${size}-byte buffer`,
   );
 }
