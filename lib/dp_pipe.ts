@@ -7,10 +7,14 @@
  * grants, and credit is returned only as bytes move on, so the buffer never
  * exceeds one window. When it does not, `push()` asks the caller to stop
  * reading that end (which, on a shared link, stalls its other sessions: the
- * original protocol's head-of-line blocking).
+ * original protocol's head-of-line blocking). Small pieces that have to wait
+ * are joined into shared buffers, so the memory a window of tiny messages
+ * takes stays close to its bytes.
  * @module
  */
 
+import { recycle, SMALL_BYTES, takeBuffer } from "./_frame_pool.ts";
+import { DATA_HEADROOM } from "./binary_codec.ts";
 import { INITIAL_WINDOW, ReceiveWindow, SendCredit } from "./flow.ts";
 import { type CreditMessage, type DataMessage, type EndMessage, MessageType } from "./message.ts";
 
@@ -42,6 +46,12 @@ export interface PipeSource {
 /** Bytes a pipe buffers from a source without flow control before asking it to wait. */
 const STALL_BYTES = INITIAL_WINDOW;
 
+/** Pieces at most this large that have to wait are joined into shared buffers. */
+const JOIN_PIECE_BYTES = 1024;
+
+/** Size of the buffers waiting small pieces are joined into (a pooled size). */
+const JOIN_BUFFER_BYTES = SMALL_BYTES;
+
 /**
  * `open`; `ending`: End waits behind the data; `ended`: End sent; `closing`:
  * Close waits behind the data; `done`: Close sent, or the sink is gone.
@@ -62,6 +72,9 @@ export class Pipe {
   #pumping = false;
   #discarding = false;
   #stall: PromiseWithResolvers<void> | undefined;
+  /** The buffer waiting small pieces are joined into; the queue's last chunk is its filled part. */
+  #join: Uint8Array<ArrayBuffer> | undefined;
+  #joined = 0;
 
   /** Joins `source` to `sink`; `maxWindow` bounds the window granted to the source. */
   constructor(source: PipeSource, sink: PipeSink, maxWindow?: number) {
@@ -92,12 +105,39 @@ export class Pipe {
       this.#consumed(bytes.length);
       return undefined;
     }
-    this.#queue.push(bytes);
     this.#queued += bytes.length;
+    const mustWait = this.#pumping || this.#head < this.#queue.length;
+    if (bytes.length <= JOIN_PIECE_BYTES && mustWait) this.#joinSmall(bytes);
+    else {
+      this.#queue.push(bytes);
+      this.#join = undefined;
+    }
     this.#pump();
     if (this.#window || this.#queued <= STALL_BYTES) return undefined;
     this.#stall ??= Promise.withResolvers<void>();
     return this.#stall.promise;
+  }
+
+  /**
+   * Queues a small piece behind others by copying it into a shared buffer, so
+   * that a flood of tiny messages for a session that cannot drain costs about
+   * their bytes, not an object and a buffer each.
+   */
+  #joinSmall(bytes: Uint8Array): void {
+    let join = this.#join;
+    if (join === undefined || this.#joined + bytes.length > JOIN_BUFFER_BYTES) {
+      join = this.#join = takeBuffer(DATA_HEADROOM + JOIN_BUFFER_BYTES);
+      this.#joined = 0;
+      this.#queue.push(join);
+    }
+    join.set(bytes, DATA_HEADROOM + this.#joined);
+    this.#joined += bytes.length;
+    // Headroom first, as for any piece: the sink's codec frames the joined bytes in place.
+    this.#queue[this.#queue.length - 1] = join.subarray(
+      DATA_HEADROOM,
+      DATA_HEADROOM + this.#joined,
+    );
+    recycle(bytes);
   }
 
   /** The sink granted `bytes` more credit. */
@@ -125,6 +165,7 @@ export class Pipe {
   discard(): void {
     this.#discarding = true;
     this.#state = "done";
+    this.#join = undefined;
     const dropped = this.#queued;
     this.#queue = [];
     this.#head = 0;
@@ -166,6 +207,8 @@ export class Pipe {
     while (this.#head < this.#queue.length && !this.#discarding) {
       const credit = this.#credit?.available ?? Infinity;
       if (credit <= 0) return undefined; // credit() restarts the pump.
+      // The last chunk leaves (whole or in part): nothing more is joined into it.
+      if (this.#head === this.#queue.length - 1) this.#join = undefined;
       let chunk = this.#queue[this.#head]!;
       const size = Math.min(chunk.length, this.#sink.maxDataBytes, credit);
       if (size === chunk.length) {
