@@ -34,7 +34,7 @@ export class FrameReader {
 
   /**
    * Reads the next piece, of at most `limit` bytes. The read size doubles
-   * while reads fill it and halves when they use little of it.
+   * while reads fill it and halves when reads offered all of it use little.
    * @returns The piece, with {@linkcode DATA_HEADROOM} bytes before it in a
    * buffer nobody else holds; `null` at the end of the source.
    */
@@ -55,7 +55,9 @@ export class FrameReader {
       // over without a copy; the read size then shrinks to what the traffic needs.
       const piece = takeBuffer(DATA_HEADROOM + count);
       piece.set(buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + count), DATA_HEADROOM);
-      if (count < capacity / 8 && capacity > INITIAL_CAPACITY) {
+      // Shrink only when the whole buffer was offered: a read cut short by `limit` (credit
+      // running low in a bulk transfer) says nothing about the traffic.
+      if (count < capacity / 8 && limit >= capacity && capacity > INITIAL_CAPACITY) {
         this.#capacity = capacity / 2;
         this.#buffer = undefined;
         recycle(buffer);
