@@ -15,21 +15,25 @@ export interface ByteSource {
   read(p: Uint8Array): Promise<number | null>;
 }
 
-/** First read size: small, so that thousands of idle sessions cost little. */
-const INITIAL_CAPACITY = 16 * 1024;
+/** Default first read size: small, so that thousands of idle sessions cost little. */
+const INITIAL_CAPACITY = 4 * 1024;
 
 /** Reads a source piece by piece into frame-ready buffers, sized to the traffic. */
 export class FrameReader {
   readonly #source: ByteSource;
   readonly #maxPiece: number;
+  readonly #minPiece: number;
   #capacity: number;
   #buffer: Uint8Array<ArrayBuffer> | undefined;
 
-  /** Reads `source` in pieces of at most `maxPiece` bytes. */
-  constructor(source: ByteSource, maxPiece: number) {
+  /**
+   * Reads `source` in pieces of at most `maxPiece` bytes, starting with reads
+   * of `firstPiece` bytes (and never shrinking below that).
+   */
+  constructor(source: ByteSource, maxPiece: number, firstPiece: number = INITIAL_CAPACITY) {
     this.#source = source;
     this.#maxPiece = maxPiece;
-    this.#capacity = Math.min(INITIAL_CAPACITY, maxPiece);
+    this.#capacity = this.#minPiece = Math.min(firstPiece, maxPiece);
   }
 
   /**
@@ -57,7 +61,7 @@ export class FrameReader {
       piece.set(buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + count), DATA_HEADROOM);
       // Shrink only when the whole buffer was offered: a read cut short by `limit` (credit
       // running low in a bulk transfer) says nothing about the traffic.
-      if (count < capacity / 8 && limit >= capacity && capacity > INITIAL_CAPACITY) {
+      if (count < capacity / 8 && limit >= capacity && capacity > this.#minPiece) {
         this.#capacity = capacity / 2;
         this.#buffer = undefined;
         recycle(buffer);

@@ -569,6 +569,9 @@ Deno.test({
 
 // ---- FrameReader ------------------------------------------------------------
 
+/** The first read size these tests give a FrameReader. */
+const FIRST_PIECE = 16 * KiB;
+
 /**
  * Asserts that `piece` sits after DATA_HEADROOM free bytes in a small buffer of its own. A
  * small piece is copied out of the read buffer, so that queued small pieces never pin read
@@ -588,7 +591,7 @@ function assertOwnSmallBuffer(piece: Uint8Array): void {
 Deno.test("FrameReader copies a small read into a small buffer of its own with DATA_HEADROOM free before it", async () => {
   assert.equal(DATA_HEADROOM, 9);
   const source = new ScriptedSource([100, 1, 4095, null]);
-  const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES);
+  const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES, FIRST_PIECE);
   const pieces: Uint8Array[] = [];
   for (let piece = await reader.read(); piece !== null; piece = await reader.read()) {
     pieces.push(piece);
@@ -612,7 +615,7 @@ Deno.test("FrameReader copies a small read into a small buffer of its own with D
 
 Deno.test("FrameReader hands a large read's buffer over and reads the next piece into a new buffer", async () => {
   const source = new ScriptedSource([8 * KiB, 4 * KiB, 16 * KiB, null]);
-  const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES);
+  const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES, FIRST_PIECE);
   const first = await reader.read();
   const second = await reader.read();
   const third = await reader.read();
@@ -639,7 +642,7 @@ Deno.test("FrameReader hands a large read's buffer over and reads the next piece
 Deno.test("FrameReader doubles its read size while reads fill it, up to maxPiece and never beyond", async () => {
   for (const maxPiece of [MAX_BINARY_DATA_BYTES, 100_000, 10_000]) {
     const source = new BytesSource(randomBytes(2 * 1024 * KiB));
-    const reader = new FrameReader(source, maxPiece);
+    const reader = new FrameReader(source, maxPiece, FIRST_PIECE);
     const sizes: number[] = [];
     for (let piece = await reader.read(); piece !== null; piece = await reader.read()) {
       assert.equal(piece.byteOffset, DATA_HEADROOM);
@@ -660,7 +663,7 @@ Deno.test("FrameReader doubles its read size while reads fill it, up to maxPiece
 Deno.test("FrameReader halves its read size when reads use under an eighth of it, not below 16 KiB", async () => {
   // Two full reads grow it to 64 KiB; then tiny reads shrink it back step by step.
   const source = new ScriptedSource([16 * KiB, 32 * KiB, 10, 10, 10, 10, null]);
-  const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES);
+  const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES, FIRST_PIECE);
   for (let piece = await reader.read(); piece !== null; piece = await reader.read()) {
     assert.equal(piece.byteOffset, DATA_HEADROOM);
   }
@@ -678,7 +681,7 @@ Deno.test("FrameReader halves its read size when reads use under an eighth of it
 
 Deno.test("FrameReader never reads more than the limit it is given", async () => {
   const source = new BytesSource(randomBytes(100 * KiB));
-  const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES);
+  const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES, FIRST_PIECE);
   const small = await reader.read(1000);
   assert.ok(small);
   assert.equal(small.length, 1000);
@@ -688,6 +691,15 @@ Deno.test("FrameReader never reads more than the limit it is given", async () =>
   const big = await reader.read(1024 * KiB);
   assert.equal(big?.length, 32 * KiB, "a limit above the read size does not raise it");
   assert.deepEqual(source.requests, [1000, 16 * KiB, 32 * KiB]);
+  reader.release();
+});
+
+Deno.test("FrameReader starts with 4 KiB reads by default, so idle sessions hold little", async () => {
+  const source = new ScriptedSource([10, null]);
+  const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES);
+  assert.equal((await reader.read())?.length, 10);
+  assert.equal(source.requests[0]!.length, 4 * KiB);
+  assert.equal(await reader.read(), null);
   reader.release();
 });
 
