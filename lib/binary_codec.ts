@@ -16,6 +16,9 @@ import { type Message, MessageType } from "./message.ts";
 /** Most raw bytes one binary Data frame carries; writers split larger writes. */
 export const MAX_BINARY_DATA_BYTES = 256 * 1024;
 
+/** Largest length field of a Data frame: the session number and the most content. */
+const MAX_FRAME_DATA_LENGTH = 4 + MAX_BINARY_DATA_BYTES;
+
 /** High nibble of a frame's first byte; the low nibble is the message type. */
 const FRAME_MARK = 0xb0;
 /** Type byte, then the length of what follows as a big-endian u32. */
@@ -105,8 +108,33 @@ export class BinaryCodec implements Codec {
     if (bytes.length < HEADER_BYTES || bytes[0] !== (FRAME_MARK | MessageType.Data)) {
       return undefined;
     }
-    const size = HEADER_BYTES + getUint32(bytes, 1);
+    // The length is checked before anything is allocated for the frame.
+    const size = HEADER_BYTES + this.#frameLength(MessageType.Data, getUint32(bytes, 1));
     return size >= ASSEMBLE_BYTES && size > bytes.length ? size : undefined;
+  }
+
+  /**
+   * Checks a frame's length field against what its type allows, before any
+   * buffer is sized by it.
+   * @throws {ProtocolError} For a length the type cannot have, or over the limits.
+   */
+  #frameLength(type: number, length: number): number {
+    if (length > this.#maxFrameBytes) {
+      throw new ProtocolError(
+        `Cannot decode frame: ${length} bytes is over the limit of ${this.#maxFrameBytes} (limit maxLineBytes)`,
+      );
+    }
+    if (type === MessageType.Data && length > MAX_FRAME_DATA_LENGTH) {
+      throw new ProtocolError(
+        `Cannot decode frame: a Data frame carries at most ${MAX_BINARY_DATA_BYTES} bytes, this one ${
+          length - 4
+        }`,
+      );
+    }
+    if (type === MessageType.Data ? length < 4 : length !== 8) {
+      throw new ProtocolError(`Cannot decode frame: type ${type} cannot be ${length} bytes long`);
+    }
+    return length;
   }
 
   /** Decodes a whole Data frame held in a buffer of exactly its size; the content stays in it. */
@@ -125,15 +153,7 @@ export class BinaryCodec implements Codec {
       throw new ProtocolError(`Cannot decode frame: type ${type} has no binary form`);
     }
     if (bytes.length < HEADER_BYTES) return undefined;
-    const length = getUint32(bytes, 1);
-    if (length > this.#maxFrameBytes) {
-      throw new ProtocolError(
-        `Cannot decode frame: ${length} bytes is over the limit of ${this.#maxFrameBytes} (limit maxLineBytes)`,
-      );
-    }
-    if (type === MessageType.Data ? length < 4 : length !== 8) {
-      throw new ProtocolError(`Cannot decode frame: type ${type} cannot be ${length} bytes long`);
-    }
+    const length = this.#frameLength(type, getUint32(bytes, 1));
     if (bytes.length < HEADER_BYTES + length) return undefined;
     const sessionId = getUint32(bytes, HEADER_BYTES);
     const message: Message = type === MessageType.Data

@@ -5,6 +5,7 @@
  */
 
 import { getLogger } from "./_log.ts";
+import type { Identity } from "./auth.ts";
 import { ProtocolError, SessionRefusedError } from "./errors.ts";
 import { dialDiscoverPoint } from "./handshake.ts";
 import { ALL_FEATURES, type KeepaliveOptions } from "./link.ts";
@@ -16,10 +17,17 @@ const logger = getLogger(["rtcp", "connect"]);
 
 /** Options of an indirect client: `connect({ dp, name })`. */
 export interface IndirectConnectOptions {
-  /** The discover point, as `"host:port"`. */
+  /** The discover point: `"host:port"`, `"tcp://host:port"` or `"tls://host:port"`. */
   dp: string;
   /** The indirect server's registered name (ISName). */
   name: string;
+  /**
+   * A client key to prove (see `importIdentity`), for names that admit only
+   * listed clients; the server sees it in `SessionRequest.clientKey`.
+   */
+  key?: Identity;
+  /** For a `tls://` discover point: PEM certificates to trust instead of the system roots. */
+  caCerts?: readonly string[];
   /** The name this client announces; the server sees it instead of our address. @default {""} */
   clientName?: string;
   /** Milliseconds to wait for the session to open. @default {10000} */
@@ -64,6 +72,9 @@ async function connectIndirect(options: IndirectConnectOptions): Promise<Indirec
       keepalive: options.keepalive,
       signal,
       pipelined: [{ type: MessageType.Connect, name: options.name }],
+      authName: options.name,
+      ...(options.key ? { identity: options.key } : {}),
+      ...(options.caCerts ? { caCerts: options.caCerts } : {}),
     });
     try {
       const answer = await link.nextWithin(signal);

@@ -7,14 +7,30 @@
 
 import { getLogger } from "./_log.ts";
 import { sleep } from "./_backoff.ts";
+import { type AuthRole, verifyTranscript } from "./auth.ts";
 import { ProtocolError } from "./errors.ts";
-import { answerAloha } from "./handshake.ts";
-import { ALL_FEATURES, type KeepaliveOptions, Link } from "./link.ts";
+import { answerAloha, refuse } from "./handshake.ts";
+import { ALL_FEATURES, Feature, type KeepaliveOptions, Link } from "./link.ts";
 import { LinkClient, SocketClient } from "./dp_client.ts";
-import { type ClientEnd, type PendingConnect, ServerLink } from "./dp_session.ts";
+import { FailureThrottle, SourceCounter } from "./dp_limits.ts";
+import { BufferBudget } from "./dp_pipe.ts";
+import { type NamePolicy, OPEN_NAMES } from "./dp_policy.ts";
+import {
+  type ClientEnd,
+  type PendingConnect,
+  ServerLink,
+  type SessionSettings,
+} from "./dp_session.ts";
 import { MAX_LINE_BYTES } from "./codec.ts";
-import { MessageType, Role } from "./message.ts";
-import { formatAddress, TcpTransport } from "./transport.ts";
+import {
+  type AlohaMessage,
+  type AuthMessage,
+  type ConnectMessage,
+  MessageType,
+  messageTypeName,
+  Role,
+} from "./message.ts";
+import { formatAddress, TcpTransport, type Transport } from "./transport.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
 
@@ -48,8 +64,41 @@ export interface DiscoverPointOptions {
   maxSessions?: number;
   /** Most Connects waiting for an Ack on one ISName. @default {1000} */
   maxPendingPerServer?: number;
-  /** Milliseconds `close()` lets links flush their final Closes. @default {2000} */
+  /**
+   * Milliseconds a closing link may take to flush what it has queued, at
+   * shutdown and whenever a link ends: a peer that never reads cannot keep it.
+   * @default {2000}
+   */
   shutdownGrace?: number;
+  /** Most links and public-port connections open at once. @default {20000} */
+  maxLinks?: number;
+  /** Most ISNames registered at once. @default {10000} */
+  maxNames?: number;
+  /** Most links and public-port connections from one source address; 0 for no limit. @default {0} */
+  maxLinksPerSource?: number;
+  /** Most links from one source address still in their handshake; 0 for no limit. @default {1024} */
+  maxHandshakesPerSource?: number;
+  /**
+   * Bytes waiting in session pipes, all sessions together, above which new
+   * sessions are refused (with a reason) until it drains.
+   * @default {1073741824}
+   */
+  maxBufferedBytes?: number;
+  /** Milliseconds without a byte either way after which a session is closed; 0 for never. @default {0} */
+  idleTimeout?: number;
+  /**
+   * Bytes queued towards one link or connection above which its peer is taken
+   * to be not reading, and it is dropped.
+   * @default {16777216}
+   */
+  maxLinkQueueBytes?: number;
+  /** Who may register and reach which names. @default {every name open to everyone} */
+  names?: NamePolicy;
+  /**
+   * Serve the link port over TLS with this PEM certificate chain and key.
+   * Public ports stay plain TCP: their clients bring their own TLS.
+   */
+  tls?: { readonly cert: string; readonly key: string };
   /** Keepalive timing on links whose peer agreed on `keepalive`. @default {{ interval: 15000, timeout: 10000 }} */
   keepalive?: KeepaliveOptions;
   /** Largest flow-control window per session direction, in bytes: what one session may buffer here. @default {4194304} */
@@ -78,7 +127,15 @@ export interface DiscoverPointStats {
 type Limits = Required<
   Omit<
     DiscoverPointOptions,
-    "hostname" | "port" | "expose" | "name" | "keepalive" | "maxWindow" | "features"
+    | "hostname"
+    | "port"
+    | "expose"
+    | "name"
+    | "keepalive"
+    | "maxWindow"
+    | "features"
+    | "names"
+    | "tls"
   >
 >;
 
@@ -91,7 +148,23 @@ const DEFAULT_LIMITS: Limits = {
   maxSessions: 100_000,
   maxPendingPerServer: 1_000,
   shutdownGrace: 2_000,
+  maxLinks: 20_000,
+  maxNames: 10_000,
+  maxLinksPerSource: 0,
+  maxHandshakesPerSource: 1024,
+  maxBufferedBytes: 1024 ** 3,
+  idleTimeout: 0,
+  maxLinkQueueBytes: 16 * 1024 * 1024,
 };
+
+/** How often the idle sweep runs, as a share of `idleTimeout`. */
+const IDLE_SWEEPS_PER_TIMEOUT = 4;
+
+/** A handshake deadline: aborts its signal when the time is up. */
+interface Deadline {
+  readonly signal: AbortSignal;
+  cancel(): void;
+}
 
 function checkLimit(name: keyof Limits, value: number): void {
   if (!Number.isSafeInteger(value) || value < 0) {
@@ -123,12 +196,21 @@ export class DiscoverPoint implements AsyncDisposable {
   readonly #keepalive: KeepaliveOptions | undefined;
   readonly #maxWindow: number | undefined;
   readonly #features: readonly string[];
-  #listener: Deno.TcpListener | undefined;
+  readonly #names: NamePolicy;
+  readonly #tls: { readonly cert: string; readonly key: string } | undefined;
+  #listener: Deno.Listener<Deno.Conn<Deno.NetAddr>, Deno.NetAddr> | undefined;
   readonly #publicListeners = new Map<string, Deno.TcpListener>();
   readonly #registry = new Map<string, ServerLink[]>();
   readonly #links = new Set<Link>();
   readonly #clients = new Set<SocketClient | LinkClient>();
   readonly #tasks = new Set<Promise<void>>();
+  readonly #settings: SessionSettings;
+  /** Links and public-port connections open now. */
+  #connections = 0;
+  readonly #perSource: SourceCounter;
+  readonly #handshakes: SourceCounter;
+  readonly #failedProofs = new FailureThrottle();
+  #idleSweep: ReturnType<typeof setInterval> | undefined;
   #closing = false;
   readonly #stop = new AbortController();
 
@@ -152,6 +234,18 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#keepalive = options.keepalive;
     this.#maxWindow = options.maxWindow;
     this.#features = options.features ?? ALL_FEATURES;
+    this.#names = options.names ?? OPEN_NAMES;
+    this.#tls = options.tls;
+    this.#settings = { maxWindow: options.maxWindow, budget: new BufferBudget() };
+    this.#perSource = new SourceCounter(limits.maxLinksPerSource);
+    this.#handshakes = new SourceCounter(limits.maxHandshakesPerSource);
+    for (const name of Object.keys(this.#expose)) {
+      if (this.#names.restrictsClients(name)) {
+        throw new TypeError(
+          `Cannot expose "${name}" on a public port: its names file entry admits only listed client keys, and a public port's clients cannot prove one. Remove the port, or set "clients": "any"`,
+        );
+      }
+    }
   }
 
   /**
@@ -167,18 +261,40 @@ export class DiscoverPoint implements AsyncDisposable {
         listeners.push(listener);
         this.#publicListeners.set(name, listener);
       }
-      this.#listener = Deno.listen({ hostname: this.#hostname, port: this.#port });
+      const address = { hostname: this.#hostname, port: this.#port };
+      this.#listener = this.#tls
+        ? Deno.listenTls({ ...address, cert: this.#tls.cert, key: this.#tls.key })
+        : Deno.listen(address);
     } catch (error) {
       for (const listener of listeners) listener.close();
       this.#publicListeners.clear();
       throw error;
     }
-    this.#track(this.#acceptLoop(this.#listener, (conn) => this.#serveLink(conn)));
+    this.#track(
+      this.#acceptLoop(
+        this.#listener,
+        (conn) => this.serveLink(new TcpTransport(conn, this.#transportOptions)),
+      ),
+    );
     for (const [name, listener] of this.#publicListeners) {
       this.#track(this.#acceptLoop(listener, (conn) => this.#servePublic(name, conn)));
     }
-    logger.info("Listening on {address}", { address: formatAddress(this.addr) });
+    const idle = this.#limits.idleTimeout;
+    if (idle > 0) {
+      this.#idleSweep = setInterval(
+        () => this.#sweepIdle(),
+        Math.max(10, idle / IDLE_SWEEPS_PER_TIMEOUT),
+      );
+    }
+    logger.info("Listening on {address}{tls}", {
+      address: formatAddress(this.addr),
+      tls: this.#tls ? " (TLS)" : "",
+    });
     return Promise.resolve();
+  }
+
+  get #transportOptions(): { maxQueuedBytes: number } {
+    return { maxQueuedBytes: this.#limits.maxLinkQueueBytes };
   }
 
   /** The address the discover point listens on. */
@@ -198,14 +314,12 @@ export class DiscoverPoint implements AsyncDisposable {
    */
   stats(): DiscoverPointStats {
     let sessions = 0;
-    let bufferedBytes = 0;
     let maxSessionBufferedBytes = 0;
     for (const pool of this.#registry.values()) {
       for (const server of pool) {
         for (const session of server.sessions.values()) {
           sessions++;
           const buffered = session.toServer.buffered + session.toClient.buffered;
-          bufferedBytes += buffered;
           maxSessionBufferedBytes = Math.max(maxSessionBufferedBytes, buffered);
         }
       }
@@ -214,7 +328,7 @@ export class DiscoverPoint implements AsyncDisposable {
       links: this.#links.size,
       servers: this.#registry.size,
       sessions,
-      bufferedBytes,
+      bufferedBytes: this.#settings.budget.bytes,
       maxSessionBufferedBytes,
     };
   }
@@ -229,12 +343,12 @@ export class DiscoverPoint implements AsyncDisposable {
     task.finally(() => this.#tasks.delete(task));
   }
 
-  async #acceptLoop(
-    listener: Deno.TcpListener,
-    serve: (conn: Deno.TcpConn) => Promise<void>,
+  async #acceptLoop<C extends Deno.Conn<Deno.NetAddr>>(
+    listener: Deno.Listener<C, Deno.NetAddr>,
+    serve: (conn: C) => Promise<void>,
   ): Promise<void> {
     for (;;) {
-      let conn: Deno.TcpConn;
+      let conn: C;
       try {
         conn = await listener.accept();
       } catch (error) {
@@ -250,29 +364,72 @@ export class DiscoverPoint implements AsyncDisposable {
     }
   }
 
-  /** Serves one link on the discover point's port: handshake, then server or client. */
-  async #serveLink(conn: Deno.TcpConn): Promise<void> {
-    const link = new Link(new TcpTransport(conn), {
+  /**
+   * Serves one link from any transport: the limits and the name policy
+   * apply the same way, then the handshake, then the link serves as an
+   * indirect server's or client's. This is how the discover point's own
+   * port serves its links; a host that accepts links some other way (an
+   * HTTP upgrade, say) hands each one in here.
+   * @param transport The link's transport; the discover point owns it from now on.
+   * @returns When the link has ended.
+   */
+  async serveLink(transport: Transport): Promise<void> {
+    const link = new Link(transport, {
       maxLineBytes: this.#limits.maxLineBytes,
       keepalive: this.#keepalive,
+      closeTimeout: this.#limits.shutdownGrace,
     });
+    const source = transport.remoteAddr.hostname;
+    const refusal = this.#admit(source);
+    if (refusal !== undefined) {
+      logger.warn("Refused link from {peer}: {reason}", { peer: link.peer, reason: refusal });
+      refuse(link, new ProtocolError(refusal));
+      await link.close();
+      return;
+    }
     this.#links.add(link);
+    let handshaking = this.#handshakes.add(source);
+    const handshakeDone = () => {
+      if (handshaking) this.#handshakes.remove(source);
+      handshaking = false;
+    };
     const deadline = this.#deadline(
       `no complete handshake within ${this.#limits.handshakeTimeout} ms (limit handshakeTimeout)`,
     );
     try {
-      const aloha = await answerAloha(link, {
+      if (!handshaking) {
+        throw refuse(
+          link,
+          new ProtocolError(
+            `Too many handshakes in flight from ${source} (limit maxHandshakesPerSource = ${this.#limits.maxHandshakesPerSource})`,
+          ),
+        );
+      }
+      const { aloha, nonce } = await answerAloha(link, {
         features: this.#features,
         name: this.#name,
         signal: deadline.signal,
-        check: (aloha) =>
-          aloha.role === Role.IndirectServer ? this.#registrationRefusal(aloha.name) : undefined,
+        check: (aloha, agreed) => this.#alohaRefusal(aloha, agreed),
       });
+      const auth = nonce === undefined ? undefined : await this.#nextAuth(link, deadline.signal);
       if (aloha.role === Role.IndirectServer) {
+        const key = await this.#register(link, aloha, auth, nonce, source);
         deadline.cancel();
-        await this.#serveServer(link, aloha.name);
+        handshakeDone();
+        await this.#serveServer(link, aloha.name, key);
       } else {
-        await this.#serveClient(link, aloha.name, deadline);
+        const connect = await link.nextWithin(deadline.signal);
+        deadline.cancel();
+        handshakeDone();
+        if (connect === null) return;
+        if (connect.type !== MessageType.Connect) {
+          throw new ProtocolError(
+            `Cannot serve indirect client: expected Connect after Aloha, got ${
+              messageTypeName(connect.type)
+            }`,
+          );
+        }
+        await this.#serveClient(link, aloha, connect, auth, nonce, source);
       }
     } catch (error) {
       logger.warn("Closed link from {peer}: {message}", {
@@ -281,12 +438,33 @@ export class DiscoverPoint implements AsyncDisposable {
       });
     } finally {
       deadline.cancel();
+      handshakeDone();
       link.abort();
       this.#links.delete(link);
+      this.#release(source);
     }
   }
 
-  #deadline(reason: string): { signal: AbortSignal; cancel(): void } {
+  /** Counts a new link or connection from `source`, or says why it cannot be taken. */
+  #admit(source: string): string | undefined {
+    const limits = this.#limits;
+    if (this.#closing) return "The discover point is shutting down";
+    if (this.#connections >= limits.maxLinks) {
+      return `Too many links to this discover point (limit maxLinks = ${limits.maxLinks}); try again later`;
+    }
+    if (!this.#perSource.add(source)) {
+      return `Too many links from ${source} (limit maxLinksPerSource = ${limits.maxLinksPerSource})`;
+    }
+    this.#connections++;
+    return undefined;
+  }
+
+  #release(source: string): void {
+    this.#connections--;
+    this.#perSource.remove(source);
+  }
+
+  #deadline(reason: string): Deadline {
     const controller = new AbortController();
     const timer = setTimeout(
       () => controller.abort(new ProtocolError(`Cannot handshake: ${reason}`)),
@@ -295,30 +473,141 @@ export class DiscoverPoint implements AsyncDisposable {
     return { signal: controller.signal, cancel: () => clearTimeout(timer) };
   }
 
+  /** What the Aloha alone decides: a server that cannot prove a key is refused here, at once. */
+  #alohaRefusal(aloha: AlohaMessage, agreed: readonly string[]): string | undefined {
+    if (aloha.role !== Role.IndirectServer) return undefined;
+    if (!agreed.includes(Feature.Auth)) {
+      // No Auth will come (an original-protocol server, or one that did not offer auth): the
+      // policy decides now, so a protected name is refused, never registered without proof.
+      return this.#names.registration(aloha.name, undefined) ??
+        this.#registrationRefusal(aloha.name);
+    }
+    return this.#registrationRefusal(aloha.name);
+  }
+
   #registrationRefusal(name: string): string | undefined {
     if (name === "") return "Cannot register an indirect server with an empty name";
-    const links = this.#registry.get(name)?.length ?? 0;
-    if (links >= this.#limits.maxLinksPerServer) {
-      return `Cannot register "${name}": it already has ${links} links (limit maxLinksPerServer = ${this.#limits.maxLinksPerServer})`;
+    const limits = this.#limits;
+    const links = this.#registry.get(name)?.length;
+    if (links === undefined && this.#registry.size >= limits.maxNames) {
+      return `Cannot register "${name}": this discover point has ${this.#registry.size} names (limit maxNames = ${limits.maxNames})`;
+    }
+    if ((links ?? 0) >= limits.maxLinksPerServer) {
+      return `Cannot register "${name}": it already has ${links} links (limit maxLinksPerServer = ${limits.maxLinksPerServer})`;
     }
     return undefined;
   }
 
-  async #serveServer(link: Link, name: string): Promise<void> {
+  /** Reads the Auth that must follow the Alohas on a link that agreed on `auth`. */
+  async #nextAuth(link: Link, signal: AbortSignal): Promise<AuthMessage> {
+    const message = await link.nextWithin(signal);
+    if (message?.type !== MessageType.Auth) {
+      throw new ProtocolError(
+        `Cannot handshake: expected Auth after the Alohas (extension auth), ${
+          message === null ? "the link closed" : `got ${messageTypeName(message.type)}`
+        }`,
+      );
+    }
+    return message;
+  }
+
+  /**
+   * Checks a proof. Failures count against the source's throttle, and the log
+   * names the name, the role and the key, never the signature.
+   * @returns The proven key (`ed25519:…`), or `undefined` for `"none"`.
+   * @throws {ProtocolError} Saying why the proof does not hold.
+   */
+  async #provenKey(
+    auth: AuthMessage,
+    role: AuthRole,
+    name: string,
+    nonce: string,
+    aloha: AlohaMessage,
+    source: string,
+  ): Promise<string | undefined> {
+    if (auth.method === "none") return undefined;
+    if (!this.#failedProofs.allows(source)) {
+      throw new ProtocolError(
+        `Cannot check a proof from ${source}: too many failed proofs from this address; try again in a minute`,
+      );
+    }
+    try {
+      if (auth.method !== "ed25519") {
+        throw new TypeError(`method "${auth.method}" is not "ed25519" or "none"`);
+      }
+      return await verifyTranscript(auth.key, auth.signature, {
+        role,
+        name,
+        nonce,
+        dpName: this.#name,
+        peerName: aloha.name,
+      });
+    } catch (error) {
+      this.#failedProofs.failed(source);
+      const key = `ed25519:${auth.key.slice(0, 64)}`;
+      logger.warn("Failed proof for {name} as {role} from {source} with key {key}: {message}", {
+        name,
+        role,
+        source,
+        key,
+        message: (error as Error).message,
+      });
+      throw new ProtocolError(
+        `Cannot accept the proof of key ${key} for "${name}": ${(error as Error).message}`,
+      );
+    }
+  }
+
+  /**
+   * Decides a server's registration after its Aloha. With `auth`, the proof
+   * is checked and the verdict sent in Accepted: a refused server learns why
+   * before its link closes.
+   * @returns The key the server proved, if any.
+   * @throws {ProtocolError} When the registration is refused.
+   */
+  async #register(
+    link: Link,
+    aloha: AlohaMessage,
+    auth: AuthMessage | undefined,
+    nonce: string | undefined,
+    source: string,
+  ): Promise<string | undefined> {
+    if (auth === undefined || nonce === undefined) return undefined; // Decided at the Aloha.
+    let key: string | undefined;
+    let refusal: string | undefined;
+    try {
+      key = await this.#provenKey(auth, "IS", aloha.name, nonce, aloha, source);
+      refusal = this.#names.registration(aloha.name, key);
+      if (refusal !== undefined && key !== undefined) this.#failedProofs.failed(source);
+    } catch (error) {
+      refusal = (error as Error).message;
+    }
+    // The pool may have filled while the proof was checked.
+    refusal ??= this.#registrationRefusal(aloha.name);
+    link.send({ type: MessageType.Accepted, reason: refusal ?? "" });
+    if (refusal !== undefined) {
+      await link.close();
+      throw new ProtocolError(refusal);
+    }
+    return key;
+  }
+
+  async #serveServer(link: Link, name: string, key: string | undefined): Promise<void> {
     const pool = this.#registry.get(name) ?? [];
-    const isInUse = (id: number) => pool.some((other) => other.sessions.has(id));
-    const server = new ServerLink(name, link, isInUse, this.#maxWindow);
+    const server = new ServerLink(name, link, this.#settings, key);
     pool.push(server);
     this.#registry.set(name, pool);
-    logger.info("Registered {name} from {peer} ({links} links)", {
+    logger.info("Registered {name} from {peer} ({links} links){owner}", {
       name,
       peer: link.peer,
       links: pool.length,
+      owner: key === undefined ? "" : ` with key ${key}`,
     });
     let reason = `Indirect server "${name}" closed its link`;
     try {
       await server.run();
     } catch (error) {
+      // What went wrong, never where: no error raised on a link names an address (the log does).
       reason = `Indirect server "${name}" link failed: ${(error as Error).message}`;
       throw error;
     } finally {
@@ -335,21 +624,35 @@ export class DiscoverPoint implements AsyncDisposable {
 
   async #serveClient(
     link: Link,
-    name: string,
-    deadline: { signal: AbortSignal; cancel(): void },
+    aloha: AlohaMessage,
+    connect: ConnectMessage,
+    auth: AuthMessage | undefined,
+    nonce: string | undefined,
+    source: string,
   ): Promise<void> {
-    const connect = await link.nextWithin(deadline.signal);
-    deadline.cancel();
-    if (connect === null) return;
-    if (connect.type !== MessageType.Connect) {
-      throw new ProtocolError(
-        `Cannot serve indirect client: expected Connect after Aloha, got type ${connect.type}`,
-      );
+    let key: string | undefined;
+    let refusal: string | undefined;
+    try {
+      if (auth !== undefined && nonce !== undefined) {
+        key = await this.#provenKey(auth, "IC", connect.name, nonce, aloha, source);
+      }
+      refusal = this.#names.connection(connect.name, key);
+      if (refusal !== undefined && key !== undefined) this.#failedProofs.failed(source);
+    } catch (error) {
+      refusal = (error as Error).message;
     }
-    const client = new LinkClient(link, name || link.peer);
+    const client = new LinkClient(link, aloha.name || link.peer, key);
     this.#clients.add(client);
     try {
-      this.#route(connect.name, client);
+      if (refusal === undefined) this.#route(connect.name, client);
+      else {
+        logger.info("Refused {client} for {name}: {reason}", {
+          client: client.address,
+          name: connect.name,
+          reason: refusal,
+        });
+        client.refused(refusal);
+      }
       await client.run();
     } finally {
       this.#clients.delete(client);
@@ -357,8 +660,31 @@ export class DiscoverPoint implements AsyncDisposable {
   }
 
   async #servePublic(name: string, conn: Deno.TcpConn): Promise<void> {
-    const transport = new TcpTransport(conn);
+    const transport = new TcpTransport(conn, this.#transportOptions);
     const client = new SocketClient(transport, formatAddress(conn.remoteAddr));
+    const source = conn.remoteAddr.hostname;
+    const refusal = this.#admit(source);
+    if (refusal !== undefined) {
+      logger.warn("Refused {client} on the public port of {name}: {reason}", {
+        client: client.label,
+        name,
+        reason: refusal,
+      });
+      transport.abort();
+      return;
+    }
+    try {
+      await this.#servePublicClient(name, client, transport);
+    } finally {
+      this.#release(source);
+    }
+  }
+
+  async #servePublicClient(
+    name: string,
+    client: SocketClient,
+    transport: Transport,
+  ): Promise<void> {
     if (!this.#registry.has(name)) {
       logger.info(
         "Closed connection from {client} on the public port of {name}: no indirect server has that name",
@@ -394,16 +720,52 @@ export class DiscoverPoint implements AsyncDisposable {
     const pool = this.#registry.get(name)!;
     const server = pool.reduce((best, link) => link.load < best.load ? link : best);
     const pending: PendingConnect = { client, abandoned: false, timer: undefined };
+    const ackTimeout = this.#limits.ackTimeout;
     pending.timer = setTimeout(() => {
       pending.abandoned = true;
       const reason =
-        `Indirect server "${name}" did not answer within ${this.#limits.ackTimeout} ms (limit ackTimeout)`;
+        `Indirect server "${name}" did not answer within ${ackTimeout} ms (limit ackTimeout)`;
       logger.warn("Refused {client}: {reason}", { client: client.label, reason });
       client.refused(reason);
-    }, this.#limits.ackTimeout);
+      // Still no Ack after as long again: the server fails its duty, and its link goes.
+      pending.timer = setTimeout(() => {
+        server.fail(
+          new ProtocolError(
+            `Indirect server "${name}" left a Connect unanswered for ${
+              2 * ackTimeout
+            } ms (limit ackTimeout)`,
+          ),
+        );
+      }, ackTimeout);
+    }, ackTimeout);
     server.pending.push(pending);
     client.pending = pending;
-    server.trySend({ type: MessageType.Connect, name: client.label });
+    const proofs = server.link.features.has(Feature.Auth)
+      ? { address: client.address, ...(client.key === undefined ? {} : { key: client.key }) }
+      : {};
+    server.trySend({ type: MessageType.Connect, name: client.label, ...proofs });
+  }
+
+  /** Closes every session that has moved no byte either way for `idleTimeout`. */
+  #sweepIdle(): void {
+    const now = Date.now();
+    const idle = this.#limits.idleTimeout;
+    for (const pool of this.#registry.values()) {
+      for (const server of pool) {
+        for (const session of [...server.sessions.values()]) {
+          if (session.toServer.touched || session.toClient.touched) {
+            session.toServer.touched = session.toClient.touched = false;
+            session.idleSince = now;
+          } else if (now - session.idleSince >= idle) {
+            logger.info("Closed idle session {id} of {name}", {
+              id: session.id,
+              name: server.name,
+            });
+            session.abort(`The session was idle for ${idle} ms (limit idleTimeout)`);
+          }
+        }
+      }
+    }
   }
 
   #refusal(name: string): string | undefined {
@@ -411,11 +773,11 @@ export class DiscoverPoint implements AsyncDisposable {
     const pool = this.#registry.get(name);
     if (pool === undefined) return `No indirect server is registered as "${name}"`;
     const limits = this.#limits;
-    const pending = pool.reduce((sum, link) => sum + link.pending.length, 0);
+    const pending = pool.reduce((sum, link) => sum + link.waiting, 0);
     if (pending >= limits.maxPendingPerServer) {
       return `Too many connections waiting for "${name}" (limit maxPendingPerServer = ${limits.maxPendingPerServer})`;
     }
-    const load = pool.reduce((sum, link) => sum + link.load, 0);
+    const load = pool.reduce((sum, link) => sum + link.sessions.size + link.waiting, 0);
     if (load >= limits.maxSessionsPerServer) {
       return `Too many sessions to "${name}" (limit maxSessionsPerServer = ${limits.maxSessionsPerServer})`;
     }
@@ -423,6 +785,9 @@ export class DiscoverPoint implements AsyncDisposable {
     for (const links of this.#registry.values()) for (const link of links) total += link.load;
     if (total >= limits.maxSessions) {
       return `Too many sessions on this discover point (limit maxSessions = ${limits.maxSessions})`;
+    }
+    if (this.#settings.budget.bytes >= limits.maxBufferedBytes) {
+      return `The discover point is short of buffer space (limit maxBufferedBytes = ${limits.maxBufferedBytes}); try again later`;
     }
     return undefined;
   }
@@ -436,6 +801,7 @@ export class DiscoverPoint implements AsyncDisposable {
     if (this.#closing) return;
     this.#closing = true;
     this.#stop.abort();
+    clearInterval(this.#idleSweep);
     this.#listener?.close();
     for (const listener of this.#publicListeners.values()) listener.close();
     const reason = "The discover point is shutting down";

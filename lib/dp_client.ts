@@ -7,9 +7,15 @@
 import { FrameReader } from "./_frame_reader.ts";
 import { ProtocolError } from "./errors.ts";
 import type { Link } from "./link.ts";
-import { isSessionMessage, type Message, MessageType, messageTypeName } from "./message.ts";
+import {
+  clipReason,
+  isSessionMessage,
+  type Message,
+  MessageType,
+  messageTypeName,
+} from "./message.ts";
 import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./dp_session.ts";
-import { routeFromEnd } from "./dp_pipe.ts";
+import { type PipeSink, routeFromEnd } from "./dp_pipe.ts";
 import type { Transport } from "./transport.ts";
 
 /** `waiting`: Connect sent on, no Ack yet; `open`: session open; `done`: over. */
@@ -19,16 +25,22 @@ type ClientState = "waiting" | "open" | "done";
 export class LinkClient implements ClientEnd {
   /** The client's Aloha name, else its address. */
   readonly label: string;
+  /** The link's address as the discover point saw it. */
+  readonly address: string;
+  /** The key the client proved, if any. */
+  readonly key: string | undefined;
   readonly #link: Link;
   #state: ClientState = "waiting";
   #session: DiscoverPointSession | undefined;
   /** Set by the router: the Connect waiting for its Ack. */
   pending: PendingConnect | undefined;
 
-  /** Creates the client end for `link`. */
-  constructor(link: Link, label: string) {
+  /** Creates the client end for `link`, with the key it proved. */
+  constructor(link: Link, label: string, key?: string) {
     this.#link = link;
     this.label = label;
+    this.address = link.peer;
+    this.key = key;
   }
 
   /** Whether the client agreed on `flow-control`. */
@@ -69,6 +81,11 @@ export class LinkClient implements ClientEnd {
       content: bytes,
       owned: true,
     });
+  }
+
+  /** See {@linkcode PipeSink.backpressure}. */
+  backpressure(): Promise<void> | undefined {
+    return this.#link.transport.backpressure();
   }
 
   /** Returns credit for client bytes that moved on. */
@@ -132,12 +149,9 @@ export class LinkClient implements ClientEnd {
           continue;
         }
         this.#state = "done";
-        session.clientClosed(message.reason);
-        this.#send({
-          type: MessageType.Close,
-          sessionId: message.sessionId,
-          reason: message.reason,
-        });
+        const reason = clipReason(message.reason);
+        session.clientClosed(reason);
+        this.#send({ type: MessageType.Close, sessionId: message.sessionId, reason });
         await this.#link.close();
         return;
       }
@@ -184,6 +198,8 @@ export class LinkClient implements ClientEnd {
 export class SocketClient implements ClientEnd {
   /** The connection's remote address. */
   readonly label: string;
+  /** The same: the address the discover point saw. */
+  readonly address: string;
   /** A socket speaks no flow control: the pipe stops reading it instead. */
   readonly flowControl = false;
   /** Bytes go straight to the socket: no message size applies. */
@@ -199,6 +215,7 @@ export class SocketClient implements ClientEnd {
   constructor(transport: Transport, label: string) {
     this.#transport = transport;
     this.label = label;
+    this.address = label;
   }
 
   /** Starts pumping the connection's bytes into the session. */
@@ -225,13 +242,18 @@ export class SocketClient implements ClientEnd {
     if (this.#state !== "open") return undefined;
     try {
       return this.#transport.write(bytes);
-    } catch (error) {
+    } catch {
       // The client is gone (it may have shut down its side long ago): end the session for good.
       this.#state = "done";
       this.#transport.abort();
-      this.#session?.clientClosed(`The client connection failed: ${(error as Error).message}`);
+      this.#session?.clientClosed("The client connection failed");
       return undefined;
     }
+  }
+
+  /** See {@linkcode PipeSink.backpressure}. */
+  backpressure(): Promise<void> | undefined {
+    return this.#transport.backpressure();
   }
 
   /** Never called: a socket gets no credit. */

@@ -29,6 +29,12 @@ export interface PipeSink {
    * promise when the end's transport is full.
    */
   send(bytes: Uint8Array): Promise<void> | undefined;
+  /**
+   * A promise while the end's transport is full, else `undefined`. The pipe
+   * checks it before each send, so the sessions sharing one link add at
+   * most a piece each to its queue, whatever their number.
+   */
+  backpressure?(): Promise<void> | undefined;
   /** The direction is finished (half-close). */
   end(): void;
   /** The session is over for this end; `reason` is empty for a normal close. */
@@ -41,6 +47,12 @@ export interface PipeSource {
   readonly flowControl: boolean;
   /** Sends a Credit for `bytes` more. */
   grant(bytes: number): void;
+}
+
+/** The bytes waiting in all the pipes of one discover point, against its budget. */
+export class BufferBudget {
+  /** Bytes waiting now. */
+  bytes = 0;
 }
 
 /** Bytes a pipe buffers from a source without flow control before asking it to wait. */
@@ -75,11 +87,18 @@ export class Pipe {
   /** The buffer waiting small pieces are joined into; the queue's last chunk is its filled part. */
   #join: Uint8Array<ArrayBuffer> | undefined;
   #joined = 0;
+  readonly #budget: BufferBudget;
+  /** Set when bytes arrive; the discover point's idle sweep reads and clears it. */
+  touched = false;
 
-  /** Joins `source` to `sink`; `maxWindow` bounds the window granted to the source. */
-  constructor(source: PipeSource, sink: PipeSink, maxWindow?: number) {
+  /**
+   * Joins `source` to `sink`; `maxWindow` bounds the window granted to the
+   * source; `budget` counts the bytes waiting here with all other pipes'.
+   */
+  constructor(source: PipeSource, sink: PipeSink, maxWindow?: number, budget?: BufferBudget) {
     this.#source = source;
     this.#sink = sink;
+    this.#budget = budget ?? new BufferBudget();
     this.#window = source.flowControl ? new ReceiveWindow(maxWindow) : undefined;
     this.#credit = sink.flowControl ? new SendCredit() : undefined;
   }
@@ -101,11 +120,13 @@ export class Pipe {
    */
   push(bytes: Uint8Array): Promise<void> | undefined {
     this.#window?.received(bytes.length);
+    this.touched = true;
     if (this.#discarding || this.#state !== "open") {
       this.#consumed(bytes.length);
       return undefined;
     }
     this.#queued += bytes.length;
+    this.#budget.bytes += bytes.length;
     const mustWait = this.#pumping || this.#head < this.#queue.length;
     if (bytes.length <= JOIN_PIECE_BYTES && mustWait) this.#joinSmall(bytes);
     else {
@@ -170,6 +191,7 @@ export class Pipe {
     this.#queue = [];
     this.#head = 0;
     this.#queued = 0;
+    this.#budget.bytes -= dropped;
     this.#consumed(dropped);
     this.#credit?.cancel();
   }
@@ -207,6 +229,8 @@ export class Pipe {
     while (this.#head < this.#queue.length && !this.#discarding) {
       const credit = this.#credit?.available ?? Infinity;
       if (credit <= 0) return undefined; // credit() restarts the pump.
+      const busy = this.#sink.backpressure?.();
+      if (busy) return busy;
       // The last chunk leaves (whole or in part): nothing more is joined into it.
       if (this.#head === this.#queue.length - 1) this.#join = undefined;
       let chunk = this.#queue[this.#head]!;
@@ -225,6 +249,7 @@ export class Pipe {
       const full = this.#sink.send(chunk);
       this.#credit?.spend(size);
       this.#queued -= size;
+      this.#budget.bytes -= size;
       this.#consumed(size);
       if (full) return full;
     }

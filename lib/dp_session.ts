@@ -9,11 +9,12 @@
 
 import { getLogger } from "./_log.ts";
 import { RecentSet } from "./_recent_set.ts";
-import { Pipe, type PipeSink, type PipeSource, routeFromEnd } from "./dp_pipe.ts";
+import { BufferBudget, Pipe, type PipeSink, type PipeSource, routeFromEnd } from "./dp_pipe.ts";
 import { ProtocolError } from "./errors.ts";
 import type { Link } from "./link.ts";
 import {
   type AckMessage,
+  clipReason,
   isSessionMessage,
   type Message,
   MessageType,
@@ -29,6 +30,10 @@ const RECENTLY_CLOSED = 4096;
 export interface ClientEnd extends PipeSink, PipeSource {
   /** Who is connecting, as sent to the indirect server in Connect `N`. */
   readonly label: string;
+  /** The client's address as the discover point saw it (Connect `P`). */
+  readonly address: string;
+  /** The key the client proved (Connect `K`), if any. */
+  readonly key?: string | undefined;
   /** The indirect server accepted: the session is open. */
   accepted(session: DiscoverPointSession): void;
   /** The session cannot open; `reason` says why. */
@@ -74,6 +79,10 @@ class ServerEnd implements PipeSink, PipeSource {
     });
   }
 
+  backpressure(): Promise<void> | undefined {
+    return this.#server.link.transport.backpressure();
+  }
+
   grant(bytes: number): void {
     this.#server.trySend({ type: MessageType.Credit, sessionId: this.#id, bytes });
   }
@@ -106,16 +115,18 @@ export class DiscoverPointSession {
   readonly toServer: Pipe;
   /** Server bytes on their way to the client. */
   readonly toClient: Pipe;
+  /** When the idle sweep last saw bytes move (`Date.now()`). */
+  idleSince: number = Date.now();
   readonly #serverEnd: ServerEnd;
 
   /** Joins `client` to `server` as session `id`. */
-  constructor(id: number, server: ServerLink, client: ClientEnd, maxWindow?: number) {
+  constructor(id: number, server: ServerLink, client: ClientEnd, settings: SessionSettings) {
     this.id = id;
     this.client = client;
     const serverEnd = new ServerEnd(server, id, this);
     this.#serverEnd = serverEnd;
-    this.toServer = new Pipe(client, serverEnd, maxWindow);
-    this.toClient = new Pipe(serverEnd, client, maxWindow);
+    this.toServer = new Pipe(client, serverEnd, settings.maxWindow, settings.budget);
+    this.toClient = new Pipe(serverEnd, client, settings.maxWindow, settings.budget);
   }
 
   /** Ends the session at once on both sides with `reason`, dropping queued bytes (shutdown). */
@@ -139,6 +150,14 @@ export class DiscoverPointSession {
   }
 }
 
+/** What every session of a discover point shares. */
+export interface SessionSettings {
+  /** Largest flow-control window granted per session direction. */
+  readonly maxWindow?: number | undefined;
+  /** The discover point's count of bytes waiting in pipes. */
+  readonly budget: BufferBudget;
+}
+
 /** The discover point's side of one indirect server link. */
 export class ServerLink {
   /** The registered ISName. */
@@ -150,30 +169,44 @@ export class ServerLink {
   /** Connects in the order they were sent, waiting for their Acks. */
   readonly pending: PendingConnect[] = [];
   /** Numbers closed by the client side, whose late Data or Close from the server are ignored. */
+  /** The key the server proved for its name, if any. */
+  readonly key: string | undefined;
   readonly #recentlyClosed = new RecentSet(RECENTLY_CLOSED);
-  readonly #isInUse: (sessionId: number) => boolean;
-  readonly #maxWindow: number | undefined;
+  readonly #settings: SessionSettings;
+  #failure: Error | undefined;
 
-  /**
-   * Creates the state of a newly registered server link.
-   * @param isInUse Whether a number is open anywhere in this server's pool.
-   * @param maxWindow Largest flow-control window granted per session direction.
-   */
+  /** Creates the state of a newly registered server link. */
   constructor(
     name: string,
     link: Link,
-    isInUse: (sessionId: number) => boolean,
-    maxWindow?: number,
+    settings: SessionSettings = { budget: new BufferBudget() },
+    key?: string,
   ) {
     this.name = name;
     this.link = link;
-    this.#isInUse = isInUse;
-    this.#maxWindow = maxWindow;
+    this.#settings = settings;
+    this.key = key;
   }
 
-  /** Sessions open or being opened: the pool picks the link with the fewest. */
+  /**
+   * Sessions open or being opened, and Connects left unanswered: the pool
+   * picks the link with the fewest, so a link that does not answer gets no more.
+   */
   get load(): number {
     return this.sessions.size + this.pending.length;
+  }
+
+  /** Connects still waiting for an Ack that a client waits for (timed-out ones do not count). */
+  get waiting(): number {
+    let count = 0;
+    for (const pending of this.pending) if (!pending.abandoned) count++;
+    return count;
+  }
+
+  /** Ends the link for failing its duty; {@linkcode run} throws `error`. */
+  fail(error: Error): void {
+    this.#failure ??= error;
+    this.link.abort();
   }
 
   /** Sends, ignoring a broken link: its read loop reports the failure and cleans up. */
@@ -197,6 +230,15 @@ export class ServerLink {
    * @throws {ProtocolError} When the server sends something malformed or out of place.
    */
   async run(): Promise<void> {
+    try {
+      await this.#route();
+    } catch (error) {
+      throw this.#failure ?? error;
+    }
+    if (this.#failure) throw this.#failure;
+  }
+
+  async #route(): Promise<void> {
     for (let message = await this.link.next(); message !== null; message = await this.link.next()) {
       if (message.type === MessageType.Ack) {
         this.#acknowledge(message);
@@ -226,12 +268,9 @@ export class ServerLink {
         continue;
       }
       this.sessions.delete(message.sessionId);
-      this.trySend({
-        type: MessageType.Close,
-        sessionId: message.sessionId,
-        reason: message.reason,
-      });
-      session.serverClosed(message.reason);
+      const reason = clipReason(message.reason);
+      this.trySend({ type: MessageType.Close, sessionId: message.sessionId, reason });
+      session.serverClosed(reason);
     }
   }
 
@@ -245,14 +284,18 @@ export class ServerLink {
     clearTimeout(head.timer);
     if (ack.sessionId === -1) {
       if (!head.abandoned) {
-        head.client.refused(ack.reason || `Indirect server "${this.name}" refused the session`);
+        head.client.refused(
+          clipReason(ack.reason) || `Indirect server "${this.name}" refused the session`,
+        );
       }
       return;
     }
-    if (this.#isInUse(ack.sessionId)) {
+    // Numbers are this link's own: each client link carries one session, and the discover point
+    // keeps a table per server link, so replicas of one name never collide.
+    if (this.sessions.has(ack.sessionId)) {
       if (!head.abandoned) head.client.refused(`Indirect server "${this.name}" sent a bad Ack`);
       throw new ProtocolError(
-        `Cannot accept Ack for session ${ack.sessionId}: that number is already open on "${this.name}"`,
+        `Cannot accept Ack for session ${ack.sessionId}: that number is already open on this link`,
       );
     }
     this.#recentlyClosed.delete(ack.sessionId);
@@ -265,7 +308,7 @@ export class ServerLink {
       });
       return;
     }
-    const session = new DiscoverPointSession(ack.sessionId, this, head.client, this.#maxWindow);
+    const session = new DiscoverPointSession(ack.sessionId, this, head.client, this.#settings);
     this.sessions.set(ack.sessionId, session);
     logger.debug("Session {id} of {name} opened for {client}", {
       id: ack.sessionId,

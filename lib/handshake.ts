@@ -4,10 +4,13 @@
  * @module
  */
 
-import { DiscoverPointUnreachableError, ProtocolError, VersionMismatchError } from "./errors.ts";
-import { Link, type LinkOptions } from "./link.ts";
+import { ED25519, type Identity, newNonce, signTranscript } from "./auth.ts";
+import { dialTransport } from "./dial.ts";
+import { ProtocolError, VersionMismatchError } from "./errors.ts";
+import { Feature, Link, type LinkOptions } from "./link.ts";
 import {
   type AlohaMessage,
+  type AuthMessage,
   isCompatibleVersion,
   MAX_NAME_LENGTH,
   type Message,
@@ -16,7 +19,6 @@ import {
   Role,
   VERSION,
 } from "./message.ts";
-import { parseAddress, TcpTransport } from "./transport.ts";
 
 /** Options of {@linkcode dialDiscoverPoint}. */
 export interface DialOptions extends LinkOptions {
@@ -24,15 +26,22 @@ export interface DialOptions extends LinkOptions {
   role: typeof Role.IndirectServer | typeof Role.IndirectClient;
   /** The name to announce (the ISName for a server). */
   name: string;
-  /** Extensions to offer. @default {[]} */
+  /** Extensions to offer; `auth` is offered only with an `identity`. @default {[]} */
   features?: readonly string[];
   /** Aborts the dial and the handshake. */
   signal?: AbortSignal;
   /**
    * Messages to send right behind the Aloha, without waiting for the answer
-   * (an indirect client's Connect): saves a round trip per session.
+   * (an indirect client's Connect): saves a round trip per session. When
+   * `auth` is offered they wait for the Auth, which needs the answer's nonce.
    */
   pipelined?: readonly Message[];
+  /** The key to prove with `auth`. Without one `auth` is not offered: nothing to prove, no round trip. */
+  identity?: Identity;
+  /** With `auth` offered: the ISName the proof is for (a client's target; a server's own name). */
+  authName?: string;
+  /** For `tls://` discover points: PEM certificates to trust instead of the system roots. */
+  caCerts?: readonly string[];
 }
 
 /** The extensions both Alohas list. */
@@ -48,26 +57,24 @@ function describe(message: Message | null): string {
 }
 
 /**
- * Opens a link to a discover point and exchanges Alohas.
- * @param address The discover point as `"host:port"`.
+ * Opens a link to a discover point and exchanges Alohas, and with `auth`
+ * proves the identity (a server then waits for the discover point's verdict).
+ * @param address The discover point: `host:port`, `tcp://host:port` or `tls://host:port`.
  * @param options Role, name and extensions to announce.
  * @returns The open link, with the agreed extensions recorded on it.
  * @throws {DiscoverPointUnreachableError} If TCP cannot reach the address.
+ * @throws {Deno.errors.InvalidData} If a TLS discover point's certificate does not verify.
  * @throws {VersionMismatchError} If the discover point refuses our version.
- * @throws {ProtocolError} If the discover point answers with something else than its Aloha.
+ * @throws {ProtocolError} If the discover point answers with something else than its
+ * Aloha, or refuses the link or the registration.
  */
 export async function dialDiscoverPoint(address: string, options: DialOptions): Promise<Link> {
-  const { hostname, port } = parseAddress(address);
-  let conn: Deno.TcpConn;
+  const transport = await dialTransport(address, options);
+  const link = new Link(transport, options);
   try {
-    conn = await Deno.connect({ hostname, port, signal: options.signal });
-  } catch (error) {
-    if (options.signal?.aborted) throw options.signal.reason;
-    throw new DiscoverPointUnreachableError(address, { cause: error });
-  }
-  const link = new Link(new TcpTransport(conn), options);
-  try {
-    const features = options.features ?? [];
+    const features = (options.features ?? []).filter((feature) =>
+      feature !== Feature.Auth || options.identity !== undefined
+    );
     link.send({
       type: MessageType.Aloha,
       version: VERSION,
@@ -75,7 +82,8 @@ export async function dialDiscoverPoint(address: string, options: DialOptions): 
       name: options.name,
       ...(features.length > 0 ? { features } : {}),
     });
-    for (const message of options.pipelined ?? []) link.send(message);
+    const offersAuth = features.includes(Feature.Auth);
+    if (!offersAuth) { for (const message of options.pipelined ?? []) link.send(message); }
     const answer = options.signal ? await link.nextWithin(options.signal) : await link.next();
     if (answer?.type !== MessageType.Aloha) {
       throw new ProtocolError(
@@ -103,10 +111,55 @@ export async function dialDiscoverPoint(address: string, options: DialOptions): 
       );
     }
     link.useFeatures(agreedFeatures(features, answer.features));
+    if (offersAuth) await authenticate(link, address, answer, options);
     return link;
   } catch (error) {
     link.abort();
     throw error;
+  }
+}
+
+/** The peer's side of `auth` once the Alohas are exchanged: Auth, pipelined messages, verdict. */
+async function authenticate(
+  link: Link,
+  address: string,
+  answer: AlohaMessage,
+  options: DialOptions,
+): Promise<void> {
+  const isServer = options.role === Role.IndirectServer;
+  if (!link.features.has(Feature.Auth)) {
+    if (isServer) {
+      throw new ProtocolError(
+        `Cannot register "${options.name}" at "${address}" with a key: the discover point does not speak extension auth`,
+      );
+    }
+    for (const message of options.pipelined ?? []) link.send(message);
+    return;
+  }
+  if (answer.nonce === undefined) {
+    throw new ProtocolError(
+      `Cannot handshake with discover point "${address}": it agreed on auth but its Aloha has no nonce (A)`,
+    );
+  }
+  const proof = await signTranscript(options.identity!, {
+    role: isServer ? "IS" : "IC",
+    name: options.authName ?? options.name,
+    nonce: answer.nonce,
+    dpName: answer.name,
+    peerName: options.name,
+  });
+  const auth: AuthMessage = { type: MessageType.Auth, method: ED25519, ...proof };
+  link.send(auth);
+  for (const message of options.pipelined ?? []) link.send(message);
+  if (!isServer) return;
+  const verdict = options.signal ? await link.nextWithin(options.signal) : await link.next();
+  if (verdict?.type !== MessageType.Accepted) {
+    throw new ProtocolError(
+      `Cannot register "${options.name}" at "${address}": expected Accepted, ${describe(verdict)}`,
+    );
+  }
+  if (verdict.reason !== "") {
+    throw new ProtocolError(`Cannot use discover point "${address}": ${verdict.reason}`);
   }
 }
 
@@ -118,19 +171,31 @@ export interface AnswerOptions {
   name: string;
   /** Ends the wait for the peer's Aloha (the handshake deadline). */
   signal?: AbortSignal;
-  /** Checks a valid Aloha further; a returned reason refuses the link with it. */
-  check?: (aloha: AlohaMessage) => string | undefined;
+  /**
+   * Checks a valid Aloha further, knowing the extensions that would be
+   * agreed; a returned reason refuses the link with it.
+   */
+  check?: (aloha: AlohaMessage, agreed: readonly string[]) => string | undefined;
+}
+
+/** The peer's Aloha as {@linkcode answerAloha} accepted it. */
+export interface AnsweredAloha {
+  /** The peer's Aloha. */
+  readonly aloha: AlohaMessage;
+  /** With `auth` agreed: the nonce sent in the answer, which the peer's proof must sign. */
+  readonly nonce?: string;
 }
 
 /**
  * The discover point's side: reads the first message, which must be a
  * compatible Aloha from an indirect server or client, and answers it. On a
  * bad first message it answers Aloha `R` = AbortVersion where it can.
- * @returns The peer's Aloha; the link has the agreed extensions recorded.
+ * With `auth` agreed, the answer carries a fresh nonce.
+ * @returns The peer's Aloha and the nonce; the link has the agreed extensions recorded.
  * @throws {VersionMismatchError} On an incompatible version.
  * @throws {ProtocolError} On anything else than an indirect role's Aloha.
  */
-export async function answerAloha(link: Link, options: AnswerOptions): Promise<AlohaMessage> {
+export async function answerAloha(link: Link, options: AnswerOptions): Promise<AnsweredAloha> {
   let first: Message | null;
   try {
     first = options.signal ? await link.nextWithin(options.signal) : await link.next();
@@ -161,10 +226,11 @@ export async function answerAloha(link: Link, options: AnswerOptions): Promise<A
       ),
     );
   }
-  const refusal = options.check?.(first);
-  if (refusal !== undefined) throw refuse(link, new ProtocolError(refusal));
   const features = agreedFeatures(options.features, first.features);
+  const refusal = options.check?.(first, features);
+  if (refusal !== undefined) throw refuse(link, new ProtocolError(refusal));
   link.useFeatures(features);
+  const nonce = features.includes(Feature.Auth) ? newNonce() : undefined;
   link.send({
     type: MessageType.Aloha,
     version: VERSION,
@@ -172,12 +238,13 @@ export async function answerAloha(link: Link, options: AnswerOptions): Promise<A
     name: options.name,
     // A peer that sent no F gets exactly Parts 1 and 2: no F back.
     ...(first.features !== undefined ? { features } : {}),
+    ...(nonce !== undefined ? { nonce } : {}),
   });
-  return first;
+  return nonce === undefined ? { aloha: first } : { aloha: first, nonce };
 }
 
 /** Answers Aloha `R` = AbortVersion with the reason in `N`, and returns the error to throw. */
-function refuse<E extends Error>(link: Link, error: E): E {
+export function refuse<E extends Error>(link: Link, error: E): E {
   try {
     const name = error.message.slice(0, MAX_NAME_LENGTH);
     link.send({ type: MessageType.Aloha, version: VERSION, role: Role.AbortVersion, name });

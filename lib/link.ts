@@ -21,6 +21,8 @@ export const Feature = {
   FlowControl: "flow-control",
   /** Data and Credit as length-prefixed binary frames. */
   Binary: "binary",
+  /** Auth and Accepted messages: a peer proves a key against the discover point's nonce. */
+  Auth: "auth",
 } as const;
 
 /** Every extension this implementation speaks, in the order it offers them. */
@@ -29,6 +31,7 @@ export const ALL_FEATURES: readonly string[] = [
   Feature.Keepalive,
   Feature.FlowControl,
   Feature.Binary,
+  Feature.Auth,
 ];
 
 /**
@@ -44,6 +47,8 @@ const TYPE_FEATURE: Partial<Record<number, string>> = {
   [MessageType.Credit]: Feature.FlowControl,
   [MessageType.Ping]: Feature.Keepalive,
   [MessageType.Pong]: Feature.Keepalive,
+  [MessageType.Auth]: Feature.Auth,
+  [MessageType.Accepted]: Feature.Auth,
 };
 
 /** Options of {@linkcode Link}. */
@@ -52,6 +57,12 @@ export interface LinkOptions {
   maxLineBytes?: number;
   /** Keepalive timing, used when both ends agree on `keepalive`. */
   keepalive?: KeepaliveOptions;
+  /**
+   * Milliseconds {@linkcode Link.close} waits for queued bytes to be written
+   * before it drops them: a peer that never reads cannot keep a closing link.
+   * @default {5000}
+   */
+  closeTimeout?: number;
 }
 
 /** Timing of the `keepalive` extension. */
@@ -77,6 +88,9 @@ export class Link {
   #deadError: Error | undefined;
   #unref = false;
   #reading = false;
+  /** A Pong was queued; until the queue has drained, more Pings get no second one. */
+  #pongQueued = false;
+  readonly #closeTimeout: number;
 
   /** Wraps `transport`; the link now owns it. */
   constructor(transport: Transport, options: LinkOptions = {}) {
@@ -86,6 +100,7 @@ export class Link {
       timeout: options.keepalive?.timeout ?? 10_000,
     };
     this.#maxLineBytes = options.maxLineBytes ?? MAX_LINE_BYTES;
+    this.#closeTimeout = options.closeTimeout ?? 5_000;
     // Until the handshake is done only small messages are legal: a stranger gets a small buffer.
     const handshakeLimit = Math.min(this.#maxLineBytes, HANDSHAKE_LINE_BYTES);
     this.#encoder = new TextCodec({ maxLineBytes: handshakeLimit });
@@ -147,7 +162,7 @@ export class Link {
     }
     if (this.#pinged) {
       this.#deadError = new Deno.errors.TimedOut(
-        `Link to ${this.peer} is dead: no answer to a keepalive Ping within ${this.#keepalive.timeout} ms`,
+        `The link is dead: no answer to a keepalive Ping within ${this.#keepalive.timeout} ms`,
       );
       this.abort();
       return;
@@ -197,7 +212,7 @@ export class Link {
       if (message !== undefined) {
         this.#check(message);
         // Keepalive is the link's own business: answered here, invisible to the reader.
-        if (message.type === MessageType.Ping) this.send({ type: MessageType.Pong });
+        if (message.type === MessageType.Ping) this.#pong();
         else if (message.type !== MessageType.Pong) return message;
         continue;
       }
@@ -220,6 +235,17 @@ export class Link {
       this.#pinged = false;
       this.#decoder.push(chunk);
     }
+  }
+
+  /**
+   * Answers a Ping, unless a Pong is still queued: one in the queue answers
+   * every Ping before it, so a peer that floods Pings and never reads gets
+   * one Pong, not one per Ping.
+   */
+  #pong(): void {
+    if (this.#pongQueued && this.transport.queuedBytes > 0) return;
+    this.#pongQueued = true;
+    this.send({ type: MessageType.Pong });
   }
 
   #stopKeepalive(): void {
@@ -256,10 +282,15 @@ export class Link {
     return this.transport.write(this.#encoder.encode(message));
   }
 
-  /** Sends what is queued, then closes the link. */
-  close(): Promise<void> {
+  /** Sends what is queued, then closes the link; drops it after `closeTimeout` if not done. */
+  async close(): Promise<void> {
     this.#stopKeepalive();
-    return this.transport.close();
+    const timer = setTimeout(() => this.transport.abort(), this.#closeTimeout);
+    try {
+      await this.transport.close();
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Closes the link at once. */

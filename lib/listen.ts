@@ -6,6 +6,8 @@
 
 import { getLogger } from "./_log.ts";
 import { Backoff, type BackoffOptions, sleep } from "./_backoff.ts";
+import type { Identity } from "./auth.ts";
+import { parseDiscoverPoint } from "./dial.ts";
 import { VersionMismatchError } from "./errors.ts";
 import { dialDiscoverPoint } from "./handshake.ts";
 import { ALL_FEATURES, type KeepaliveOptions } from "./link.ts";
@@ -23,10 +25,22 @@ const MAX_SESSION_ID = 2 ** 31 - 1;
 export interface SessionRequest {
   /** The session number that the Ack will carry. */
   readonly sessionId: number;
-  /** Who is connecting, as the discover point named it (Connect `N`). */
+  /**
+   * Who is connecting, as the discover point named it (Connect `N`): the
+   * name the client chose for itself, else its address. Not to be trusted.
+   */
   readonly client: string;
-  /** `client` as an address (port 0 when it is a name, not `host:port`). */
+  /**
+   * The client's address. With a discover point that speaks `auth`, the
+   * address it saw (Connect `P`), which the client cannot choose; otherwise
+   * `client` read as an address (port 0 when it is a name).
+   */
   readonly remoteAddr: Deno.NetAddr;
+  /**
+   * The key the client proved to the discover point, `ed25519:…`
+   * (Connect `K`); `undefined` when it proved none.
+   */
+  readonly clientKey: string | undefined;
   /**
    * Aborted when the session does not open after all (refused after `admit`
    * because the backlog is full or the listener closed, or the link broke),
@@ -37,10 +51,18 @@ export interface SessionRequest {
 
 /** Options of an indirect server: `listen({ dp, name })`. */
 export interface IndirectListenOptions {
-  /** The discover point, as `"host:port"`. */
+  /** The discover point: `"host:port"`, `"tcp://host:port"` or `"tls://host:port"`. */
   dp: string;
   /** The name to register (ISName). */
   name: string;
+  /**
+   * The key that owns `name` at the discover point (see `importIdentity`):
+   * every link proves it. Registration fails if the discover point does not
+   * speak `auth`.
+   */
+  key?: Identity;
+  /** For a `tls://` discover point: PEM certificates to trust instead of the system roots. */
+  caCerts?: readonly string[];
   /** How many links to keep to the discover point; sessions are spread over them. @default {1} */
   pool?: number;
   /**
@@ -148,7 +170,8 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
       );
     }
     this.#options = options;
-    this.addr = { transport: "tcp", ...parseAddress(options.dp) };
+    const { hostname, port } = parseDiscoverPoint(options.dp);
+    this.addr = { transport: "tcp", hostname, port };
     this.ready = this.#registered.promise;
     this.ready.catch(() => {}); // Reported through accept() as well; not unhandled.
     options.signal?.addEventListener("abort", () => this.close(), { once: true });
@@ -170,6 +193,8 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
           features: this.#options.features ?? ALL_FEATURES,
           keepalive: this.#options.keepalive,
           signal,
+          ...(this.#options.key ? { identity: this.#options.key } : {}),
+          ...(this.#options.caCerts ? { caCerts: this.#options.caCerts } : {}),
         });
         const mux: SessionMux = new SessionMux(link, {
           onConnect: (message) => this.#onConnect(entry!, message),
@@ -228,7 +253,8 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
     const request: SessionRequest = {
       sessionId: this.#allocateId(),
       client: message.name,
-      remoteAddr: clientAddress(message.name),
+      remoteAddr: clientAddress(message.address ?? message.name),
+      clientKey: message.key,
       signal: cancel.signal,
     };
     const admit = this.#options.admit;

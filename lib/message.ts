@@ -14,6 +14,19 @@ export const VERSION = 10000;
 /** Longest name (ISName or client name) accepted in a message, in UTF-16 code units. */
 export const MAX_NAME_LENGTH = 1024;
 
+/**
+ * Longest reason the discover point passes on from one end to another (Close,
+ * Ack): a peer cannot make it send or echo a reason of a megabyte.
+ */
+export const MAX_REASON_LENGTH = 1024;
+
+/** `reason`, cut to {@linkcode MAX_REASON_LENGTH} characters. */
+export function clipReason(reason: string): string {
+  return reason.length > MAX_REASON_LENGTH
+    ? `${reason.slice(0, MAX_REASON_LENGTH - 3)}...`
+    : reason;
+}
+
 /** Most extension names one Aloha may announce. */
 export const MAX_FEATURES = 32;
 
@@ -37,6 +50,10 @@ export const MessageType = {
   Ping: 7,
   /** Extension `keepalive`: answers a Ping. */
   Pong: 8,
+  /** Extension `auth`: a peer proves a key (or says it has none), right after the Alohas. */
+  Auth: 9,
+  /** Extension `auth`: the discover point accepts (`R` empty) or refuses an indirect server's registration. */
+  Accepted: 10,
 } as const;
 
 /** One of the {@linkcode MessageType} numbers. */
@@ -73,6 +90,8 @@ export interface AlohaMessage {
   readonly name: string;
   /** Extensions announced (`F`); absent for a peer that speaks Parts 1 and 2 only. */
   readonly features?: readonly string[];
+  /** Extension `auth`, in a discover point's Aloha: the link's fresh nonce, base64 (`A`). */
+  readonly nonce?: string;
 }
 
 /** Connect: asks for a session, or announces one to an indirect server. */
@@ -81,6 +100,10 @@ export interface ConnectMessage {
   readonly type: typeof MessageType.Connect;
   /** The ISName to reach (IC → DP), or who is connecting (DP → IS) (`N`). */
   readonly name: string;
+  /** Extension `auth`, DP → IS: the key the client proved, `ed25519:…` (`K`). */
+  readonly key?: string;
+  /** Extension `auth`, DP → IS: the client's address as the discover point saw it (`P`). */
+  readonly address?: string;
 }
 
 /** Ack: answers a Connect. */
@@ -148,6 +171,26 @@ export interface PongMessage {
   readonly type: typeof MessageType.Pong;
 }
 
+/** Auth (extension `auth`): proves a key for this link, or says there is none. */
+export interface AuthMessage {
+  /** Always {@linkcode MessageType.Auth}. */
+  readonly type: typeof MessageType.Auth;
+  /** `"ed25519"`, or `"none"` for a peer without a key (`M`). */
+  readonly method: string;
+  /** The public key, base64 of its 32 raw bytes (`K`); empty for `"none"`. */
+  readonly key: string;
+  /** The signature of the transcript, base64 (`S`); empty for `"none"`. */
+  readonly signature: string;
+}
+
+/** Accepted (extension `auth`): the discover point's answer to an indirect server's Auth. */
+export interface AcceptedMessage {
+  /** Always {@linkcode MessageType.Accepted}. */
+  readonly type: typeof MessageType.Accepted;
+  /** `""` when the registration took effect, else why it was refused (`R`). */
+  readonly reason: string;
+}
+
 /** Any RTCP message. */
 export type Message =
   | AlohaMessage
@@ -158,7 +201,9 @@ export type Message =
   | EndMessage
   | CreditMessage
   | PingMessage
-  | PongMessage;
+  | PongMessage
+  | AuthMessage
+  | AcceptedMessage;
 
 const TYPE_NAMES = [
   "Aloha",
@@ -170,6 +215,8 @@ const TYPE_NAMES = [
   "Credit",
   "Ping",
   "Pong",
+  "Auth",
+  "Accepted",
 ] as const;
 
 /** A message about one open session: Data, Credit, End or Close. */
@@ -237,6 +284,19 @@ function features(type: number, body: Body): readonly string[] | undefined {
   return value;
 }
 
+/** An optional short string field (`A`, `K`, `P`, `S`): absent, or a string of at most `max` characters. */
+function optional(type: number, body: Body, key: string, max: number): string | undefined {
+  const value = body[key];
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || value.length > max) {
+    fail(type, `"${key}" must be a string of at most ${max} characters, got ${show(value)}`);
+  }
+  return value;
+}
+
+/** Longest `A`, `K`, `S` or `P` field: base64 of a key or signature, or an address. */
+const MAX_SHORT_FIELD = 256;
+
 function content(body: Body): Uint8Array {
   const value = body.C;
   // Go's encoding/json writes a nil []byte as null.
@@ -270,11 +330,24 @@ export function messageFromBody(type: number, body: unknown): Message {
       const version = integer(type, fields, "V", 0, SESSION_ID_MAX);
       const role = integer(type, fields, "R", 0, 5) as Role;
       const announced = features(type, fields);
-      const aloha = { type, version, role, name: name(type, fields) };
-      return announced === undefined ? aloha : { ...aloha, features: announced };
+      const nonce = optional(type, fields, "A", MAX_SHORT_FIELD);
+      const aloha: AlohaMessage = { type, version, role, name: name(type, fields) };
+      return {
+        ...aloha,
+        ...(announced === undefined ? {} : { features: announced }),
+        ...(nonce === undefined ? {} : { nonce }),
+      };
     }
-    case MessageType.Connect:
-      return { type, name: name(type, fields) };
+    case MessageType.Connect: {
+      const key = optional(type, fields, "K", MAX_SHORT_FIELD);
+      const address = optional(type, fields, "P", MAX_SHORT_FIELD);
+      return {
+        type,
+        name: name(type, fields),
+        ...(key === undefined ? {} : { key }),
+        ...(address === undefined ? {} : { address }),
+      };
+    }
     case MessageType.Ack:
       return {
         type,
@@ -304,6 +377,15 @@ export function messageFromBody(type: number, body: unknown): Message {
     case MessageType.Ping:
     case MessageType.Pong:
       return { type };
+    case MessageType.Auth:
+      return {
+        type,
+        method: optional(type, fields, "M", 32) ?? fail(type, `"M" is required`),
+        key: optional(type, fields, "K", MAX_SHORT_FIELD) ?? "",
+        signature: optional(type, fields, "S", MAX_SHORT_FIELD) ?? "",
+      };
+    case MessageType.Accepted:
+      return { type, reason: text(type, fields, "R", "") };
     default:
       throw new ProtocolError(`Cannot decode message: unknown message type ${type}`);
   }
@@ -319,10 +401,15 @@ export function bodyOf(message: Message): Record<string, unknown> {
     case MessageType.Aloha: {
       const body: Body = { V: message.version, R: message.role, N: message.name };
       if (message.features !== undefined) body.F = message.features;
+      if (message.nonce !== undefined) body.A = message.nonce;
       return body;
     }
-    case MessageType.Connect:
-      return { N: message.name };
+    case MessageType.Connect: {
+      const body: Body = { N: message.name };
+      if (message.key !== undefined) body.K = message.key;
+      if (message.address !== undefined) body.P = message.address;
+      return body;
+    }
     case MessageType.Ack:
     case MessageType.Close:
       return { X: message.sessionId, R: message.reason };
@@ -335,5 +422,11 @@ export function bodyOf(message: Message): Record<string, unknown> {
     case MessageType.Ping:
     case MessageType.Pong:
       return {};
+    case MessageType.Auth:
+      return message.method === "none"
+        ? { M: message.method }
+        : { M: message.method, K: message.key, S: message.signature };
+    case MessageType.Accepted:
+      return { R: message.reason };
   }
 }

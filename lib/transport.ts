@@ -32,6 +32,12 @@ export interface Transport {
    * @throws The write error, once a write has failed.
    */
   write(bytes: Uint8Array): Promise<void> | undefined;
+  /**
+   * For writers that share the transport and can hold their bytes back (the
+   * discover point's session pipes): `undefined` while the queue is below its
+   * high-water mark, else the promise {@linkcode write} would return.
+   */
+  backpressure(): Promise<void> | undefined;
   /** Writes what is queued, then shuts down the write side. */
   closeWrite(): Promise<void>;
   /** Writes what is queued, then closes. */
@@ -48,20 +54,33 @@ export interface Transport {
 export interface TcpTransportOptions {
   /** Queued bytes above which `write()` asks the caller to wait. @default {1048576} */
   highWaterMark?: number;
+  /**
+   * Queued bytes above which the peer is taken to be not reading: the
+   * transport is aborted and the write fails. Writers that wait when asked
+   * stay far below it; it bounds what a peer can make us queue by sending
+   * messages that are answered (Ping, Close) while never reading.
+   * @default {Infinity}
+   */
+  maxQueuedBytes?: number;
 }
 
 const MIN_READ_BYTES = 4 * 1024;
 const MAX_READ_BYTES = 1024 * 1024;
 const COALESCE_BYTES = 256 * 1024;
 
-/** A {@linkcode Transport} over one `Deno.TcpConn`. */
+/**
+ * A {@linkcode Transport} over one `Deno.Conn`: TCP, or TLS over TCP. TCP
+ * options (no delay, keepalive) are set where the connection has them; a TLS
+ * connection should be made over a TCP connection that has them set.
+ */
 export class TcpTransport implements Transport {
   /** The local end's address. */
   readonly localAddr: Deno.NetAddr;
   /** The far end's address. */
   readonly remoteAddr: Deno.NetAddr;
-  readonly #conn: Deno.TcpConn;
+  readonly #conn: Deno.Conn<Deno.NetAddr>;
   readonly #highWaterMark: number;
+  readonly #maxQueuedBytes: number;
   #readBuffer = new Uint8Array(MIN_READ_BYTES * 4);
   #queue: Uint8Array[] = [];
   #queued = 0;
@@ -71,14 +90,17 @@ export class TcpTransport implements Transport {
   #closed = false;
 
   /** Wraps `conn`; the transport now owns it. */
-  constructor(conn: Deno.TcpConn, options: TcpTransportOptions = {}) {
+  constructor(conn: Deno.Conn<Deno.NetAddr>, options: TcpTransportOptions = {}) {
     this.#conn = conn;
     this.#highWaterMark = options.highWaterMark ?? 1024 * 1024;
+    this.#maxQueuedBytes = options.maxQueuedBytes ?? Infinity;
     this.localAddr = conn.localAddr;
     this.remoteAddr = conn.remoteAddr;
     try {
-      conn.setNoDelay(true);
-      conn.setKeepAlive(true);
+      // A Deno.TlsConn has neither; its TCP connection was set up before TLS started.
+      const tcp = conn as Partial<Pick<Deno.TcpConn, "setNoDelay" | "setKeepAlive">>;
+      tcp.setNoDelay?.(true);
+      tcp.setKeepAlive?.(true);
     } catch {
       // A connection reset before we got here: the first read reports it.
     }
@@ -135,8 +157,21 @@ export class TcpTransport implements Transport {
     if (bytes.length === 0) return undefined;
     this.#queue.push(bytes);
     this.#queued += bytes.length;
+    if (this.#queued > this.#maxQueuedBytes) {
+      const error = new Deno.errors.WriteZero(
+        `Cannot write: the peer does not read what is sent (more than ${this.#maxQueuedBytes} bytes queued, limit maxLinkQueueBytes)`,
+      );
+      this.#writeError = error;
+      this.abort();
+      throw error;
+    }
     this.#flushing ??= this.#flush();
-    if (this.#queued <= this.#highWaterMark) return undefined;
+    return this.backpressure();
+  }
+
+  /** See {@linkcode Transport.backpressure}. */
+  backpressure(): Promise<void> | undefined {
+    if (this.#queued <= this.#highWaterMark || this.#closed) return undefined;
     this.#drained ??= Promise.withResolvers<void>();
     return this.#drained.promise;
   }
@@ -221,6 +256,9 @@ export class TcpTransport implements Transport {
   abort(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // What is queued will never be written: let it go now, not when the transport is collected.
+    this.#queue = [];
+    if (this.#flushing === undefined) this.#queued = 0;
     this.#release();
     try {
       this.#conn.close();

@@ -1,0 +1,102 @@
+/**
+ * Dialing a discover point: its address is a URL whose scheme picks the
+ * transport, here and nowhere else. `host:port` and `tcp://host:port` are
+ * plain TCP; `tls://host:port` is TLS over TCP, checked against the given CA
+ * certificates or the system's roots.
+ * @module
+ */
+
+import { DiscoverPointUnreachableError } from "./errors.ts";
+import { parseAddress, TcpTransport, type Transport } from "./transport.ts";
+
+/** The transports a discover point address can name. */
+export type DialScheme = "tcp" | "tls";
+
+/** A discover point address, parsed. */
+export interface DiscoverPointAddress {
+  /** The transport. */
+  readonly scheme: DialScheme;
+  /** Host name or IP address (also the name a TLS certificate must carry). */
+  readonly hostname: string;
+  /** TCP port. */
+  readonly port: number;
+}
+
+/** Options of {@linkcode dialTransport}. */
+export interface DialTransportOptions {
+  /** For `tls://`: PEM certificates to trust instead of the system roots (the DP's own self-signed one pins it). */
+  caCerts?: readonly string[];
+  /** Aborts the dial. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Parses a discover point address: `host:port`, `tcp://host:port` or `tls://host:port`.
+ * @throws {TypeError} Saying which forms are accepted.
+ */
+export function parseDiscoverPoint(address: string): DiscoverPointAddress {
+  const match = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(address.trim());
+  const scheme = match?.[1]?.toLowerCase() ?? "tcp";
+  if (scheme !== "tcp" && scheme !== "tls") {
+    throw new TypeError(
+      `Cannot use discover point "${address}": expected host:port, tcp://host:port or tls://host:port`,
+    );
+  }
+  const rest = (match?.[2] ?? address).replace(/\/$/, "");
+  try {
+    return { scheme, ...parseAddress(rest) };
+  } catch {
+    throw new TypeError(
+      `Cannot use discover point "${address}": expected host:port, tcp://host:port or tls://host:port`,
+    );
+  }
+}
+
+/**
+ * Opens a transport to a discover point.
+ * @throws {DiscoverPointUnreachableError} If TCP cannot reach it.
+ * @throws {Deno.errors.InvalidData} If its TLS certificate does not verify.
+ */
+export async function dialTransport(
+  address: string,
+  options: DialTransportOptions = {},
+): Promise<Transport> {
+  const { scheme, hostname, port } = parseDiscoverPoint(address);
+  const { signal } = options;
+  let tcp: Deno.TcpConn;
+  try {
+    tcp = await Deno.connect({ hostname, port, signal });
+  } catch (error) {
+    if (signal?.aborted) throw signal.reason;
+    throw new DiscoverPointUnreachableError(address, { cause: error });
+  }
+  if (scheme === "tcp") return new TcpTransport(tcp);
+  // TCP options first: a TLS connection does not expose them.
+  tcp.setNoDelay(true);
+  tcp.setKeepAlive(true);
+  const tls = await Deno.startTls(tcp, {
+    hostname,
+    ...(options.caCerts ? { caCerts: [...options.caCerts] } : {}),
+  });
+  const onAbort = () => tls.close();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    await tls.handshake();
+  } catch (error) {
+    try {
+      tls.close();
+    } catch {
+      // Closed by the abort.
+    }
+    if (signal?.aborted) throw signal.reason;
+    throw new Deno.errors.InvalidData(
+      `Cannot verify discover point "${address}": ${
+        (error as Error).message
+      }. Trust its certificate's CA (option caCerts, flag --tls-ca FILE)`,
+      { cause: error },
+    );
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+  return new TcpTransport(tls);
+}
