@@ -15,7 +15,7 @@ import {
   messageTypeName,
 } from "./message.ts";
 import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./dp_session.ts";
-import { type PipeSink, routeFromEnd } from "./dp_pipe.ts";
+import { routeFromEnd } from "./dp_pipe.ts";
 import type { Transport } from "./transport.ts";
 
 /** `waiting`: Connect sent on, no Ack yet; `open`: session open; `done`: over. */
@@ -83,7 +83,7 @@ export class LinkClient implements ClientEnd {
     });
   }
 
-  /** See {@linkcode PipeSink.backpressure}. */
+  /** A promise while the transport is full (`PipeSink.backpressure`). */
   backpressure(): Promise<void> | undefined {
     return this.#link.transport.backpressure();
   }
@@ -251,7 +251,7 @@ export class SocketClient implements ClientEnd {
     }
   }
 
-  /** See {@linkcode PipeSink.backpressure}. */
+  /** A promise while the transport is full (`PipeSink.backpressure`). */
   backpressure(): Promise<void> | undefined {
     return this.#transport.backpressure();
   }
