@@ -42,6 +42,20 @@ export type { IndirectConn } from "./lib/session.ts";
 export { DEFAULT_PORT, DiscoverPoint } from "./lib/discover_point.ts";
 export type { DiscoverPointOptions, DiscoverPointStats } from "./lib/discover_point.ts";
 export {
+  formatPublicKey,
+  generateIdentity,
+  importIdentity,
+  parsePublicKey,
+  pkcs8ToPem,
+} from "./lib/auth.ts";
+export type { Identity } from "./lib/auth.ts";
+export { NamesFile, OPEN_NAMES } from "./lib/dp_policy.ts";
+export type { NamePolicy, NameRule, UnlistedNames } from "./lib/dp_policy.ts";
+export { parseDiscoverPoint } from "./lib/dial.ts";
+export { TcpTransport } from "./lib/transport.ts";
+export type { TcpTransportOptions, Transport } from "./lib/transport.ts";
+export type { DialScheme, DiscoverPointAddress } from "./lib/dial.ts";
+export {
   DiscoverPointUnreachableError,
   ProtocolError,
   SessionClosedError,
@@ -64,8 +78,10 @@ export type {
 export { ByteQueue } from "./lib/_bytes.ts";
 export { MessageType, Role, VERSION } from "./lib/message.ts";
 export type {
+  AcceptedMessage,
   AckMessage,
   AlohaMessage,
+  AuthMessage,
   CloseMessage,
   ConnectMessage,
   CreditMessage,
