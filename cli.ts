@@ -7,6 +7,9 @@
  * rtcp expose --dp dp.example.com:7000 --name db --to 127.0.0.1:5432
  * # Anywhere: local port 15432 now reaches "db".
  * rtcp connect --dp dp.example.com:7000 --name db --listen 127.0.0.1:15432
+ * # Own the name: a key, TLS to the discover point.
+ * rtcp keygen --out db.key
+ * rtcp expose --dp tls://dp.example.com:7000 --key db.key --name db --to 127.0.0.1:5432
  * ```
  *
  * Install with `deno install --global -n rtcp --allow-net cli.ts`, or run as
@@ -21,7 +24,17 @@
 
 import { parseArgs } from "node:util";
 import { getLogger } from "./lib/_log.ts";
-import { connect, type IndirectConn, listen, type SessionRequest } from "./mod.ts";
+import {
+  connect,
+  generateIdentity,
+  type Identity,
+  importIdentity,
+  type IndirectConn,
+  listen,
+  type SessionRequest,
+} from "./mod.ts";
+import { pkcs8ToPem } from "./lib/auth.ts";
+import { parseDiscoverPoint } from "./lib/dial.ts";
 import { formatAddress, parseAddress } from "./lib/transport.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
@@ -38,6 +51,8 @@ Commands:
              a local TCP service
   connect    Listens on a local port and forwards every connection to NAME
              through a discover point
+  keygen     Writes a new Ed25519 private key and prints its public key
+  pubkey     Prints the public key of a private key file
 
 Options:
   -h, --help  Show this help; "rtcp <command> --help" shows a command's options`;
@@ -45,33 +60,65 @@ Options:
 const LOG_LEVEL_HELP =
   "  --log-level L    trace, debug, info, warning, error or fatal (default info)";
 
-const EXPOSE_USAGE = `Usage: rtcp expose --dp HOST:PORT --name NAME --to HOST:PORT [options]
+const DP_HELP = `  --dp ADDRESS     The discover point (required): HOST:PORT or tcp://HOST:PORT,
+                   or tls://HOST:PORT for TLS
+  --tls-ca FILE    With tls://: trust this PEM certificate (the DP's own
+                   self-signed one pins it) instead of the system roots`;
+
+const EXPOSE_USAGE = `Usage: rtcp expose --dp ADDRESS --name NAME --to HOST:PORT [options]
 
 Registers NAME at the discover point and forwards every session that a client
 opens to it to the TCP service at --to. The service is connected before the
-session is accepted: when that fails, the session is refused and the client
-gets the reason. Reconnects by itself when the discover point restarts.
+session is accepted: when that fails, the session is refused (the client is
+told the service is unavailable; this log says why). Reconnects by itself when
+the discover point restarts. Files need --allow-read=FILE.
 
 Options:
-  --dp HOST:PORT   The discover point (required)
+${DP_HELP}
   --name NAME      The name to register (required)
   --to HOST:PORT   The TCP service to forward sessions to (required)
+  --key FILE       Prove this Ed25519 key (from "rtcp keygen"): needed for a
+                   name the discover point lists as owned
   --pool N         Links to keep to the discover point, 1 to 64 (default 1)
 ${LOG_LEVEL_HELP}
   -h, --help       Show this help`;
 
-const CONNECT_USAGE = `Usage: rtcp connect --dp HOST:PORT --name NAME --listen HOST:PORT [options]
+const CONNECT_USAGE = `Usage: rtcp connect --dp ADDRESS --name NAME --listen HOST:PORT [options]
 
 Listens on --listen and forwards every connection it accepts to the indirect
 server NAME, each as a new session through the discover point. A connection
-whose session cannot open is closed, and the reason is logged.
+whose session cannot open is closed, and the reason is logged. Files need
+--allow-read=FILE.
 
 Options:
-  --dp HOST:PORT      The discover point (required)
-  --name NAME         The indirect server's name (required)
-  --listen HOST:PORT  Where to listen; port 0 picks one (required)
+${DP_HELP}
+  --name NAME      The indirect server's name (required)
+  --listen HOST:PORT
+                   Where to listen; port 0 picks one (required)
+  --key FILE       Prove this Ed25519 key: needed for a name that admits
+                   only listed client keys
 ${LOG_LEVEL_HELP}
-  -h, --help          Show this help`;
+  -h, --help       Show this help`;
+
+const KEYGEN_USAGE = `Usage: rtcp keygen --out FILE [--force]
+   or: deno run --allow-write=FILE cli.ts keygen --out FILE
+
+Writes a new Ed25519 private key to FILE (PKCS#8 PEM, mode 0600) and prints
+its public key, "ed25519:<base64>", as the last line: list it in the discover
+point's names file as an owner or a client.
+
+Options:
+  --out FILE   Where to write the private key (required)
+  --force      Replace FILE if it exists
+  -h, --help   Show this help`;
+
+const PUBKEY_USAGE = `Usage: rtcp pubkey --key FILE
+
+Prints the public key, "ed25519:<base64>", of the private key in FILE.
+
+Options:
+  --key FILE   The private key (required)
+  -h, --help   Show this help`;
 
 /** Size of the buffer each direction of {@linkcode pipeBoth} reads into. */
 export const PIPE_BUFFER_BYTES = 256 * 1024;
@@ -208,21 +255,29 @@ class UsageError extends TypeError {
   }
 }
 
-interface ExposeOptions {
+/** What `expose` and `connect` share: the discover point and how to prove ourselves to it. */
+interface DiscoverPointFlags {
   dp: string;
   name: string;
+  /** The path of `--key`. */
+  keyFile?: string;
+  /** The path of `--tls-ca`. */
+  caFile?: string;
+}
+
+interface ExposeOptions extends DiscoverPointFlags {
   to: Deno.ConnectOptions & { hostname: string };
   pool: number;
 }
 
-interface ConnectCommandOptions {
-  dp: string;
-  name: string;
+interface ConnectCommandOptions extends DiscoverPointFlags {
   listen: { hostname: string; port: number };
 }
 
 type Command =
   | { command: "help"; usage: string }
+  | { command: "keygen"; out: string; force: boolean }
+  | { command: "pubkey"; key: string }
   | { command: "expose"; options: ExposeOptions; level: string }
   | { command: "connect"; options: ConnectCommandOptions; level: string };
 
@@ -255,13 +310,44 @@ function required(command: string, flag: string, value: string | undefined, usag
   return value;
 }
 
+function parseKeyCommand(command: "keygen" | "pubkey", args: string[]): Command {
+  const usage = command === "keygen" ? KEYGEN_USAGE : PUBKEY_USAGE;
+  let values;
+  try {
+    values = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: command === "keygen"
+        ? {
+          out: { type: "string" },
+          force: { type: "boolean" },
+          help: { type: "boolean", short: "h" },
+        }
+        : { key: { type: "string" }, help: { type: "boolean", short: "h" } },
+    }).values as { out?: string; force?: boolean; key?: string; help?: boolean };
+  } catch (error) {
+    throw new UsageError((error as Error).message, usage);
+  }
+  if (values.help) return { command: "help", usage };
+  if (command === "keygen") {
+    return {
+      command,
+      out: required(command, "out", values.out, usage),
+      force: values.force ?? false,
+    };
+  }
+  return { command, key: required(command, "key", values.key, usage) };
+}
+
 function parseCommand(args: string[]): Command {
   const [command, ...rest] = args;
   if (command === "-h" || command === "--help") return { command: "help", usage: USAGE };
+  if (command === "keygen" || command === "pubkey") return parseKeyCommand(command, rest);
   if (command !== "expose" && command !== "connect") {
     const message = command === undefined
       ? "Cannot run: expected a command"
-      : `Cannot run "${command}": expected the command expose or connect`;
+      : `Cannot run "${command}": expected the command expose, connect, keygen or pubkey`;
     throw new UsageError(message, USAGE);
   }
   const usage = command === "expose" ? EXPOSE_USAGE : CONNECT_USAGE;
@@ -277,6 +363,8 @@ function parseCommand(args: string[]): Command {
         to: { type: "string" },
         listen: { type: "string" },
         pool: { type: "string" },
+        key: { type: "string" },
+        "tls-ca": { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h" },
       },
@@ -297,11 +385,23 @@ function parseCommand(args: string[]): Command {
   } catch (error) {
     throw new UsageError((error as Error).message, usage);
   }
-  const dp = formatAddress({ transport: "tcp", ...address(command, "dp", values.dp, usage) });
-  const name = required(command, "name", values.name, usage);
+  const dpFlags: DiscoverPointFlags = {
+    dp: discoverPoint(command, values.dp, usage),
+    name: required(command, "name", values.name, usage),
+  };
+  if (values.key !== undefined) dpFlags.keyFile = values.key;
+  if (values["tls-ca"] !== undefined) {
+    if (parseDiscoverPoint(dpFlags.dp).scheme !== "tls") {
+      throw new UsageError(
+        `Cannot use --tls-ca with --dp "${dpFlags.dp}": it is for tls://HOST:PORT discover points`,
+        usage,
+      );
+    }
+    dpFlags.caFile = values["tls-ca"];
+  }
   if (command === "connect") {
     const listen = address(command, "listen", values.listen, usage, true);
-    return { command, options: { dp, name, listen }, level };
+    return { command, options: { ...dpFlags, listen }, level };
   }
   const to = address(command, "to", values.to, usage);
   let pool = 1;
@@ -314,7 +414,24 @@ function parseCommand(args: string[]): Command {
       );
     }
   }
-  return { command, options: { dp, name, to, pool }, level };
+  return { command, options: { ...dpFlags, to, pool }, level };
+}
+
+/** `--dp` as given, once it parses; a bare `host:port` keeps its old spelling. */
+function discoverPoint(command: string, value: string | undefined, usage: string): string {
+  if (value === undefined || value === "") {
+    throw new UsageError(`Cannot run ${command}: --dp is required`, usage);
+  }
+  let parsed;
+  try {
+    parsed = parseDiscoverPoint(value);
+  } catch (error) {
+    throw new UsageError((error as Error).message, usage);
+  }
+  if (parsed.port === 0) {
+    throw new UsageError(`Cannot use --dp "${value}": expected a port from 1 to 65535`, usage);
+  }
+  return value.includes("://") ? value : formatAddress({ transport: "tcp", ...parsed });
 }
 
 /** The forwarding sessions in flight, and the signal that stops them all. */
@@ -388,9 +505,83 @@ async function forward(
   }
 }
 
+/** The key and CA certificate that `--key` and `--tls-ca` name, as `listen()`/`connect()` take them. */
+interface Credentials {
+  key?: Identity;
+  caCerts?: string[];
+}
+
+/** Reads a file named by a flag; the error says which flag, and which permission is missing. */
+async function readFlagFile(flag: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    const hint = error instanceof Deno.errors.NotCapable ? `; run with --allow-read=${path}` : "";
+    throw new Error(`Cannot read --${flag} ${path}: ${messageOf(error)}${hint}`, { cause: error });
+  }
+}
+
+async function readKey(path: string): Promise<Identity> {
+  const pem = await readFlagFile("key", path);
+  try {
+    return await importIdentity(pem);
+  } catch (error) {
+    throw new Error(`Cannot use --key ${path}: ${messageOf(error)}`, { cause: error });
+  }
+}
+
+async function readCredentials(flags: DiscoverPointFlags): Promise<Credentials> {
+  const credentials: Credentials = {};
+  if (flags.keyFile !== undefined) credentials.key = await readKey(flags.keyFile);
+  if (flags.caFile !== undefined) {
+    credentials.caCerts = [await readFlagFile("tls-ca", flags.caFile)];
+  }
+  return credentials;
+}
+
+async function runKeygen(out: string, force: boolean): Promise<number> {
+  const { identity, pkcs8 } = await generateIdentity();
+  try {
+    await Deno.writeTextFile(out, pkcs8ToPem(pkcs8), {
+      mode: 0o600,
+      createNew: !force,
+    });
+    // The mode applies only to a file this call creates: tighten one that existed too.
+    if (Deno.build.os !== "windows") await Deno.chmod(out, 0o600);
+  } catch (error) {
+    const hint = error instanceof Deno.errors.AlreadyExists
+      ? " (pass --force to replace it)"
+      : error instanceof Deno.errors.NotCapable
+      ? `; run with --allow-write=${out}`
+      : "";
+    console.error(`Cannot write the key to ${out}: ${messageOf(error)}${hint}`);
+    return 1;
+  }
+  console.log(`Wrote a new Ed25519 private key to ${out}; keep it secret. Its public key:`);
+  console.log(identity.publicKey);
+  return 0;
+}
+
+async function runPubkey(path: string): Promise<number> {
+  try {
+    console.log((await readKey(path)).publicKey);
+    return 0;
+  } catch (error) {
+    console.error(messageOf(error));
+    return 1;
+  }
+}
+
 async function runExpose(options: ExposeOptions): Promise<number> {
   const { dp, name, pool } = options;
   const to = formatAddress({ transport: "tcp", ...options.to });
+  let credentials: Credentials;
+  try {
+    credentials = await readCredentials(options);
+  } catch (error) {
+    logger.error("{message}", { message: messageOf(error) });
+    return 1;
+  }
   const sessions = new Sessions();
   // Target connections made by admit(), until accept() hands out their session.
   const targets = new Map<number, Deno.TcpConn>();
@@ -407,13 +598,14 @@ async function runExpose(options: ExposeOptions): Promise<number> {
       const detail = timeout.aborted
         ? `no answer within ${TARGET_CONNECT_TIMEOUT_MS} ms`
         : messageOf(error);
-      const reason = `Cannot reach ${to}: ${detail}`;
-      logger.warning("Refused session {id} from {client}: {reason}", {
+      logger.warning("Refused session {id} from {client}: cannot reach {to}: {detail}", {
         id: request.sessionId,
-        client: request.client,
-        reason,
+        client: formatAddress(request.remoteAddr),
+        to,
+        detail,
       });
-      throw new Error(reason, { cause: error });
+      // The client learns that the service is down, not where it lives.
+      throw new Error(`The service behind "${name}" is unavailable`, { cause: error });
     }
     targets.set(request.sessionId, target);
     // Refused after all (backlog full, listener closing, link lost): release the target.
@@ -423,7 +615,7 @@ async function runExpose(options: ExposeOptions): Promise<number> {
       target.close();
     }, { once: true });
   };
-  const listener = listen({ dp, name, pool, admit });
+  const listener = listen({ dp, name, pool, admit, ...credentials });
   const stop = shutdownSignal();
   try {
     try {
@@ -454,11 +646,10 @@ async function runExpose(options: ExposeOptions): Promise<number> {
           continue;
         }
         const client = formatAddress(session.remoteAddr);
-        logger.info("Session {id} opened from {client} to {to}", {
-          id: session.sessionId,
-          client,
-          to,
-        });
+        const opened = session.clientKey === undefined
+          ? "Session {id} opened from {client} to {to}"
+          : "Session {id} opened from {client} with key {key} to {to}";
+        logger.info(opened, { id: session.sessionId, client, key: session.clientKey, to });
         sessions.add(forward("expose", session, target, { client, to }, sessions.signal));
       }
     })();
@@ -489,6 +680,13 @@ async function runExpose(options: ExposeOptions): Promise<number> {
 
 async function runConnect(options: ConnectCommandOptions): Promise<number> {
   const { dp, name } = options;
+  let credentials: Credentials;
+  try {
+    credentials = await readCredentials(options);
+  } catch (error) {
+    logger.error("{message}", { message: messageOf(error) });
+    return 1;
+  }
   let server: Deno.TcpListener;
   try {
     server = Deno.listen(options.listen);
@@ -505,7 +703,7 @@ async function runConnect(options: ConnectCommandOptions): Promise<number> {
     const client = formatAddress(local.remoteAddr);
     let session: IndirectConn;
     try {
-      session = await connect({ dp, name, signal: sessions.signal });
+      session = await connect({ dp, name, signal: sessions.signal, ...credentials });
     } catch (error) {
       local.close();
       if (sessions.signal.aborted) return;
@@ -567,6 +765,8 @@ export async function main(args: string[]): Promise<number> {
     console.log(parsed.usage);
     return 0;
   }
+  if (parsed.command === "keygen") return await runKeygen(parsed.out, parsed.force);
+  if (parsed.command === "pubkey") return await runPubkey(parsed.key);
   await setUpLogging(parseLogLevel(parsed.level));
   return parsed.command === "expose"
     ? await runExpose(parsed.options)

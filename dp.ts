@@ -3,6 +3,9 @@
  *
  * ```sh
  * deno run --allow-net dp.ts [--hostname 0.0.0.0] [--port 7000] [--expose NAME=PORT]...
+ * # A public DP: owned names, TLS links (the files need --allow-read).
+ * deno run --allow-net --allow-read=names.json,dp.crt,dp.key dp.ts \
+ *   --names names.json --tls-cert dp.crt --tls-key dp.key
  * ```
  *
  * Prints `Public port for "NAME" on HOST:PORT` per public port, then
@@ -15,6 +18,7 @@
 import { parseArgs } from "node:util";
 import { getLogger } from "./lib/_log.ts";
 import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/discover_point.ts";
+import { NamesFile } from "./lib/dp_policy.ts";
 import { formatAddress } from "./lib/transport.ts";
 import { ALL_FEATURES } from "./lib/link.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
@@ -30,6 +34,17 @@ Options:
   -p, --port P                 Port to listen on; 0 picks one (default ${DEFAULT_PORT})
   --expose NAME=PORT           Public port: plain TCP connections to PORT become
                                sessions to the indirect server NAME (repeatable)
+  --name NAME                  The discover point's name, bound into every proof:
+                               set it to its public host name (default rtcp-dp)
+
+Security (files need --allow-read=FILE):
+  --names FILE                 Owned names: {"NAME": {"owners": ["ed25519:..."],
+                               "clients": "any" | ["ed25519:..."]}}
+  --unlisted open|refuse       Names not in --names: open to anyone (default), or refused
+  --tls-cert FILE              Serve the link port over TLS with this PEM certificate
+  --tls-key FILE               ... and this PEM private key (both or neither)
+
+Limits:
   --max-line-bytes N           Longest message line accepted (default 1048576)
   --handshake-timeout MS       Time a new link has to send its Aloha (default 10000)
   --ack-timeout MS             Time a server has to answer a Connect (default 10000)
@@ -37,6 +52,19 @@ Options:
   --max-sessions-per-server N  Sessions open to one name (default 10000)
   --max-sessions N             Sessions open in total (default 100000)
   --max-pending-per-server N   Connects waiting for one name's Ack (default 1000)
+  --max-links N                Links and public-port connections in total (default 20000)
+  --max-names N                Names registered (default 10000)
+  --max-links-per-ip N         Links and public-port connections from one address;
+                               0 for no limit (default 0)
+  --max-handshakes-per-ip N    Links from one address still in their handshake;
+                               0 for no limit (default 1024)
+  --max-buffered-bytes N       Bytes waiting in sessions, all together; new sessions
+                               are refused above it (default 1073741824)
+  --idle-timeout MS            Close sessions silent both ways this long; 0 for never
+                               (default 0)
+  --max-link-queue-bytes N     Bytes queued to one peer that does not read before it
+                               is dropped (default 16777216)
+  --shutdown-grace MS          Time a closing link may take to flush (default 2000)
   --max-window N               Bytes held per session direction (default 4194304)
   --keepalive-interval MS      Silence before a Ping, on links that agree (default 15000)
   --keepalive-timeout MS       Wait for an answer before dropping a link (default 10000)
@@ -53,7 +81,23 @@ const LIMIT_FLAGS = {
   "max-sessions-per-server": "maxSessionsPerServer",
   "max-sessions": "maxSessions",
   "max-pending-per-server": "maxPendingPerServer",
+  "max-links": "maxLinks",
+  "max-names": "maxNames",
+  "max-links-per-ip": "maxLinksPerSource",
+  "max-handshakes-per-ip": "maxHandshakesPerSource",
+  "max-buffered-bytes": "maxBufferedBytes",
+  "idle-timeout": "idleTimeout",
+  "max-link-queue-bytes": "maxLinkQueueBytes",
+  "shutdown-grace": "shutdownGrace",
 } as const;
+
+/** Flags that name files, and what reading them needs. */
+interface FileFlags {
+  names?: string;
+  unlisted: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
 
 function wholeNumber(flag: string, value: string): number {
   const number = Number(value);
@@ -86,7 +130,42 @@ function parseExpose(values: string[]): Record<string, number> {
   return expose;
 }
 
-function parseOptions(args: string[]): { options: DiscoverPointOptions; level: string } | "help" {
+/** Reads a file named by a flag, saying which flag and what permission is missing. */
+async function readFlagFile(flag: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    const hint = error instanceof Deno.errors.NotCapable ? `; run with --allow-read=${path}` : "";
+    throw new TypeError(`Cannot read --${flag} ${path}: ${(error as Error).message}${hint}`);
+  }
+}
+
+/** Loads the names file and TLS files into the options. */
+async function loadFiles(options: DiscoverPointOptions, files: FileFlags): Promise<void> {
+  if (files.unlisted !== "open" && files.unlisted !== "refuse") {
+    throw new TypeError(`Cannot use --unlisted "${files.unlisted}": expected open or refuse`);
+  }
+  if (files.names !== undefined) {
+    options.names = NamesFile.parse(await readFlagFile("names", files.names), files.unlisted);
+  } else if (files.unlisted === "refuse") {
+    throw new TypeError(
+      "Cannot use --unlisted refuse without --names FILE: every name would be refused",
+    );
+  }
+  if ((files.tlsCert === undefined) !== (files.tlsKey === undefined)) {
+    throw new TypeError("Cannot serve TLS: give both --tls-cert FILE and --tls-key FILE");
+  }
+  if (files.tlsCert !== undefined && files.tlsKey !== undefined) {
+    options.tls = {
+      cert: await readFlagFile("tls-cert", files.tlsCert),
+      key: await readFlagFile("tls-key", files.tlsKey),
+    };
+  }
+}
+
+function parseOptions(
+  args: string[],
+): { options: DiscoverPointOptions; level: string; files: FileFlags } | "help" {
   const { values } = parseArgs({
     args,
     strict: true,
@@ -101,6 +180,11 @@ function parseOptions(args: string[]): { options: DiscoverPointOptions; level: s
       "max-window": { type: "string" },
       "keepalive-interval": { type: "string" },
       "keepalive-timeout": { type: "string" },
+      name: { type: "string" },
+      names: { type: "string" },
+      unlisted: { type: "string", default: "open" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
       ...Object.fromEntries(
         Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: "string" as const }]),
       ),
@@ -123,7 +207,12 @@ function parseOptions(args: string[]): { options: DiscoverPointOptions; level: s
     timeout: optional("keepalive-timeout"),
   };
   for (const [flag, key] of Object.entries(LIMIT_FLAGS)) options[key] = optional(flag);
-  return { options, level: values["log-level"] as string };
+  if (values.name !== undefined) options.name = values.name as string;
+  const files: FileFlags = { unlisted: values.unlisted as string };
+  if (values.names !== undefined) files.names = values.names as string;
+  if (values["tls-cert"] !== undefined) files.tlsCert = values["tls-cert"] as string;
+  if (values["tls-key"] !== undefined) files.tlsKey = values["tls-key"] as string;
+  return { options, level: values["log-level"] as string, files };
 }
 
 /**
@@ -135,7 +224,10 @@ export async function main(args: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseOptions>;
   try {
     parsed = parseOptions(args);
-    if (parsed !== "help") await setUpLogging(parseLogLevel(parsed.level));
+    if (parsed !== "help") {
+      await setUpLogging(parseLogLevel(parsed.level));
+      await loadFiles(parsed.options, parsed.files);
+    }
   } catch (error) {
     console.error(`${(error as Error).message}\n\n${USAGE}`);
     return 2;
@@ -150,7 +242,7 @@ export async function main(args: string[]): Promise<number> {
     dp = new DiscoverPoint(parsed.options);
     await dp.start();
   } catch (error) {
-    if (error instanceof RangeError) {
+    if (error instanceof RangeError || error instanceof TypeError) {
       console.error(`${error.message}\n\n${USAGE}`);
       return 2;
     }

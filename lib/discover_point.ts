@@ -286,9 +286,8 @@ export class DiscoverPoint implements AsyncDisposable {
         Math.max(10, idle / IDLE_SWEEPS_PER_TIMEOUT),
       );
     }
-    logger.info("Listening on {address}{tls}", {
+    logger.info(this.#tls ? "Listening on {address} (TLS)" : "Listening on {address}", {
       address: formatAddress(this.addr),
-      tls: this.#tls ? " (TLS)" : "",
     });
     return Promise.resolve();
   }
@@ -597,12 +596,10 @@ export class DiscoverPoint implements AsyncDisposable {
     const server = new ServerLink(name, link, this.#settings, key);
     pool.push(server);
     this.#registry.set(name, pool);
-    logger.info("Registered {name} from {peer} ({links} links){owner}", {
-      name,
-      peer: link.peer,
-      links: pool.length,
-      owner: key === undefined ? "" : ` with key ${key}`,
-    });
+    const registered = key === undefined
+      ? "Registered {name} from {peer} ({links} links)"
+      : "Registered {name} from {peer} ({links} links) with key {key}";
+    logger.info(registered, { name, peer: link.peer, links: pool.length, key });
     let reason = `Indirect server "${name}" closed its link`;
     try {
       await server.run();

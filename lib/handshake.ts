@@ -84,7 +84,7 @@ export async function dialDiscoverPoint(address: string, options: DialOptions): 
     });
     const offersAuth = features.includes(Feature.Auth);
     if (!offersAuth) { for (const message of options.pipelined ?? []) link.send(message); }
-    const answer = options.signal ? await link.nextWithin(options.signal) : await link.next();
+    const answer = await answerOf(link, address, options.signal);
     if (answer?.type !== MessageType.Aloha) {
       throw new ProtocolError(
         `Cannot handshake with discover point "${address}": expected its Aloha, ${
@@ -115,6 +115,30 @@ export async function dialDiscoverPoint(address: string, options: DialOptions): 
     return link;
   } catch (error) {
     link.abort();
+    throw error;
+  }
+}
+
+/** A TLS record starts with 0x15 (alert) or 0x16 (handshake): what a TLS port says to plain text. */
+const TLS_ANSWER = /got byte 0x1[56] at offset 0/;
+
+/** Reads the discover point's first message; a TLS answer to a plain link says what to dial. */
+async function answerOf(
+  link: Link,
+  address: string,
+  signal: AbortSignal | undefined,
+): Promise<Message | null> {
+  try {
+    return signal ? await link.nextWithin(signal) : await link.next();
+  } catch (error) {
+    if (error instanceof ProtocolError && TLS_ANSWER.test(error.message)) {
+      throw new ProtocolError(
+        `Cannot handshake with discover point "${address}": it answered in TLS; dial tls://${
+          address.replace(/^tcp:\/\//, "")
+        }`,
+        { cause: error },
+      );
+    }
     throw error;
   }
 }

@@ -297,7 +297,7 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
         return;
       }
       // Registered before the Ack goes out: Data may follow it at once.
-      const conn = entry.mux.open(sessionId, request.remoteAddr);
+      const conn = entry.mux.open(sessionId, request.remoteAddr, request.clientKey);
       entry.mux.send({ type: MessageType.Ack, sessionId, reason: "" });
       const waiter = this.#waiters.shift();
       if (waiter) waiter.resolve(conn);

@@ -61,10 +61,11 @@ export class SessionMux implements SessionCarrier {
   }
 
   /** Creates and registers session `sessionId`, before its Ack is sent. */
-  open(sessionId: number, remoteAddr?: Deno.NetAddr): IndirectConn {
+  open(sessionId: number, remoteAddr?: Deno.NetAddr, clientKey?: string): IndirectConn {
     const session = new IndirectConn(this, sessionId, {
       localAddr: this.link.transport.localAddr,
       remoteAddr: remoteAddr ?? this.link.transport.remoteAddr,
+      clientKey,
     });
     this.#sessions.set(sessionId, session);
     return session;

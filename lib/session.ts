@@ -51,6 +51,8 @@ export interface IndirectConnAddresses {
   localAddr: Deno.NetAddr;
   /** The far end: the client as the discover point saw it, or the discover point. */
   remoteAddr: Deno.NetAddr;
+  /** On a server: the key the client proved to the discover point, if any. */
+  clientKey?: string | undefined;
 }
 
 /**
@@ -68,6 +70,11 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   readonly localAddr: Deno.NetAddr;
   /** The far end: the client as the discover point saw it, or the discover point. */
   readonly remoteAddr: Deno.NetAddr;
+  /**
+   * On an indirect server: the key (`ed25519:…`) the client proved to the
+   * discover point (extension `auth`), or `undefined`. Always `undefined` on a client.
+   */
+  readonly clientKey: string | undefined;
   /** Bytes from the peer. */
   readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
   /** Bytes to the peer; closing it is `closeWrite()`. */
@@ -115,6 +122,7 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     this.sessionId = sessionId;
     this.localAddr = addresses.localAddr;
     this.remoteAddr = addresses.remoteAddr;
+    this.clientKey = addresses.clientKey;
     this.closed = this.#ended.promise;
     if (carrier.flowControl) {
       this.#window = new ReceiveWindow(carrier.maxWindow);
