@@ -4,10 +4,18 @@
  * @module
  */
 
-import type { Child, ChildGroup } from "./procs.ts";
+import { type Child, type ChildGroup, projectPath } from "./procs.ts";
 
 /** Names of the paths a bench can measure. */
-export const PATH_NAMES = ["direct", "relay", "rtcp", "rtcp-text", "rtcp-connect"] as const;
+export const PATH_NAMES = [
+  "direct",
+  "relay",
+  "rtcp",
+  "rtcp-tls",
+  "rtcp-text",
+  "rtcp-connect",
+  "rtcp-connect-tls",
+] as const;
 
 /** One of {@link PATH_NAMES}. */
 export type PathName = typeof PATH_NAMES[number];
@@ -26,6 +34,36 @@ const SERVICE_NAME = "bench";
 const LISTENING = /^Listening on (\S+:\d+)$/;
 const PUBLIC_PORT = new RegExp(`^Public port for "${SERVICE_NAME}" on (\\S+:\\d+)$`);
 const EXPOSING = new RegExp(`^Exposing "${SERVICE_NAME}" at `);
+
+/** The test certificates (tests/fixtures): the only files a TLS chain's processes may read. */
+const FIXTURES = projectPath("tests/fixtures");
+
+/**
+ * TLS on the links to the DP, with the test certificates: the DP serves its link port with
+ * `dp.crt` (SANs localhost and 127.0.0.1), and `expose` / `connect` trust the test CA.
+ */
+const TLS = {
+  /** For dp.ts. */
+  serve: ["--tls-cert", `${FIXTURES}/dp.crt`, "--tls-key", `${FIXTURES}/dp.key`],
+  /** For cli.ts expose / connect. */
+  trust: ["--tls-ca", `${FIXTURES}/ca.crt`],
+  /** `--allow-read` for all three. */
+  allowRead: [FIXTURES],
+} as const;
+
+/** How `expose` and `connect` reach the DP: plain TCP, or TLS (`tls://`). */
+interface Link {
+  /** Whether the DP's link port speaks TLS. */
+  tls: boolean;
+}
+
+/** The `--dp` address and extra arguments and read permission for a forwarder on `link`. */
+function dialing(dpAddr: string, link: Link) {
+  // tls://127.0.0.1:PORT: the certificate names 127.0.0.1, and no name lookup is involved.
+  return link.tls
+    ? { dp: `tls://${dpAddr}`, args: [...TLS.trust], allowRead: [...TLS.allowRead] }
+    : { dp: dpAddr, args: [], allowRead: [] };
+}
 
 /** A started process and the address it listens on. */
 export interface Listening {
@@ -51,42 +89,71 @@ export function startTarget(group: ChildGroup): Promise<Listening> {
   return listening(group.spawn({ name: "target", script: "bench/target.ts" }));
 }
 
-/** A discover point in `group` on a free port, exposing `SERVICE_NAME` on a public port. */
+/**
+ * A discover point in `group` on a free port, exposing `SERVICE_NAME` on a public port (plain
+ * TCP); with `link.tls`, its link port speaks TLS.
+ */
 export async function startDiscoverPoint(
   group: ChildGroup,
   extraArgs: string[] = [],
+  link: Link = { tls: false },
 ): Promise<Listening & { publicAddr: string }> {
   const child = group.spawn({
     name: "dp",
     script: "dp.ts",
-    args: ["--hostname", "127.0.0.1", "--port", "0", "--expose", `${SERVICE_NAME}=0`, ...extraArgs],
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--expose",
+      `${SERVICE_NAME}=0`,
+      ...(link.tls ? TLS.serve : []),
+      ...extraArgs,
+    ],
+    allowRead: link.tls ? [...TLS.allowRead] : [],
   });
   const [, publicAddr] = await child.waitFor(PUBLIC_PORT);
   return { ...await listening(child), publicAddr: publicAddr! };
 }
 
-/** `cli.ts expose` in `group`: registers `SERVICE_NAME` at `dp` and forwards to `to`. */
+/**
+ * `cli.ts expose` in `group`: registers `SERVICE_NAME` at the DP whose link port is `dpAddr`
+ * ("host:port", TLS with `link.tls`) and forwards to `to`.
+ */
 export async function startExpose(
   group: ChildGroup,
-  dp: string,
+  dpAddr: string,
   to: string,
   extraArgs: string[] = [],
+  link: Link = { tls: false },
 ): Promise<Child> {
+  const { dp, args, allowRead } = dialing(dpAddr, link);
   const child = group.spawn({
     name: "expose",
     script: "cli.ts",
-    args: ["expose", "--dp", dp, "--name", SERVICE_NAME, "--to", to, ...extraArgs],
+    args: ["expose", "--dp", dp, "--name", SERVICE_NAME, "--to", to, ...args, ...extraArgs],
+    allowRead,
   });
   await child.waitFor(EXPOSING);
   return child;
 }
 
-/** `cli.ts connect` in `group`: a local port leading to `SERVICE_NAME` through `dp`. */
-export function startConnect(group: ChildGroup, dp: string): Promise<Listening> {
+/**
+ * `cli.ts connect` in `group`: a local port leading to `SERVICE_NAME` through the DP whose
+ * link port is `dpAddr` ("host:port", TLS with `link.tls`).
+ */
+export function startConnect(
+  group: ChildGroup,
+  dpAddr: string,
+  link: Link = { tls: false },
+): Promise<Listening> {
+  const { dp, args, allowRead } = dialing(dpAddr, link);
   return listening(group.spawn({
     name: "connect",
     script: "cli.ts",
-    args: ["connect", "--dp", dp, "--name", SERVICE_NAME, "--listen", "127.0.0.1:0"],
+    args: ["connect", "--dp", dp, "--name", SERVICE_NAME, "--listen", "127.0.0.1:0", ...args],
+    allowRead,
   }));
 }
 
@@ -105,20 +172,27 @@ export async function startPath(
       return { entry: relay1.addr, members: [relay1.child, relay2.child] };
     }
     case "rtcp":
+    case "rtcp-tls":
     case "rtcp-text": {
       // rtcp-text: the DP offers no extension, so its link to expose speaks the original protocol.
+      // rtcp-tls: that link runs over TLS; the public port stays plain TCP.
+      const link = { tls: name === "rtcp-tls" };
       const dp = await startDiscoverPoint(
         group,
         name === "rtcp-text" ? ["--features", "none"] : [],
+        link,
       );
-      const expose = await startExpose(group, dp.addr, target);
+      const expose = await startExpose(group, dp.addr, target, [], link);
       return { entry: dp.publicAddr, members: [dp.child, expose] };
     }
-    case "rtcp-connect": {
-      const dp = await startDiscoverPoint(group);
+    case "rtcp-connect":
+    case "rtcp-connect-tls": {
+      // rtcp-connect-tls: both links to the DP run over TLS.
+      const link = { tls: name === "rtcp-connect-tls" };
+      const dp = await startDiscoverPoint(group, [], link);
       const [expose, connect] = await Promise.all([
-        startExpose(group, dp.addr, target),
-        startConnect(group, dp.addr),
+        startExpose(group, dp.addr, target, [], link),
+        startConnect(group, dp.addr, link),
       ]);
       return { entry: connect.addr, members: [connect.child, dp.child, expose] };
     }

@@ -50,6 +50,8 @@ export interface SpawnOptions {
   args?: string[];
   /** Pipe stdin so that {@link Child.writeLine} works. @default false */
   stdin?: boolean;
+  /** Absolute paths the child may read (`--allow-read=...`); none by default. */
+  allowRead?: string[];
 }
 
 /** A running Deno child process whose stdout is read line by line. */
@@ -82,12 +84,17 @@ export class Child implements AsyncDisposable {
     })();
   }
 
-  /** Starts `deno run --allow-net <script> <args>` with piped stdout and stderr. */
+  /**
+   * Starts `deno run --allow-net [--allow-read=PATHS] <script> <args>` with piped stdout and
+   * stderr.
+   */
   static spawn(options: SpawnOptions): Child {
+    const allowRead = options.allowRead ?? [];
     const process = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "--allow-net",
+        ...(allowRead.length > 0 ? [`--allow-read=${allowRead.join(",")}`] : []),
         projectPath(options.script),
         ...(options.args ?? []),
       ],

@@ -74,6 +74,16 @@ function sumRss(figure: SessionsFigure | undefined, key: "idleKiB" | "heldKiB") 
   return figure.rss.reduce((sum, p) => sum + (p[key] ?? NaN), 0) / 1024;
 }
 
+/** MiB of chain process `name` (e.g. "dp"), or undefined if the path has none or it is unknown. */
+function processRss(
+  figure: SessionsFigure | undefined,
+  name: string,
+  key: "idleKiB" | "heldKiB",
+): number | undefined {
+  const kib = figure?.rss.find((p) => p.name === name)?.[key];
+  return kib === undefined ? undefined : kib / 1024;
+}
+
 /** One row of the table: a figure derived from a path's results. */
 interface Metric {
   key: string;
@@ -111,6 +121,12 @@ const METRICS: readonly Metric[] = [
     label: "chain RSS held MiB",
     digits: 1,
     get: (r) => sumRss(ok(r.sessions), "heldKiB"),
+  },
+  {
+    key: "dpRssHeldMiB",
+    label: "DP RSS held MiB",
+    digits: 1,
+    get: (r) => processRss(ok(r.sessions), "dp", "heldKiB"),
   },
 ];
 
