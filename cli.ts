@@ -575,13 +575,8 @@ async function runPubkey(path: string): Promise<number> {
 async function runExpose(options: ExposeOptions): Promise<number> {
   const { dp, name, pool } = options;
   const to = formatAddress({ transport: "tcp", ...options.to });
-  let credentials: Credentials;
-  try {
-    credentials = await readCredentials(options);
-  } catch (error) {
-    logger.error("{message}", { message: messageOf(error) });
-    return 1;
-  }
+  const credentials = await readCredentials(options);
+  if (credentials === undefined) return 1;
   const sessions = new Sessions();
   // Target connections made by admit(), until accept() hands out their session.
   const targets = new Map<number, Deno.TcpConn>();
@@ -680,13 +675,8 @@ async function runExpose(options: ExposeOptions): Promise<number> {
 
 async function runConnect(options: ConnectCommandOptions): Promise<number> {
   const { dp, name } = options;
-  let credentials: Credentials;
-  try {
-    credentials = await readCredentials(options);
-  } catch (error) {
-    logger.error("{message}", { message: messageOf(error) });
-    return 1;
-  }
+  const credentials = await readCredentials(options);
+  if (credentials === undefined) return 1;
   let server: Deno.TcpListener;
   try {
     server = Deno.listen(options.listen);
