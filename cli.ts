@@ -425,8 +425,11 @@ function discoverPoint(command: string, value: string | undefined, usage: string
   let parsed;
   try {
     parsed = parseDiscoverPoint(value);
-  } catch (error) {
-    throw new UsageError((error as Error).message, usage);
+  } catch {
+    throw new UsageError(
+      `Cannot use --dp "${value}": expected HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT`,
+      usage,
+    );
   }
   if (parsed.port === 0) {
     throw new UsageError(`Cannot use --dp "${value}": expected a port from 1 to 65535`, usage);

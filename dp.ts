@@ -251,12 +251,13 @@ export async function main(args: string[]): Promise<number> {
     });
     return 1;
   }
+  // Listen for signals before saying we are ready: a supervisor may stop us at once.
+  const stop = shutdownSignal();
   for (const [name, addr] of dp.publicAddrs) {
     console.log(`Public port for "${name}" on ${formatAddress(addr)}`);
   }
   console.log(`Listening on ${formatAddress(dp.addr)}`);
 
-  const stop = shutdownSignal();
   const signal = await stop.received;
   stop.dispose();
   logger.info("Shutting down on {signal}", { signal });

@@ -383,7 +383,7 @@ export class DiscoverPoint implements AsyncDisposable {
     if (refusal !== undefined) {
       logger.warn("Refused link from {peer}: {reason}", { peer: link.peer, reason: refusal });
       refuse(link, new ProtocolError(refusal));
-      await link.close();
+      await link.linger();
       return;
     }
     this.#links.add(link);
@@ -438,7 +438,10 @@ export class DiscoverPoint implements AsyncDisposable {
     } finally {
       deadline.cancel();
       handshakeDone();
-      link.abort();
+      // A refusal or a protocol error has its reason queued: let the peer read it. A link cut by
+      // the deadline still has a read pending, and has nothing to read anyway.
+      if (deadline.signal.aborted) link.abort();
+      else await link.linger();
       this.#links.delete(link);
       this.#release(source);
     }
@@ -584,10 +587,7 @@ export class DiscoverPoint implements AsyncDisposable {
     // The pool may have filled while the proof was checked.
     refusal ??= this.#registrationRefusal(aloha.name);
     link.send({ type: MessageType.Accepted, reason: refusal ?? "" });
-    if (refusal !== undefined) {
-      await link.close();
-      throw new ProtocolError(refusal);
-    }
+    if (refusal !== undefined) throw new ProtocolError(refusal);
     return key;
   }
 
@@ -658,7 +658,11 @@ export class DiscoverPoint implements AsyncDisposable {
 
   async #servePublic(name: string, conn: Deno.TcpConn): Promise<void> {
     const transport = new TcpTransport(conn, this.#transportOptions);
-    const client = new SocketClient(transport, formatAddress(conn.remoteAddr));
+    const client = new SocketClient(
+      transport,
+      formatAddress(conn.remoteAddr),
+      this.#limits.shutdownGrace,
+    );
     const source = conn.remoteAddr.hostname;
     const refusal = this.#admit(source);
     if (refusal !== undefined) {

@@ -69,7 +69,8 @@ export class LinkClient implements ClientEnd {
     if (this.#state !== "waiting") return;
     this.#state = "done";
     this.#send({ type: MessageType.Ack, sessionId: -1, reason });
-    void this.#link.close();
+    // The client may still be sending: finish, so the refusal is not lost to a reset.
+    void this.#link.finish();
   }
 
   /** Forwards server bytes. */
@@ -106,7 +107,9 @@ export class LinkClient implements ClientEnd {
     if (this.#state !== "open") return;
     this.#state = "done";
     this.#send({ type: MessageType.Close, sessionId: this.#session!.id, reason });
-    void this.#link.close();
+    // The client may still be sending (Credit, Data crossing our Close): finish, so the bytes
+    // it has received and not read yet are not lost to a reset. run() reads on to its end.
+    void this.#link.finish();
   }
 
   #send(message: Message): Promise<void> | undefined {
@@ -205,15 +208,20 @@ export class SocketClient implements ClientEnd {
   /** Bytes go straight to the socket: no message size applies. */
   readonly maxDataBytes = Infinity;
   readonly #transport: Transport;
+  readonly #grace: number;
   #state: ClientState = "waiting";
   readonly #outcome = Promise.withResolvers<DiscoverPointSession | undefined>();
   #session: DiscoverPointSession | undefined;
   /** Set by the router: the Connect waiting for its Ack. */
   pending: PendingConnect | undefined;
 
-  /** Creates the client end for `transport`. */
-  constructor(transport: Transport, label: string) {
+  /**
+   * Creates the client end for `transport`.
+   * @param grace Milliseconds the client has to close its side once the session is over.
+   */
+  constructor(transport: Transport, label: string, grace: number) {
     this.#transport = transport;
+    this.#grace = grace;
     this.label = label;
     this.address = label;
   }
@@ -264,11 +272,11 @@ export class SocketClient implements ClientEnd {
     if (this.#state === "open") void this.#transport.closeWrite();
   }
 
-  /** The session is over: close after the queued bytes. */
+  /** The session is over: end after the queued bytes; run() reads on until the client closes. */
   close(_reason: string): void {
     if (this.#state === "done") return;
     this.#state = "done";
-    void this.#transport.close();
+    void this.#transport.finish(this.#grace);
   }
 
   /** Waits for the Ack, then forwards the connection's bytes until it ends. */

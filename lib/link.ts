@@ -293,6 +293,36 @@ export class Link {
     }
   }
 
+  /**
+   * Sends what is queued and ends our direction, then closes once the peer
+   * has closed too (the reader sees it) or after `closeTimeout`: unlike
+   * {@linkcode close}, the peer loses nothing it has received but not read.
+   */
+  finish(): Promise<void> {
+    this.#stopKeepalive();
+    return this.transport.finish(this.#closeTimeout);
+  }
+
+  /**
+   * Ends a link that nobody reads any more, after a refusal or an error:
+   * sends what is queued (the reason), ends our direction, and reads and
+   * drops what still comes until the peer closes or `closeTimeout` passes.
+   * So the peer can read why, where a plain close would reset the connection
+   * and lose it. Call it only when no read is pending.
+   */
+  async linger(): Promise<void> {
+    const finished = this.finish();
+    try {
+      for (let chunk = await this.transport.read(); chunk !== null;) {
+        chunk = await this.transport.read();
+      }
+    } catch {
+      // Reset by the peer, or dropped by the timeout: either way it is over.
+    }
+    await finished;
+    this.abort();
+  }
+
   /** Closes the link at once. */
   abort(): void {
     this.#stopKeepalive();

@@ -40,6 +40,14 @@ export interface Transport {
   backpressure(): Promise<void> | undefined;
   /** Writes what is queued, then shuts down the write side. */
   closeWrite(): Promise<void>;
+  /**
+   * Ends the connection without losing what the peer has not read yet:
+   * writes what is queued, shuts down the write side, and closes once the
+   * peer has ended its own (a read returns `null`), or after `grace` ms.
+   * Closing a connection whose input is not all read would make the kernel
+   * reset it, and the peer would lose bytes it had received but not read.
+   */
+  finish(grace: number): Promise<void>;
   /** Writes what is queued, then closes. */
   close(): Promise<void>;
   /** Closes at once, dropping what is queued. */
@@ -88,6 +96,10 @@ export class TcpTransport implements Transport {
   #drained: PromiseWithResolvers<void> | undefined;
   #writeError: unknown;
   #closed = false;
+  /** A read returned the end of input. */
+  #readEnded = false;
+  /** Set by finish(): close at the end of input, or when this timer fires. */
+  #finishTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Wraps `conn`; the transport now owns it. */
   constructor(conn: Deno.Conn<Deno.NetAddr>, options: TcpTransportOptions = {}) {
@@ -123,7 +135,7 @@ export class TcpTransport implements Transport {
       if (this.#closed) return this.#endOfInput();
       throw error;
     }
-    if (count === null) return null;
+    if (count === null) return this.#peerEnded();
     // Grow for bulk transfers, shrink for idle links so thousands of them stay cheap.
     if (count === buffer.length && buffer.length < MAX_READ_BYTES) {
       this.#readBuffer = new Uint8Array(buffer.length * 2);
@@ -137,11 +149,18 @@ export class TcpTransport implements Transport {
   async readInto(p: Uint8Array): Promise<number | null> {
     if (this.#closed) return this.#endOfInput();
     try {
-      return await this.#conn.read(p);
+      return await this.#conn.read(p) ?? this.#peerEnded();
     } catch (error) {
       if (this.#closed) return this.#endOfInput();
       throw error;
     }
+  }
+
+  /** The peer ended its direction; after finish(), that is the moment to close. */
+  #peerEnded(): null {
+    this.#readEnded = true;
+    if (this.#finishTimer !== undefined) this.abort();
+    return null;
   }
 
   /** After a local close: end of input, unless a failed write closed us (then that error). */
@@ -246,6 +265,22 @@ export class TcpTransport implements Transport {
     }
   }
 
+  /** See {@linkcode Transport.finish}. */
+  async finish(grace: number): Promise<void> {
+    await this.#drain();
+    if (this.#closed || this.#finishTimer !== undefined) return;
+    if (this.#readEnded || this.#writeError !== undefined) {
+      this.abort();
+      return;
+    }
+    this.#finishTimer = setTimeout(() => this.abort(), grace);
+    try {
+      await this.#conn.closeWrite();
+    } catch {
+      this.abort();
+    }
+  }
+
   /** Writes what is queued, then closes. */
   async close(): Promise<void> {
     await this.#drain();
@@ -256,6 +291,7 @@ export class TcpTransport implements Transport {
   abort(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#finishTimer);
     // What is queued will never be written: let it go now, not when the transport is collected.
     this.#queue = [];
     if (this.#flushing === undefined) this.#queued = 0;
