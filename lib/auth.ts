@@ -125,11 +125,11 @@ function pemToPkcs8(pem: string): Uint8Array<ArrayBuffer> {
  * @throws {TypeError} If it is not an Ed25519 PKCS#8 key.
  */
 export async function importIdentity(pkcs8: string | Uint8Array): Promise<Identity> {
-  const der = typeof pkcs8 === "string"
-    ? pemToPkcs8(pkcs8)
-    : pkcs8.slice() as Uint8Array<ArrayBuffer>;
   let privateKey: CryptoKey;
   try {
+    const der = typeof pkcs8 === "string"
+      ? pemToPkcs8(pkcs8)
+      : pkcs8.slice() as Uint8Array<ArrayBuffer>;
     // Extractable only long enough to derive the public key (JWK "x").
     const exportable = await crypto.subtle.importKey("pkcs8", der, ED25519_ALGORITHM, true, [
       "sign",

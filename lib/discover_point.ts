@@ -239,6 +239,11 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#settings = { maxWindow: options.maxWindow, budget: new BufferBudget() };
     this.#perSource = new SourceCounter(limits.maxLinksPerSource);
     this.#handshakes = new SourceCounter(limits.maxHandshakesPerSource);
+    if (options.names !== undefined && !this.#features.includes(Feature.Auth)) {
+      throw new TypeError(
+        'Cannot protect names without extension auth: add "auth" to features (or leave features out)',
+      );
+    }
     for (const name of Object.keys(this.#expose)) {
       if (this.#names.restrictsClients(name)) {
         throw new TypeError(

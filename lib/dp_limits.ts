@@ -77,11 +77,15 @@ export class FailureThrottle {
 
   /** Records a failed proof from `source`. */
   failed(source: string): void {
+    const now = this.#now();
+    const bucket = this.#buckets.get(source);
     const tokens = Math.max(0, this.#tokens(source) - 1);
+    // Keep the time already spent towards the next token: failing does not restart the clock.
+    const at = bucket === undefined ? now : now - (now - bucket.at) % this.#refillMs;
     this.#buckets.delete(source);
     if (this.#buckets.size >= this.#maxSources) {
       this.#buckets.delete(this.#buckets.keys().next().value!);
     }
-    this.#buckets.set(source, { tokens, at: this.#now() });
+    this.#buckets.set(source, { tokens, at });
   }
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { parsePublicKey } from "./auth.ts";
+import { formatPublicKey, parsePublicKey } from "./auth.ts";
 
 /** How names that are not in the names file are treated. */
 export type UnlistedNames = "open" | "refuse";
@@ -57,12 +57,17 @@ export class NamesFile implements NamePolicy {
   readonly #rules: ReadonlyMap<string, Rule>;
   readonly #unlisted: UnlistedNames;
 
-  /** Creates the policy from checked rules; prefer {@linkcode NamesFile.parse}. */
+  /**
+   * Creates the policy from rules; prefer {@linkcode NamesFile.parse}.
+   * @throws {TypeError} If a key is not an `ed25519:…` key.
+   */
   constructor(rules: ReadonlyMap<string, NameRule>, unlisted: UnlistedNames = "open") {
+    const canonical = (keys: readonly string[]) =>
+      new Set(keys.map((key) => formatPublicKey(parsePublicKey(key))));
     this.#rules = new Map(
       [...rules].map(([name, rule]) => [name, {
-        owners: new Set(rule.owners),
-        clients: rule.clients === "any" ? "any" : new Set(rule.clients),
+        owners: canonical(rule.owners),
+        clients: rule.clients === "any" ? "any" : canonical(rule.clients),
       }]),
     );
     this.#unlisted = unlisted;
@@ -140,13 +145,13 @@ function keyList(path: string, value: unknown): string[] {
       throw new TypeError(`Cannot read the names file: ${path}[${index}] must be a string`);
     }
     try {
-      parsePublicKey(key);
+      // Stored as proven keys are written (canonical base64), so any spelling of a key matches.
+      return formatPublicKey(parsePublicKey(key));
     } catch (error) {
       throw new TypeError(
         `Cannot read the names file: ${path}[${index}]: ${(error as Error).message}`,
       );
     }
-    return key;
   });
 }
 

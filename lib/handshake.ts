@@ -69,6 +69,11 @@ function describe(message: Message | null): string {
  * Aloha, or refuses the link or the registration.
  */
 export async function dialDiscoverPoint(address: string, options: DialOptions): Promise<Link> {
+  if (options.identity && !(options.features ?? []).includes(Feature.Auth)) {
+    throw new TypeError(
+      `Cannot prove a key to "${address}" without extension auth: add "auth" to features`,
+    );
+  }
   const transport = await dialTransport(address, options);
   const link = new Link(transport, options);
   try {
