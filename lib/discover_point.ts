@@ -88,7 +88,8 @@ export interface DiscoverPointOptions {
   idleTimeout?: number;
   /**
    * Bytes queued towards one link or connection above which its peer is taken
-   * to be not reading, and it is dropped.
+   * to be not reading, and it is dropped. Data waits at 1 MiB, so keep this
+   * above about 2 MiB, or peers that do read may be dropped too.
    * @default {16777216}
    */
   maxLinkQueueBytes?: number;
@@ -405,7 +406,7 @@ export class DiscoverPoint implements AsyncDisposable {
         throw refuse(
           link,
           new ProtocolError(
-            `Too many handshakes in flight from ${source} (limit maxHandshakesPerSource = ${this.#limits.maxHandshakesPerSource})`,
+            `Too many handshakes in flight from this address (limit maxHandshakesPerSource = ${this.#limits.maxHandshakesPerSource})`,
           ),
         );
       }
@@ -460,7 +461,7 @@ export class DiscoverPoint implements AsyncDisposable {
       return `Too many links to this discover point (limit maxLinks = ${limits.maxLinks}); try again later`;
     }
     if (!this.#perSource.add(source)) {
-      return `Too many links from ${source} (limit maxLinksPerSource = ${limits.maxLinksPerSource})`;
+      return `Too many links from this address (limit maxLinksPerSource = ${limits.maxLinksPerSource})`;
     }
     this.#connections++;
     return undefined;
@@ -535,7 +536,7 @@ export class DiscoverPoint implements AsyncDisposable {
     if (auth.method === "none") return undefined;
     if (!this.#failedProofs.allows(source)) {
       throw new ProtocolError(
-        `Cannot check a proof from ${source}: too many failed proofs from this address; try again in a minute`,
+        "Cannot check the proof: too many failed proofs from this address; try again in a minute",
       );
     }
     try {
