@@ -1145,7 +1145,11 @@ Deno.test("auth: no file in lib/ compares a signature, secret, tag or MAC with =
 Deno.test("auth: a discover point with a names file but without the auth extension refuses to start", async () => {
   const owner = await newKey();
   assert.throws(
-    () => new DiscoverPoint({ names: ownedNames({ db: { owners: [owner] } }), features: ["half-close"] }),
+    () =>
+      new DiscoverPoint({
+        names: ownedNames({ db: { owners: [owner] } }),
+        features: ["half-close"],
+      }),
     (error: Error) => {
       assert.ok(error instanceof TypeError, String(error));
       assert.match(error.message, /Cannot protect names without extension auth/);
