@@ -8,7 +8,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { splitAddress } from "./_helpers.ts";
+import { type InProcessDiscoverPoint, splitAddress, startDiscoverPoint } from "./_helpers.ts";
 
 // ---- fixtures -------------------------------------------------------------------
 
@@ -32,6 +32,35 @@ export interface CertAndKey {
 export async function certAndKey(name: string): Promise<CertAndKey> {
   const [cert, key] = await Promise.all([fixture(`${name}.crt`), fixture(`${name}.key`)]);
   return { cert, key };
+}
+
+/** How a test's peers reach its discover point: plain TCP, or TLS with the fixture CA. */
+export type LinkKind = "tcp" | "tls";
+
+/** Both link kinds, for tests that run over each. */
+export const LINK_KINDS: readonly LinkKind[] = ["tcp", "tls"];
+
+/** A discover point for one link kind, with what its peers dial and trust. */
+export interface DiscoverPointOver extends InProcessDiscoverPoint {
+  /** What peers pass as `dp`: `127.0.0.1:PORT`, or `tls://127.0.0.1:PORT`. */
+  readonly dialed: string;
+  /** What peers spread into `listen()`/`connect()` options: the fixture CA for TLS. */
+  readonly trust: { caCerts?: string[] };
+}
+
+/** Starts an in-process discover point whose link port speaks `link` (TLS with `dp.crt`). */
+export async function startDiscoverPointOver(
+  link: LinkKind,
+  options: Parameters<typeof startDiscoverPoint>[0] = {},
+): Promise<DiscoverPointOver> {
+  const tls = link === "tls";
+  const running = await startDiscoverPoint(
+    tls ? { tls: await certAndKey("dp"), ...options } : options,
+  );
+  return Object.assign(running, {
+    dialed: tls ? `tls://127.0.0.1:${running.port}` : running.address,
+    trust: tls ? { caCerts: [await fixture("ca.crt")] } : {},
+  });
 }
 
 /** SHA-256 of `bytes` as hex. */

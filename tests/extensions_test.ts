@@ -2,7 +2,9 @@
  * The extensions of PROTOCOL.md Part 3 working together and apart: a stalled
  * reader isolated by flow control, half-close exchanges, every mix of
  * extensions across server, client and discover point, binary frames and
- * credit enforcement on the wire, and the receive window's auto-tuning.
+ * credit enforcement on the wire, and the receive window's auto-tuning. The
+ * library-level suites (a stalled reader, half-close, every mix of extensions)
+ * run over TCP and over TLS links alike.
  */
 
 import assert from "node:assert/strict";
@@ -38,6 +40,7 @@ import {
   type TextMessage,
   type WireMessage,
 } from "./_extensions.ts";
+import { LINK_KINDS, startDiscoverPointOver } from "./_tls.ts";
 
 const KIB = 1024;
 const MIB = 1024 * 1024;
@@ -160,11 +163,15 @@ function closedWith(pattern: RegExp): (error: unknown) => boolean {
 
 // ---- 1. a stalled reader is isolated ---------------------------------------
 
-for (const stalled of ["server", "client"] as const) {
+for (
+  const [link, stalled] of LINK_KINDS.flatMap((link) =>
+    [[link, "server"], [link, "client"]] as const
+  )
+) {
   const writer = stalled === "server" ? "client" : "server";
-  Deno.test(`flow-control: a ${stalled} that stops reading holds only its own session, and the DP buffers at most one window for it`, async () => {
-    await using dp = await startDiscoverPoint({ maxWindow: MIB });
-    const listener = listen({ dp: dp.address, name: "iso", pool: 1, maxWindow: MIB });
+  Deno.test(`flow-control over ${link}: a ${stalled} that stops reading holds only its own session, and the DP buffers at most one window for it`, async () => {
+    await using dp = await startDiscoverPointOver(link, { maxWindow: MIB });
+    const listener = listen({ dp: dp.dialed, ...dp.trust, name: "iso", pool: 1, maxWindow: MIB });
     const stalledServer = Promise.withResolvers<IndirectConn>();
     const echoes: Promise<unknown>[] = [];
     let stalledClient: IndirectConn | undefined;
@@ -179,7 +186,8 @@ for (const stalled of ["server", "client"] as const) {
     try {
       await listener.ready;
       stalledClient = await connect({
-        dp: dp.address,
+        dp: dp.dialed,
+        ...dp.trust,
         name: "iso",
         clientName: "stalled",
         maxWindow: MIB,
@@ -201,7 +209,8 @@ for (const stalled of ["server", "client"] as const) {
       await settlesWithin(
         Promise.all(Array.from({ length: 50 }, async (_, i) => {
           using client = await connect({
-            dp: dp.address,
+            dp: dp.dialed,
+            ...dp.trust,
             name: "iso",
             clientName: `c${i}`,
             maxWindow: MIB,
@@ -254,45 +263,47 @@ for (const stalled of ["server", "client"] as const) {
 
 // ---- 2. half-close: request, EOF, response ----------------------------------
 
-for (const first of ["client", "server"] as const) {
-  for (const finish of ["close", "closeWrite"] as const) {
-    const other = first === "client" ? "server" : "client";
-    Deno.test(`half-close: the ${first} sends a request and closeWrite(), the ${other} reads it to EOF, answers and ${finish}()s`, async () => {
-      await using dp = await startDiscoverPoint();
-      using listener = listen({ dp: dp.address, name: "rpc" });
-      const accepted = listener.accept();
-      using client = await connect({ dp: dp.address, name: "rpc" });
-      using server = await accepted;
-      const [asker, answerer] = first === "client" ? [client, server] : [server, client];
-      const request = randomBytes(600 * KIB);
-      const response = randomBytes(700 * KIB);
+for (const link of LINK_KINDS) {
+  for (const first of ["client", "server"] as const) {
+    for (const finish of ["close", "closeWrite"] as const) {
+      const other = first === "client" ? "server" : "client";
+      Deno.test(`half-close over ${link}: the ${first} sends a request and closeWrite(), the ${other} reads it to EOF, answers and ${finish}()s`, async () => {
+        await using dp = await startDiscoverPointOver(link);
+        using listener = listen({ dp: dp.dialed, ...dp.trust, name: "rpc" });
+        const accepted = listener.accept();
+        using client = await connect({ dp: dp.dialed, ...dp.trust, name: "rpc" });
+        using server = await accepted;
+        const [asker, answerer] = first === "client" ? [client, server] : [server, client];
+        const request = randomBytes(600 * KIB);
+        const response = randomBytes(700 * KIB);
 
-      const asking = (async () => {
-        const writer = asker.writable.getWriter();
-        for (let offset = 0; offset < request.length; offset += 64 * KIB) {
-          await writer.write(request.slice(offset, offset + 64 * KIB));
-        }
-        writer.releaseLock();
-        await asker.closeWrite();
-        await assert.rejects(asker.write(new Uint8Array(1)), SessionClosedError);
-        // The asker's read side stays open for the whole answer, then ends.
-        return await readAll(asker.readable);
-      })();
+        const asking = (async () => {
+          const writer = asker.writable.getWriter();
+          for (let offset = 0; offset < request.length; offset += 64 * KIB) {
+            await writer.write(request.slice(offset, offset + 64 * KIB));
+          }
+          writer.releaseLock();
+          await asker.closeWrite();
+          await assert.rejects(asker.write(new Uint8Array(1)), SessionClosedError);
+          // The asker's read side stays open for the whole answer, then ends.
+          return await readAll(asker.readable);
+        })();
 
-      const heard = await settlesWithin(readAll(answerer.readable), "EOF after the request");
-      assert.equal(heard.length, request.length);
-      assert.deepEqual(heard, request);
-      await writeAll(answerer.writable, response, 64 * KIB).catch((error) => {
-        throw new Error("Cannot answer after the peer's closeWrite()", { cause: error });
+        const heard = await settlesWithin(readAll(answerer.readable), "EOF after the request");
+        assert.equal(heard.length, request.length);
+        assert.deepEqual(heard, request);
+        await writeAll(answerer.writable, response, 64 * KIB).catch((error) => {
+          throw new Error("Cannot answer after the peer's closeWrite()", { cause: error });
+        });
+        if (finish === "close") answerer.close();
+        else await answerer.closeWrite();
+
+        const answer = await settlesWithin(asking, "the response and EOF");
+        assert.equal(answer.length, response.length);
+        assert.deepEqual(answer, response);
+        await settlesWithin(Promise.all([client.closed, server.closed]), "both ends closed");
       });
-      if (finish === "close") answerer.close();
-      else await answerer.closeWrite();
-
-      const answer = await settlesWithin(asking, "the response and EOF");
-      assert.equal(answer.length, response.length);
-      assert.deepEqual(answer, response);
-      await settlesWithin(Promise.all([client.closed, server.closed]), "both ends closed");
-    });
+    }
   }
 }
 
@@ -307,46 +318,58 @@ const FEATURE_SETS: Record<string, readonly string[]> = {
   "flow-control+binary": ["flow-control", "binary"],
 };
 
-for (const [dpLabel, dpFeatures] of [["all", ALL_FEATURES], ["none", []]] as const) {
-  for (const [isLabel, isFeatures] of Object.entries(FEATURE_SETS)) {
-    for (const [icLabel, icFeatures] of Object.entries(FEATURE_SETS)) {
-      Deno.test(`extension mix: IS ${isLabel} × IC ${icLabel} × DP ${dpLabel} echoes 300 KiB and closes`, async () => {
-        await using dp = await startDiscoverPoint({ features: dpFeatures });
-        const listener = listen({ dp: dp.address, name: "mix", features: isFeatures });
-        const served = listener.accept().then(echoSession);
-        try {
-          await listener.ready;
-          using client = await connect({ dp: dp.address, name: "mix", features: icFeatures });
-          // closeWrite() reaches the server only when every link agreed on half-close.
-          const halfClose = [dpFeatures, isFeatures, icFeatures].every((features) =>
-            features.includes("half-close")
-          );
-          const data = randomBytes(300 * KIB);
-          const writer = client.writable.getWriter();
-          const reader = client.readable.getReader();
-          const [, echoed] = await settlesWithin(
-            Promise.all([
-              (async () => {
-                for (let offset = 0; offset < data.length; offset += 50_000) {
-                  await writer.write(data.slice(offset, offset + 50_000));
-                }
-                if (halfClose) await writer.close();
-              })(),
-              halfClose ? readToEnd(reader) : readExactly(reader, data.length),
-            ]),
-            "the echo",
-            30_000,
-          );
-          assert.equal(echoed.length, data.length);
-          assert.deepEqual(echoed, data);
-          if (!halfClose) client.close();
-          await settlesWithin(client.closed, "the client's session to end");
-          assert.equal(await settlesWithin(served, "the server's session to end"), data.length);
-        } finally {
-          listener.close();
-          await served.catch(() => {});
-        }
-      });
+for (const link of LINK_KINDS) {
+  for (const [dpLabel, dpFeatures] of [["all", ALL_FEATURES], ["none", []]] as const) {
+    for (const [isLabel, isFeatures] of Object.entries(FEATURE_SETS)) {
+      for (const [icLabel, icFeatures] of Object.entries(FEATURE_SETS)) {
+        Deno.test(`extension mix over ${link}: IS ${isLabel} × IC ${icLabel} × DP ${dpLabel} echoes 300 KiB and closes`, async () => {
+          await using dp = await startDiscoverPointOver(link, { features: dpFeatures });
+          const listener = listen({
+            dp: dp.dialed,
+            ...dp.trust,
+            name: "mix",
+            features: isFeatures,
+          });
+          const served = listener.accept().then(echoSession);
+          try {
+            await listener.ready;
+            using client = await connect({
+              dp: dp.dialed,
+              ...dp.trust,
+              name: "mix",
+              features: icFeatures,
+            });
+            // closeWrite() reaches the server only when every link agreed on half-close.
+            const halfClose = [dpFeatures, isFeatures, icFeatures].every((features) =>
+              features.includes("half-close")
+            );
+            const data = randomBytes(300 * KIB);
+            const writer = client.writable.getWriter();
+            const reader = client.readable.getReader();
+            const [, echoed] = await settlesWithin(
+              Promise.all([
+                (async () => {
+                  for (let offset = 0; offset < data.length; offset += 50_000) {
+                    await writer.write(data.slice(offset, offset + 50_000));
+                  }
+                  if (halfClose) await writer.close();
+                })(),
+                halfClose ? readToEnd(reader) : readExactly(reader, data.length),
+              ]),
+              "the echo",
+              30_000,
+            );
+            assert.equal(echoed.length, data.length);
+            assert.deepEqual(echoed, data);
+            if (!halfClose) client.close();
+            await settlesWithin(client.closed, "the client's session to end");
+            assert.equal(await settlesWithin(served, "the server's session to end"), data.length);
+          } finally {
+            listener.close();
+            await served.catch(() => {});
+          }
+        });
+      }
     }
   }
 }

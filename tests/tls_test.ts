@@ -32,6 +32,7 @@ import {
   latin1,
   readAllFrom,
   sha256Hex,
+  startDiscoverPointOver,
   TlsRecordingProxy,
   writeAllTo,
 } from "./_tls.ts";
@@ -325,21 +326,9 @@ for (const tls of [true, false]) {
 
 // ---- 6. the extensions over TCP and TLS alike -------------------------------------
 
-type Transport = "tcp" | "tls";
-
-/** A discover point for `transport`, and the options its peers dial it with. */
-async function discoverPointFor(transport: Transport, options: { maxWindow?: number } = {}) {
-  const running = await startDiscoverPoint(
-    transport === "tls" ? { tls: DP_CERT, ...options } : options,
-  );
-  const dialed = transport === "tls" ? `tls://127.0.0.1:${running.port}` : running.address;
-  const trust = transport === "tls" ? { caCerts: [CA] } : {};
-  return Object.assign(running, { dialed, trust });
-}
-
 for (const transport of ["tcp", "tls"] as const) {
   Deno.test(`${transport}: half-close: the server reads EOF, then still answers, then both close`, async () => {
-    await using dp = await discoverPointFor(transport);
+    await using dp = await startDiscoverPointOver(transport);
     using listener = listen({ dp: dp.dialed, name: "half", ...dp.trust });
     await settlesWithin(listener.ready, "the registration");
     const accepted = listener.accept();
@@ -379,7 +368,7 @@ for (const transport of ["tcp", "tls"] as const) {
   Deno.test(`${transport}: flow control: 4 MiB arrive intact at a reader that keeps lagging`, async () => {
     // The discover point may hold at most this much of the session: far less than is sent.
     const maxWindow = 512 * KIB;
-    await using dp = await discoverPointFor(transport, { maxWindow });
+    await using dp = await startDiscoverPointOver(transport, { maxWindow });
     using listener = listen({ dp: dp.dialed, name: "slow", ...dp.trust });
     await settlesWithin(listener.ready, "the registration");
     const accepted = listener.accept();
@@ -442,7 +431,7 @@ for (const transport of ["tcp", "tls"] as const) {
   Deno.test(`${transport}: binary is offered by default, agreed, and 8 parallel sessions of 256 KiB echo intact`, async () => {
     // No features option anywhere below: the defaults must include binary.
     assert.ok(ALL_FEATURES.includes("binary"));
-    await using dp = await discoverPointFor(transport);
+    await using dp = await startDiscoverPointOver(transport);
     // A proxy that sees the plaintext of the server's link: TLS is terminated by it.
     const proxy = transport === "tls"
       ? new TlsRecordingProxy(`127.0.0.1:${dp.port}`, DP_CERT, [CA])
@@ -499,7 +488,7 @@ for (const transport of ["tcp", "tls"] as const) {
     // still sending Credit, so the kernel reset it and the tail of the echo was lost. It now
     // ends its direction and lets the client close (TcpTransport.finish).
     async fn() {
-      await using dp = await discoverPointFor(transport);
+      await using dp = await startDiscoverPointOver(transport);
       const listener = listen({ dp: dp.dialed, name: "tail", ...dp.trust });
       const served = serveEcho(listener);
       try {
