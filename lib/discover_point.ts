@@ -7,12 +7,11 @@
 
 import { getLogger } from "./_log.ts";
 import { sleep } from "./_backoff.ts";
-import { type AuthRole, verifyTranscript } from "./auth.ts";
 import { ProtocolError } from "./errors.ts";
 import { answerAloha, refuse } from "./handshake.ts";
 import { ALL_FEATURES, Feature, type KeepaliveOptions, Link } from "./link.ts";
 import { LinkClient, SocketClient } from "./dp_client.ts";
-import { FailureThrottle, SourceCounter } from "./dp_limits.ts";
+import { Gate, type Verdict } from "./dp_gate.ts";
 import { BufferBudget } from "./dp_pipe.ts";
 import { type NamePolicy, OPEN_NAMES } from "./dp_policy.ts";
 import {
@@ -25,7 +24,6 @@ import { MAX_LINE_BYTES } from "./codec.ts";
 import {
   type AlohaMessage,
   type AuthMessage,
-  type ConnectMessage,
   MessageType,
   messageTypeName,
   Role,
@@ -206,11 +204,7 @@ export class DiscoverPoint implements AsyncDisposable {
   readonly #clients = new Set<SocketClient | LinkClient>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #settings: SessionSettings;
-  /** Links and public-port connections open now. */
-  #connections = 0;
-  readonly #perSource: SourceCounter;
-  readonly #handshakes: SourceCounter;
-  readonly #failedProofs = new FailureThrottle();
+  readonly #gate: Gate;
   #idleSweep: ReturnType<typeof setInterval> | undefined;
   #closing = false;
   readonly #stop = new AbortController();
@@ -238,8 +232,14 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#names = options.names ?? OPEN_NAMES;
     this.#tls = options.tls;
     this.#settings = { maxWindow: options.maxWindow, budget: new BufferBudget() };
-    this.#perSource = new SourceCounter(limits.maxLinksPerSource);
-    this.#handshakes = new SourceCounter(limits.maxHandshakesPerSource);
+    this.#gate = new Gate({
+      names: this.#names,
+      dpName: this.#name,
+      maxLinks: limits.maxLinks,
+      maxLinksPerSource: limits.maxLinksPerSource,
+      maxHandshakesPerSource: limits.maxHandshakesPerSource,
+      registryRefusal: (name) => this.#registryRefusal(name),
+    });
     if (options.names !== undefined && !this.#features.includes(Feature.Auth)) {
       throw new TypeError(
         'Cannot protect names without extension auth: add "auth" to features (or leave features out)',
@@ -385,7 +385,7 @@ export class DiscoverPoint implements AsyncDisposable {
       closeTimeout: this.#limits.shutdownGrace,
     });
     const source = transport.remoteAddr.hostname;
-    const refusal = this.#admit(source);
+    const refusal = this.#enter(source);
     if (refusal !== undefined) {
       logger.warn("Refused link from {peer}: {reason}", { peer: link.peer, reason: refusal });
       refuse(link, new ProtocolError(refusal));
@@ -393,38 +393,36 @@ export class DiscoverPoint implements AsyncDisposable {
       return;
     }
     this.#links.add(link);
-    let handshaking = this.#handshakes.add(source);
-    const handshakeDone = () => {
-      if (handshaking) this.#handshakes.remove(source);
-      handshaking = false;
-    };
     const deadline = this.#deadline(
       `no complete handshake within ${this.#limits.handshakeTimeout} ms (limit handshakeTimeout)`,
     );
+    const tooMany = this.#gate.beginHandshake(source);
+    let handshaking = tooMany === undefined;
+    const handshakeDone = () => {
+      if (handshaking) this.#gate.endHandshake(source);
+      handshaking = false;
+      deadline.cancel();
+    };
     try {
-      if (!handshaking) {
-        throw refuse(
-          link,
-          new ProtocolError(
-            `Too many handshakes in flight from this address (limit maxHandshakesPerSource = ${this.#limits.maxHandshakesPerSource})`,
-          ),
-        );
-      }
+      if (tooMany !== undefined) throw refuse(link, new ProtocolError(tooMany));
       const { aloha, nonce } = await answerAloha(link, {
         features: this.#features,
         name: this.#name,
         signal: deadline.signal,
-        check: (aloha, agreed) => this.#alohaRefusal(aloha, agreed),
+        check: (aloha, agreed) => this.#gate.alohaRefusal(aloha, agreed),
       });
-      const auth = nonce === undefined ? undefined : await this.#nextAuth(link, deadline.signal);
+      const proof = nonce === undefined
+        ? undefined
+        : { auth: await this.#nextAuth(link, deadline.signal), nonce };
       if (aloha.role === Role.IndirectServer) {
-        const key = await this.#register(link, aloha, auth, nonce, source);
-        deadline.cancel();
+        const { key, refusal } = await this.#gate.registration(aloha, proof, source);
+        // With auth the verdict is sent either way: a refused server learns why before it goes.
+        if (proof) link.send({ type: MessageType.Accepted, reason: refusal ?? "" });
+        if (refusal !== undefined) throw new ProtocolError(refusal);
         handshakeDone();
         await this.#serveServer(link, aloha.name, key);
       } else {
         const connect = await link.nextWithin(deadline.signal);
-        deadline.cancel();
         handshakeDone();
         if (connect === null) return;
         if (connect.type !== MessageType.Connect) {
@@ -434,7 +432,8 @@ export class DiscoverPoint implements AsyncDisposable {
             }`,
           );
         }
-        await this.#serveClient(link, aloha, connect, auth, nonce, source);
+        const verdict = await this.#gate.connection(aloha, connect.name, proof, source);
+        await this.#serveClient(link, aloha, connect.name, verdict);
       }
     } catch (error) {
       logger.warn("Closed link from {peer}: {message}", {
@@ -442,34 +441,20 @@ export class DiscoverPoint implements AsyncDisposable {
         message: (error as Error).message,
       });
     } finally {
-      deadline.cancel();
+      const cut = deadline.signal.aborted;
       handshakeDone();
       // A refusal or a protocol error has its reason queued: let the peer read it. A link cut by
       // the deadline still has a read pending, and has nothing to read anyway.
-      if (deadline.signal.aborted) link.abort();
+      if (cut) link.abort();
       else await link.linger();
       this.#links.delete(link);
-      this.#release(source);
+      this.#gate.leave(source);
     }
   }
 
-  /** Counts a new link or connection from `source`, or says why it cannot be taken. */
-  #admit(source: string): string | undefined {
-    const limits = this.#limits;
-    if (this.#closing) return "The discover point is shutting down";
-    if (this.#connections >= limits.maxLinks) {
-      return `Too many links to this discover point (limit maxLinks = ${limits.maxLinks}); try again later`;
-    }
-    if (!this.#perSource.add(source)) {
-      return `Too many links from this address (limit maxLinksPerSource = ${limits.maxLinksPerSource})`;
-    }
-    this.#connections++;
-    return undefined;
-  }
-
-  #release(source: string): void {
-    this.#connections--;
-    this.#perSource.remove(source);
+  /** Counts a new link or connection from `source` at the gate, or says why it cannot come in. */
+  #enter(source: string): string | undefined {
+    return this.#closing ? "The discover point is shutting down" : this.#gate.enter(source);
   }
 
   #deadline(reason: string): Deadline {
@@ -481,20 +466,8 @@ export class DiscoverPoint implements AsyncDisposable {
     return { signal: controller.signal, cancel: () => clearTimeout(timer) };
   }
 
-  /** What the Aloha alone decides: a server that cannot prove a key is refused here, at once. */
-  #alohaRefusal(aloha: AlohaMessage, agreed: readonly string[]): string | undefined {
-    if (aloha.role !== Role.IndirectServer) return undefined;
-    if (!agreed.includes(Feature.Auth)) {
-      // No Auth will come (an original-protocol server, or one that did not offer auth): the
-      // policy decides now, so a protected name is refused, never registered without proof.
-      return this.#names.registration(aloha.name, undefined) ??
-        this.#registrationRefusal(aloha.name);
-    }
-    return this.#registrationRefusal(aloha.name);
-  }
-
-  #registrationRefusal(name: string): string | undefined {
-    if (name === "") return "Cannot register an indirect server with an empty name";
+  /** Why the registry cannot take one more link of `name` now, if it cannot. */
+  #registryRefusal(name: string): string | undefined {
     const limits = this.#limits;
     const links = this.#registry.get(name)?.length;
     if (links === undefined && this.#registry.size >= limits.maxNames) {
@@ -517,84 +490,6 @@ export class DiscoverPoint implements AsyncDisposable {
       );
     }
     return message;
-  }
-
-  /**
-   * Checks a proof. Failures count against the source's throttle, and the log
-   * names the name, the role and the key, never the signature.
-   * @returns The proven key (`ed25519:…`), or `undefined` for `"none"`.
-   * @throws {ProtocolError} Saying why the proof does not hold.
-   */
-  async #provenKey(
-    auth: AuthMessage,
-    role: AuthRole,
-    name: string,
-    nonce: string,
-    aloha: AlohaMessage,
-    source: string,
-  ): Promise<string | undefined> {
-    if (auth.method === "none") return undefined;
-    if (!this.#failedProofs.allows(source)) {
-      throw new ProtocolError(
-        "Cannot check the proof: too many failed proofs from this address; try again in a minute",
-      );
-    }
-    try {
-      if (auth.method !== "ed25519") {
-        throw new TypeError(`method "${auth.method}" is not "ed25519" or "none"`);
-      }
-      return await verifyTranscript(auth.key, auth.signature, {
-        role,
-        name,
-        nonce,
-        dpName: this.#name,
-        peerName: aloha.name,
-      });
-    } catch (error) {
-      this.#failedProofs.failed(source);
-      const key = `ed25519:${auth.key.slice(0, 64)}`;
-      logger.warn("Failed proof for {name} as {role} from {source} with key {key}: {message}", {
-        name,
-        role,
-        source,
-        key,
-        message: (error as Error).message,
-      });
-      throw new ProtocolError(
-        `Cannot accept the proof of key ${key} for "${name}": ${(error as Error).message}`,
-      );
-    }
-  }
-
-  /**
-   * Decides a server's registration after its Aloha. With `auth`, the proof
-   * is checked and the verdict sent in Accepted: a refused server learns why
-   * before its link closes.
-   * @returns The key the server proved, if any.
-   * @throws {ProtocolError} When the registration is refused.
-   */
-  async #register(
-    link: Link,
-    aloha: AlohaMessage,
-    auth: AuthMessage | undefined,
-    nonce: string | undefined,
-    source: string,
-  ): Promise<string | undefined> {
-    if (auth === undefined || nonce === undefined) return undefined; // Decided at the Aloha.
-    let key: string | undefined;
-    let refusal: string | undefined;
-    try {
-      key = await this.#provenKey(auth, "IS", aloha.name, nonce, aloha, source);
-      refusal = this.#names.registration(aloha.name, key);
-      if (refusal !== undefined && key !== undefined) this.#failedProofs.failed(source);
-    } catch (error) {
-      refusal = (error as Error).message;
-    }
-    // The pool may have filled while the proof was checked.
-    refusal ??= this.#registrationRefusal(aloha.name);
-    link.send({ type: MessageType.Accepted, reason: refusal ?? "" });
-    if (refusal !== undefined) throw new ProtocolError(refusal);
-    return key;
   }
 
   async #serveServer(link: Link, name: string, key: string | undefined): Promise<void> {
@@ -628,30 +523,17 @@ export class DiscoverPoint implements AsyncDisposable {
   async #serveClient(
     link: Link,
     aloha: AlohaMessage,
-    connect: ConnectMessage,
-    auth: AuthMessage | undefined,
-    nonce: string | undefined,
-    source: string,
+    name: string,
+    { key, refusal }: Verdict,
   ): Promise<void> {
-    let key: string | undefined;
-    let refusal: string | undefined;
-    try {
-      if (auth !== undefined && nonce !== undefined) {
-        key = await this.#provenKey(auth, "IC", connect.name, nonce, aloha, source);
-      }
-      refusal = this.#names.connection(connect.name, key);
-      if (refusal !== undefined && key !== undefined) this.#failedProofs.failed(source);
-    } catch (error) {
-      refusal = (error as Error).message;
-    }
     const client = new LinkClient(link, aloha.name || link.peer, key);
     this.#clients.add(client);
     try {
-      if (refusal === undefined) this.#route(connect.name, client);
+      if (refusal === undefined) this.#route(name, client);
       else {
         logger.info("Refused {client} for {name}: {reason}", {
           client: client.address,
-          name: connect.name,
+          name,
           reason: refusal,
         });
         client.refused(refusal);
@@ -670,7 +552,7 @@ export class DiscoverPoint implements AsyncDisposable {
       this.#limits.shutdownGrace,
     );
     const source = conn.remoteAddr.hostname;
-    const refusal = this.#admit(source);
+    const refusal = this.#enter(source);
     if (refusal !== undefined) {
       logger.warn("Refused {client} on the public port of {name}: {reason}", {
         client: client.label,
@@ -683,7 +565,7 @@ export class DiscoverPoint implements AsyncDisposable {
     try {
       await this.#servePublicClient(name, client, transport);
     } finally {
-      this.#release(source);
+      this.#gate.leave(source);
     }
   }
 
