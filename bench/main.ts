@@ -6,7 +6,10 @@
  * - `direct`: client → target;
  * - `relay`: client → relay1 → relay2 → target (bench/relay.ts; no RTCP, the ceiling);
  * - `rtcp`: client → DP public port → `cli.ts expose` → target;
- * - `rtcp-connect`: client → `cli.ts connect` → DP → `cli.ts expose` → target.
+ * - `rtcp-tls`: `rtcp` with TLS between `expose` and the DP (test certificates);
+ * - `rtcp-text`: `rtcp` with the DP offering no extension (original protocol);
+ * - `rtcp-connect`: client → `cli.ts connect` → DP → `cli.ts expose` → target;
+ * - `rtcp-connect-tls`: `rtcp-connect` with TLS on both links to the DP.
  *
  * Every measurement runs in its own client process (bench/client.ts) rather than in this
  * one: the client is event-loop bound, and sharing a loop with the orchestration (reading
@@ -18,7 +21,7 @@
  * its client has exited, the chain's CPU use is sampled, and a process still busy with no
  * client (sessions never torn down), or one that exited, is reported as a failure.
  *
- * Run: `deno task bench [--paths direct,relay,rtcp,rtcp-connect] [--quick] [--repeat N]
+ * Run: `deno task bench [--paths relay,rtcp,rtcp-tls,...] [--quick] [--repeat N]
  * [--json PATH]`; with `--repeat N` every path is measured N times, interleaved, and the
  * table shows medians.
  * Writes bench/results/<timestamp>.json and bench/results/latest.json (or only PATH).

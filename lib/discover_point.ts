@@ -12,6 +12,7 @@ import { answerAloha, refuse } from "./handshake.ts";
 import { ALL_FEATURES, Feature, type KeepaliveOptions, Link } from "./link.ts";
 import { LinkClient, SocketClient } from "./dp_client.ts";
 import { Gate, type Verdict } from "./dp_gate.ts";
+import { type LinkPort, listenTlsLinks } from "./dp_tls_port.ts";
 import { BufferBudget } from "./dp_pipe.ts";
 import { type NamePolicy, OPEN_NAMES } from "./dp_policy.ts";
 import {
@@ -197,7 +198,8 @@ export class DiscoverPoint implements AsyncDisposable {
   readonly #features: readonly string[];
   readonly #names: NamePolicy;
   readonly #tls: { readonly cert: string; readonly key: string } | undefined;
-  #listener: Deno.Listener<Deno.Conn<Deno.NetAddr>, Deno.NetAddr> | undefined;
+  #listener: LinkPort | undefined;
+  #starting = false;
   readonly #publicListeners = new Map<string, Deno.TcpListener>();
   readonly #registry = new Map<string, ServerLink[]>();
   readonly #links = new Set<Link>();
@@ -258,8 +260,9 @@ export class DiscoverPoint implements AsyncDisposable {
    * Binds the discover point's port and its public ports and starts serving.
    * @throws {Deno.errors.AddrInUse} If a port is taken (nothing stays bound).
    */
-  start(): Promise<void> {
-    if (this.#listener) throw new Error("Cannot start discover point: it is already started");
+  async start(): Promise<void> {
+    if (this.#starting) throw new Error("Cannot start discover point: it is already started");
+    this.#starting = true;
     const listeners: Deno.TcpListener[] = [];
     try {
       for (const [name, port] of Object.entries(this.#expose)) {
@@ -267,21 +270,12 @@ export class DiscoverPoint implements AsyncDisposable {
         listeners.push(listener);
         this.#publicListeners.set(name, listener);
       }
-      const address = { hostname: this.#hostname, port: this.#port };
-      this.#listener = this.#tls
-        ? Deno.listenTls({ ...address, cert: this.#tls.cert, key: this.#tls.key })
-        : Deno.listen(address);
+      this.#listener = await this.#listenForLinks();
     } catch (error) {
       for (const listener of listeners) listener.close();
       this.#publicListeners.clear();
       throw error;
     }
-    this.#track(
-      this.#acceptLoop(
-        this.#listener,
-        (conn) => this.serveLink(new TcpTransport(conn, this.#transportOptions)),
-      ),
-    );
     for (const [name, listener] of this.#publicListeners) {
       this.#track(this.#acceptLoop(listener, (conn) => this.#servePublic(name, conn)));
     }
@@ -295,7 +289,31 @@ export class DiscoverPoint implements AsyncDisposable {
     logger.info(this.#tls ? "Listening on {address} (TLS)" : "Listening on {address}", {
       address: formatAddress(this.addr),
     });
-    return Promise.resolve();
+  }
+
+  /** Opens the link port: plain TCP, or TLS; either way every link goes to {@linkcode serveLink}. */
+  async #listenForLinks(): Promise<LinkPort> {
+    const address = { hostname: this.#hostname, port: this.#port };
+    if (this.#tls === undefined) {
+      const listener = Deno.listen(address);
+      this.#track(
+        this.#acceptLoop(
+          listener,
+          (conn) => this.serveLink(new TcpTransport(conn, this.#transportOptions)),
+        ),
+      );
+      return listener;
+    }
+    return await listenTlsLinks({
+      ...address,
+      ...this.#tls,
+      handshakeTimeout: this.#limits.handshakeTimeout,
+      transport: this.#transportOptions,
+      onLink: (transport) => this.#track(this.serveLink(transport)),
+      onHandshakeError: (peer, message) => {
+        logger.warn("Closed link from {peer}: TLS handshake failed: {message}", { peer, message });
+      },
+    });
   }
 
   get #transportOptions(): { maxQueuedBytes: number } {

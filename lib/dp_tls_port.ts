@@ -1,0 +1,98 @@
+/**
+ * A discover point's link port over TLS. It is a `node:tls` server rather
+ * than `Deno.listenTls`, because only there can TCP_NODELAY be set on each
+ * connection, before its handshake (see `node_socket_transport.ts`).
+ * @module
+ */
+
+import type { Socket } from "node:net";
+import tls from "node:tls";
+import { NodeSocketTransport, type NodeSocketTransportOptions } from "./node_socket_transport.ts";
+import type { Transport } from "./transport.ts";
+
+/** A listening port that hands each new link to its owner. */
+export interface LinkPort {
+  /** The address it listens on. */
+  readonly addr: Deno.NetAddr;
+  /** Stops listening, and drops connections still in their TLS handshake. */
+  close(): void;
+}
+
+/** Options of {@linkcode listenTlsLinks}. */
+export interface TlsPortOptions {
+  /** Address to listen on. */
+  readonly hostname: string;
+  /** Port to listen on; 0 picks one. */
+  readonly port: number;
+  /** PEM certificate chain. */
+  readonly cert: string;
+  /** PEM private key. */
+  readonly key: string;
+  /** Milliseconds a connection has to complete its TLS handshake. */
+  readonly handshakeTimeout: number;
+  /** Options of each link's transport. */
+  readonly transport: NodeSocketTransportOptions;
+  /** Called with each connection whose handshake succeeded. */
+  readonly onLink: (transport: Transport) => void;
+  /** Called when a connection's handshake fails (a plaintext peer, an unknown certificate). */
+  readonly onHandshakeError: (peer: string, message: string) => void;
+}
+
+/**
+ * Listens for TLS links.
+ * @throws {Deno.errors.AddrInUse} If the port is taken.
+ * @throws {TypeError} If the certificate or key cannot be used.
+ */
+export async function listenTlsLinks(options: TlsPortOptions): Promise<LinkPort> {
+  let server: tls.Server;
+  try {
+    server = tls.createServer({
+      cert: options.cert,
+      key: options.key,
+      handshakeTimeout: options.handshakeTimeout,
+    });
+  } catch (error) {
+    throw new TypeError(`Cannot serve TLS: ${(error as Error).message}`, { cause: error });
+  }
+  const handshaking = new Set<Socket>();
+  server.on("connection", (socket: Socket) => {
+    // Before the handshake: its last flight must not wait for the client's delayed ACK.
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true);
+    handshaking.add(socket);
+    socket.once("close", () => handshaking.delete(socket));
+  });
+  server.on("secureConnection", (socket: tls.TLSSocket) => {
+    handshaking.delete(socket);
+    options.onLink(new NodeSocketTransport(socket, options.transport));
+  });
+  server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
+    const peer = socket.remoteAddress?.includes(":")
+      ? `[${socket.remoteAddress}]:${socket.remotePort}`
+      : `${socket.remoteAddress}:${socket.remotePort}`;
+    options.onHandshakeError(peer, error.message);
+    socket.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (error: Error & { code?: string }) => {
+      reject(
+        error.code === "EADDRINUSE"
+          ? new Deno.errors.AddrInUse(error.message, { cause: error })
+          : error,
+      );
+    });
+    server.listen(options.port, options.hostname, () => resolve());
+  });
+  const address = server.address();
+  if (address === null || typeof address === "string") {
+    server.close();
+    throw new Error("Cannot serve TLS: the server has no address");
+  }
+  return {
+    addr: { transport: "tcp", hostname: address.address, port: address.port },
+    close() {
+      server.close();
+      for (const socket of handshaking) socket.destroy();
+    },
+  };
+}
