@@ -313,6 +313,18 @@ export class DiscoverPoint implements AsyncDisposable {
       onHandshakeError: (peer, message) => {
         logger.warn("Closed link from {peer}: TLS handshake failed: {message}", { peer, message });
       },
+      // A TLS handshake counts as a link and as a handshake from its address, as a link does.
+      enter: (source) => {
+        const refusal = this.#enter(source);
+        if (refusal !== undefined) return refusal;
+        const tooMany = this.#gate.beginHandshake(source);
+        if (tooMany !== undefined) this.#gate.leave(source);
+        return tooMany;
+      },
+      leave: (source) => {
+        this.#gate.endHandshake(source);
+        this.#gate.leave(source);
+      },
     });
   }
 

@@ -36,6 +36,13 @@ export interface TlsPortOptions {
   readonly onLink: (transport: Transport) => void;
   /** Called when a connection's handshake fails (a plaintext peer, an unknown certificate). */
   readonly onHandshakeError: (peer: string, message: string) => void;
+  /**
+   * Counts a connection from `source` during its TLS handshake, against the
+   * same limits as links; returns why not, and the connection is dropped.
+   */
+  readonly enter: (source: string) => string | undefined;
+  /** Uncounts a connection counted by `enter`, once its handshake is over either way. */
+  readonly leave: (source: string) => void;
 }
 
 /**
@@ -54,16 +61,30 @@ export async function listenTlsLinks(options: TlsPortOptions): Promise<LinkPort>
   } catch (error) {
     throw new TypeError(`Cannot serve TLS: ${(error as Error).message}`, { cause: error });
   }
-  const handshaking = new Set<Socket>();
+  // Connections in their handshake, by "address:port": the TLS socket of 'secureConnection' is
+  // another object than the TCP socket of 'connection'.
+  const handshaking = new Map<string, { socket: Socket; over(): void }>();
+  const keyOf = (socket: Socket) => `${socket.remoteAddress}:${socket.remotePort}`;
   server.on("connection", (socket: Socket) => {
+    const source = socket.remoteAddress ?? "";
+    if (options.enter(source) !== undefined) {
+      socket.destroy();
+      return;
+    }
     // Before the handshake: its last flight must not wait for the client's delayed ACK.
     socket.setNoDelay(true);
     socket.setKeepAlive(true);
-    handshaking.add(socket);
-    socket.once("close", () => handshaking.delete(socket));
+    const key = keyOf(socket);
+    const over = () => {
+      if (handshaking.get(key)?.socket !== socket) return;
+      handshaking.delete(key);
+      options.leave(source);
+    };
+    handshaking.set(key, { socket, over });
+    socket.once("close", over);
   });
   server.on("secureConnection", (socket: tls.TLSSocket) => {
-    handshaking.delete(socket);
+    handshaking.get(keyOf(socket))?.over();
     options.onLink(new NodeSocketTransport(socket, options.transport));
   });
   server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
@@ -92,7 +113,7 @@ export async function listenTlsLinks(options: TlsPortOptions): Promise<LinkPort>
     addr: { transport: "tcp", hostname: address.address, port: address.port },
     close() {
       server.close();
-      for (const socket of handshaking) socket.destroy();
+      for (const { socket } of handshaking.values()) socket.destroy();
     },
   };
 }

@@ -313,8 +313,8 @@ export class Link {
   async linger(): Promise<void> {
     const finished = this.finish();
     try {
-      for (let chunk = await this.transport.read(); chunk !== null;) {
-        chunk = await this.transport.read();
+      while ((await this.transport.read()) !== null) {
+        // Dropped: the link is over, the peer just has not said so yet.
       }
     } catch {
       // Reset by the peer, or dropped by the timeout: either way it is over.

@@ -52,6 +52,8 @@ export class NodeSocketTransport implements Transport {
   readonly #gone = Promise.withResolvers<void>();
   /** Writes handed to the socket and not yet written, and who waits for them all. */
   #unwritten = 0;
+  /** Writes of this turn are being gathered (`socket.cork()`). */
+  #corked = false;
   #flushWaiters: (() => void)[] = [];
   #finishTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -163,6 +165,15 @@ export class NodeSocketTransport implements Transport {
       throw new Deno.errors.BadResource("Cannot write: the connection is closed");
     }
     if (bytes.length === 0) return undefined;
+    // Messages sent in one turn of the event loop leave in one TLS record and one system call.
+    if (!this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      queueMicrotask(() => {
+        this.#corked = false;
+        this.#socket.uncork();
+      });
+    }
     // The socket holds the bytes until they are written; then their memory is free again.
     this.#unwritten++;
     this.#socket.write(bytes, (error?: Error | null) => {

@@ -512,3 +512,45 @@ for (const transport of ["tcp", "tls"] as const) {
     },
   });
 }
+
+// ---- limits apply during the TLS handshake too ----------------------------------
+
+/** Tries `attempt` until it settles the way `wanted` says, and returns that outcome. */
+async function until<T>(
+  attempt: () => Promise<T>,
+  wanted: "ok" | "refused",
+): Promise<T | unknown> {
+  for (;;) {
+    try {
+      const value = await attempt();
+      if (wanted === "ok") return value;
+      (value as Disposable)[Symbol.dispose]?.();
+    } catch (error) {
+      if (wanted === "refused") return error;
+    }
+  }
+}
+
+Deno.test("TLS: a connection still in its TLS handshake counts against maxLinks, and only until it goes", async () => {
+  await using dp = await startDiscoverPointOver("tls", { maxLinks: 2 });
+  const listener = listen({ dp: dp.dialed, ...dp.trust, name: "counted" });
+  const served = serveEcho(listener);
+  await settlesWithin(listener.ready, "the registration");
+  // Never sends a ClientHello: it holds the second place while the handshake deadline runs.
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port: dp.port });
+  const refusal = await settlesWithin(
+    until(() => connect({ dp: dp.dialed, ...dp.trust, name: "counted" }), "refused"),
+    "a session to be refused while the silent connection holds the last place",
+  );
+  assert.ok(refusal instanceof Error, String(refusal));
+  silent.close();
+  const conn = await settlesWithin(
+    until(() => connect({ dp: dp.dialed, ...dp.trust, name: "counted" }), "ok"),
+    "a session once the silent connection is gone",
+  ) as IndirectConn;
+  await assertEchoes(conn, "after");
+  conn.close();
+  await conn.closed;
+  listener.close();
+  await settlesWithin(served, "the echo server to finish");
+});
