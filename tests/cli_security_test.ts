@@ -15,7 +15,6 @@ import {
   CLI_PATH,
   DP_PATH,
   EchoServer,
-  fixturePath,
   makeTempDir,
   Program,
   readAllFrom,
@@ -24,7 +23,8 @@ import {
   type TempDir,
   within,
   writeAllTo,
-} from "./_tls.ts";
+} from "./_programs.ts";
+import { fixturePath } from "./_tls.ts";
 
 const PUBLIC_KEY = /^ed25519:[A-Za-z0-9+/]{43}=$/;
 const CA_PATH = fixturePath("ca.crt");

@@ -5,151 +5,21 @@
  */
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { pipeBoth } from "../cli.ts";
 import { connect, DiscoverPoint, listen, SessionRefusedError } from "../mod.ts";
-
-const CLI_PATH = fileURLToPath(new URL("../cli.ts", import.meta.url));
-const DP_PATH = fileURLToPath(new URL("../dp.ts", import.meta.url));
+import {
+  CLI_PATH,
+  DP_PATH,
+  EchoServer,
+  Program,
+  readAllFrom as readAll,
+  readExactlyFrom as readExactly,
+  within,
+  writeAllTo as writeAll,
+} from "./_programs.ts";
+import { randomBytes, unusedAddress } from "./_helpers.ts";
 
 // ---- helpers ------------------------------------------------------------------
-
-/**
- * Rejects if `promise` has not settled within `ms`. Not a timing assertion: a
- * generous guard so a missing event fails the test with `what` instead of hanging it.
- */
-async function within<T>(promise: Promise<T>, what: string, ms = 15_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-interface LineWaiter {
-  regex: RegExp;
-  nth: number;
-  resolve(match: RegExpExecArray): void;
-  reject(error: Error): void;
-}
-
-/** The lines of a child's output, read as they come, with waits for a matching line. */
-class Lines {
-  readonly lines: string[] = [];
-  readonly done: Promise<void>;
-  readonly #waiters = new Set<LineWaiter>();
-  #ended = false;
-
-  constructor(readable: ReadableStream<Uint8Array>) {
-    this.done = this.#pump(readable);
-  }
-
-  async #pump(readable: ReadableStream<Uint8Array>): Promise<void> {
-    let pending = "";
-    for await (const text of readable.pipeThrough(new TextDecoderStream())) {
-      pending += text;
-      for (let newline = pending.indexOf("\n"); newline >= 0; newline = pending.indexOf("\n")) {
-        this.#push(pending.slice(0, newline));
-        pending = pending.slice(newline + 1);
-      }
-    }
-    if (pending) this.#push(pending);
-    this.#ended = true;
-    for (const waiter of this.#waiters) {
-      waiter.reject(new Error(`Output ended before a line matched ${waiter.regex}`));
-    }
-    this.#waiters.clear();
-  }
-
-  #push(line: string): void {
-    this.lines.push(line);
-    for (const waiter of this.#waiters) this.#check(waiter);
-  }
-
-  #check(waiter: LineWaiter): void {
-    let seen = 0;
-    for (const line of this.lines) {
-      const match = waiter.regex.exec(line);
-      if (match && ++seen === waiter.nth) {
-        this.#waiters.delete(waiter);
-        waiter.resolve(match);
-        return;
-      }
-    }
-  }
-
-  /** Resolves with the `nth` line (counting from 1) that matches `regex`, once it is printed. */
-  waitFor(regex: RegExp, nth = 1): Promise<RegExpExecArray> {
-    const { promise, resolve, reject } = Promise.withResolvers<RegExpExecArray>();
-    const waiter = { regex, nth, resolve, reject };
-    this.#waiters.add(waiter);
-    this.#check(waiter);
-    if (this.#ended && this.#waiters.delete(waiter)) {
-      reject(new Error(`Output ended before a line matched ${regex}`));
-    }
-    return promise;
-  }
-
-  get text(): string {
-    return this.lines.join("\n");
-  }
-}
-
-/** A `deno run --allow-net` subprocess whose output is read line by line. */
-class Program implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  readonly stdout: Lines;
-  readonly stderr: Lines;
-  #stopped: Promise<Deno.CommandStatus> | undefined;
-
-  constructor(script: string, args: string[]) {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net", script, ...args],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.stdout = new Lines(this.child.stdout);
-    this.stderr = new Lines(this.child.stderr);
-  }
-
-  /** The first stdout line matching `regex`; fails with the program's stderr if it never comes. */
-  async printed(regex: RegExp): Promise<RegExpExecArray> {
-    try {
-      return await within(this.stdout.waitFor(regex), `stdout line ${regex}`);
-    } catch (error) {
-      throw new Error(`${(error as Error).message}; stderr:\n${this.stderr.text}`);
-    }
-  }
-
-  /** The `nth` stderr line matching `regex`. */
-  logged(regex: RegExp, nth = 1): Promise<RegExpExecArray> {
-    return within(this.stderr.waitFor(regex, nth), `stderr line ${regex}`);
-  }
-
-  /** Sends SIGTERM (if still running), waits for the exit and the end of its output. */
-  stop(): Promise<Deno.CommandStatus> {
-    this.#stopped ??= (async () => {
-      try {
-        this.child.kill("SIGTERM");
-      } catch {
-        // It has already exited; its status says how.
-      }
-      const status = await this.child.status;
-      await Promise.all([this.stdout.done, this.stderr.done]);
-      return status;
-    })();
-    return this.#stopped;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
-  }
-}
 
 /** Spawns `dp.ts` on 127.0.0.1 and waits until it listens; `address` is its `"host:port"`. */
 async function spawnDp(args: string[] = [], port = 0): Promise<Program & { address: string }> {
@@ -179,105 +49,6 @@ async function spawnConnect(dp: string, name: string): Promise<Program & { port:
   ]);
   const [, port] = await program.printed(/^Listening on 127\.0\.0\.1:(\d+)$/);
   return Object.assign(program, { port: Number(port) });
-}
-
-/** A TCP echo server on 127.0.0.1: echoes until EOF, then half-closes. */
-class EchoServer implements AsyncDisposable {
-  readonly #listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  readonly #conns = new Set<Deno.TcpConn>();
-  readonly #handlers = new Set<Promise<void>>();
-  readonly #loop: Promise<void>;
-
-  constructor() {
-    this.#loop = this.#acceptAll();
-  }
-
-  get address(): string {
-    return `127.0.0.1:${this.#listener.addr.port}`;
-  }
-
-  async #acceptAll(): Promise<void> {
-    try {
-      for await (const conn of this.#listener) {
-        this.#conns.add(conn);
-        const handler = this.#echo(conn).finally(() => {
-          this.#conns.delete(conn);
-          this.#handlers.delete(handler);
-        });
-        this.#handlers.add(handler);
-      }
-    } catch (error) {
-      if (!(error instanceof Deno.errors.BadResource)) throw error;
-    }
-  }
-
-  async #echo(conn: Deno.TcpConn): Promise<void> {
-    const buffer = new Uint8Array(64 * 1024);
-    try {
-      for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
-        for (let written = 0; written < n;) {
-          written += await conn.write(buffer.subarray(written, n));
-        }
-      }
-      await conn.closeWrite();
-    } catch {
-      // The tunnel may end the connection abruptly (that is what some tests do).
-    } finally {
-      try {
-        conn.close();
-      } catch {
-        // Closed by dispose.
-      }
-    }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#listener.close();
-    await this.#loop;
-    for (const conn of this.#conns) conn.close();
-    await Promise.all(this.#handlers);
-  }
-}
-
-/** An address where nothing listens: a port that was bound and then released. */
-function unusedAddress(): string {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  listener.close();
-  return `127.0.0.1:${listener.addr.port}`;
-}
-
-function randomBytes(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let offset = 0; offset < n; offset += 65536) {
-    crypto.getRandomValues(out.subarray(offset, Math.min(n, offset + 65536)));
-  }
-  return out;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let offset = 0; offset < bytes.length;) {
-    offset += await conn.write(bytes.subarray(offset, offset + 100_000));
-  }
-}
-
-/** Reads until EOF; a reset counts as the end too when `resetIsEnd`. */
-async function readAll(conn: Deno.Conn, resetIsEnd = false): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  const buffer = new Uint8Array(64 * 1024);
-  try {
-    for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
-      chunks.push(buffer.slice(0, n));
-    }
-  } catch (error) {
-    if (!resetIsEnd || !(error instanceof Deno.errors.ConnectionReset)) throw error;
-  }
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
 
 /** Sends `bytes` then half-closes, while reading everything that comes back. */
@@ -343,16 +114,6 @@ Deno.test("pipeBoth() closes both connections when its signal aborts", async () 
   client.close();
   server.close();
 });
-
-async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  for (let have = 0; have < length;) {
-    const n = await conn.read(out.subarray(have));
-    if (n === null) break;
-    have += n;
-  }
-  return out;
-}
 
 Deno.test("pipeBoth() ends at once when a session's peer closes it, forwarding what it sent", async () => {
   await using dp = new DiscoverPoint({ hostname: "127.0.0.1", port: 0 });

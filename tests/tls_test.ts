@@ -30,12 +30,11 @@ import {
   certAndKey,
   fixture,
   latin1,
-  readAllFrom,
   sha256Hex,
   startDiscoverPointOver,
   TlsRecordingProxy,
-  writeAllTo,
 } from "./_tls.ts";
+import { readAllFrom, writeAllTo } from "./_programs.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
