@@ -19,6 +19,12 @@ import { parseArgs } from "node:util";
 import { getLogger } from "./lib/_log.ts";
 import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/discover_point.ts";
 import { NamesFile } from "./lib/dp_policy.ts";
+import { LINK_PATH } from "./lib/dp_http.ts";
+import { LIMIT_FLAGS, wholeNumber as wholeNumberOf } from "./app/dp_settings.ts";
+
+function wholeNumber(flag: string, value: string): number {
+  return wholeNumberOf(`--${flag}`, value);
+}
 import { formatAddress } from "./lib/transport.ts";
 import { ALL_FEATURES } from "./lib/link.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
@@ -36,6 +42,8 @@ Options:
                                sessions to the indirect server NAME (repeatable)
   --name NAME                  The discover point's name, bound into every proof:
                                set it to its public host name (default rtcp-dp)
+  --http PORT                  Also take links as WebSocket upgrades of /rtcp on this
+                               HTTP port (ws://HOST:PORT/rtcp); other paths answer 404
 
 Security (files need --allow-read=FILE):
   --names FILE                 Owned names: {"NAME": {"owners": ["ed25519:..."],
@@ -73,38 +81,12 @@ Limits:
   --log-level L                trace, debug, info, warning, error or fatal (default info)
   -h, --help                   Show this help`;
 
-const LIMIT_FLAGS = {
-  "max-line-bytes": "maxLineBytes",
-  "handshake-timeout": "handshakeTimeout",
-  "ack-timeout": "ackTimeout",
-  "max-links-per-server": "maxLinksPerServer",
-  "max-sessions-per-server": "maxSessionsPerServer",
-  "max-sessions": "maxSessions",
-  "max-pending-per-server": "maxPendingPerServer",
-  "max-links": "maxLinks",
-  "max-names": "maxNames",
-  "max-links-per-ip": "maxLinksPerSource",
-  "max-handshakes-per-ip": "maxHandshakesPerSource",
-  "max-buffered-bytes": "maxBufferedBytes",
-  "idle-timeout": "idleTimeout",
-  "max-link-queue-bytes": "maxLinkQueueBytes",
-  "shutdown-grace": "shutdownGrace",
-} as const;
-
 /** Flags that name files, and what reading them needs. */
 interface FileFlags {
   names?: string;
   unlisted: string;
   tlsCert?: string;
   tlsKey?: string;
-}
-
-function wholeNumber(flag: string, value: string): number {
-  const number = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(number)) {
-    throw new TypeError(`Cannot use --${flag} "${value}": expected a whole number`);
-  }
-  return number;
 }
 
 function parseFeatures(value: string): string[] {
@@ -163,9 +145,16 @@ async function loadFiles(options: DiscoverPointOptions, files: FileFlags): Promi
   }
 }
 
-function parseOptions(
-  args: string[],
-): { options: DiscoverPointOptions; level: string; files: FileFlags } | "help" {
+/** What the command line asks for. */
+interface Parsed {
+  options: DiscoverPointOptions;
+  level: string;
+  files: FileFlags;
+  /** `--http`: the port for WebSocket links. */
+  httpPort?: number;
+}
+
+function parseOptions(args: string[]): Parsed | "help" {
   const { values } = parseArgs({
     args,
     strict: true,
@@ -185,6 +174,7 @@ function parseOptions(
       unlisted: { type: "string", default: "open" },
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
+      http: { type: "string" },
       ...Object.fromEntries(
         Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: "string" as const }]),
       ),
@@ -212,7 +202,9 @@ function parseOptions(
   if (values.names !== undefined) files.names = values.names as string;
   if (values["tls-cert"] !== undefined) files.tlsCert = values["tls-cert"] as string;
   if (values["tls-key"] !== undefined) files.tlsKey = values["tls-key"] as string;
-  return { options, level: values["log-level"] as string, files };
+  const parsed: Parsed = { options, level: values["log-level"] as string, files };
+  if (values.http !== undefined) parsed.httpPort = wholeNumber("http", values.http as string);
+  return parsed;
 }
 
 /**
@@ -251,17 +243,34 @@ export async function main(args: string[]): Promise<number> {
     });
     return 1;
   }
+  let http: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (parsed.httpPort !== undefined) {
+    try {
+      http = Deno.serve(
+        { hostname: parsed.options.hostname, port: parsed.httpPort, onListen: () => {} },
+        dp.httpHandler(),
+      );
+    } catch (error) {
+      logger.fatal("Cannot serve HTTP on port {port}: {message}", {
+        port: parsed.httpPort,
+        message: (error as Error).message,
+      });
+      await dp.close();
+      return 1;
+    }
+  }
   // Listen for signals before saying we are ready: a supervisor may stop us at once.
   const stop = shutdownSignal();
   for (const [name, addr] of dp.publicAddrs) {
     console.log(`Public port for "${name}" on ${formatAddress(addr)}`);
   }
+  if (http) console.log(`WebSocket links on ws://${formatAddress(http.addr)}${LINK_PATH}`);
   console.log(`Listening on ${formatAddress(dp.addr)}`);
 
   const signal = await stop.received;
   stop.dispose();
   logger.info("Shutting down on {signal}", { signal });
-  await dp.close();
+  await Promise.all([dp.close(), http?.shutdown()]);
   return 0;
 }
 

@@ -53,6 +53,10 @@ export { NamesFile, OPEN_NAMES } from "./lib/dp_policy.ts";
 export type { NamePolicy, NameRule, UnlistedNames } from "./lib/dp_policy.ts";
 export { parseDiscoverPoint } from "./lib/dial.ts";
 export { TcpTransport } from "./lib/transport.ts";
+export { WebSocketTransport } from "./lib/ws_transport.ts";
+export type { WebSocketTransportOptions } from "./lib/ws_transport.ts";
+export { LINK_PATH } from "./lib/dp_http.ts";
+export type { HttpHandler } from "./lib/dp_http.ts";
 export type { TcpTransportOptions, Transport } from "./lib/transport.ts";
 export type { DialScheme, DiscoverPointAddress } from "./lib/dial.ts";
 export {

@@ -2,15 +2,20 @@
  * Dialing a discover point: its address is a URL whose scheme picks the
  * transport, here and nowhere else. `host:port` and `tcp://host:port` are
  * plain TCP; `tls://host:port` is TLS over TCP, checked against the given CA
- * certificates or the system's roots.
+ * certificates or the system's roots; `ws://host:port/path` and
+ * `wss://host/path` are a WebSocket (HTTP upgrade), for discover points that
+ * only HTTP reaches.
  * @module
  */
 
 import { DiscoverPointUnreachableError } from "./errors.ts";
 import { parseAddress, TcpTransport, type Transport } from "./transport.ts";
+import { WebSocketTransport } from "./ws_transport.ts";
 
 /** The transports a discover point address can name. */
-export type DialScheme = "tcp" | "tls";
+export type DialScheme = "tcp" | "tls" | "ws" | "wss";
+
+const FORMS = "host:port, tcp://host:port, tls://host:port, ws://host:port/path or wss://host/path";
 
 /** A discover point address, parsed. */
 export interface DiscoverPointAddress {
@@ -20,6 +25,8 @@ export interface DiscoverPointAddress {
   readonly hostname: string;
   /** TCP port. */
   readonly port: number;
+  /** For `ws://` and `wss://`: the whole URL. */
+  readonly url?: string;
 }
 
 /** Options of {@linkcode dialTransport}. */
@@ -31,24 +38,31 @@ export interface DialTransportOptions {
 }
 
 /**
- * Parses a discover point address: `host:port`, `tcp://host:port` or `tls://host:port`.
+ * Parses a discover point address: `host:port`, `tcp://host:port`,
+ * `tls://host:port`, `ws://host:port/path` or `wss://host/path`.
  * @throws {TypeError} Saying which forms are accepted.
  */
 export function parseDiscoverPoint(address: string): DiscoverPointAddress {
   const match = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(address.trim());
   const scheme = match?.[1]?.toLowerCase() ?? "tcp";
+  if (scheme === "ws" || scheme === "wss") {
+    let url: URL;
+    try {
+      url = new URL(address.trim());
+    } catch {
+      throw new TypeError(`Cannot use discover point "${address}": expected ${FORMS}`);
+    }
+    const port = Number(url.port) || (scheme === "wss" ? 443 : 80);
+    return { scheme, hostname: url.hostname.replace(/^\[|\]$/g, ""), port, url: url.href };
+  }
   if (scheme !== "tcp" && scheme !== "tls") {
-    throw new TypeError(
-      `Cannot use discover point "${address}": expected host:port, tcp://host:port or tls://host:port`,
-    );
+    throw new TypeError(`Cannot use discover point "${address}": expected ${FORMS}`);
   }
   const rest = (match?.[2] ?? address).replace(/\/$/, "");
   try {
     return { scheme, ...parseAddress(rest) };
   } catch {
-    throw new TypeError(
-      `Cannot use discover point "${address}": expected host:port, tcp://host:port or tls://host:port`,
-    );
+    throw new TypeError(`Cannot use discover point "${address}": expected ${FORMS}`);
   }
 }
 
@@ -61,8 +75,9 @@ export async function dialTransport(
   address: string,
   options: DialTransportOptions = {},
 ): Promise<Transport> {
-  const { scheme, hostname, port } = parseDiscoverPoint(address);
+  const { scheme, hostname, port, url } = parseDiscoverPoint(address);
   const { signal } = options;
+  if (url !== undefined) return await dialWebSocket(address, url, signal);
   let tcp: Deno.TcpConn;
   try {
     tcp = await Deno.connect({ hostname, port, signal });
@@ -99,4 +114,41 @@ export async function dialTransport(
     signal?.removeEventListener("abort", onAbort);
   }
   return new TcpTransport(tls);
+}
+
+/** Opens a WebSocket to `url` and waits until it is open. */
+async function dialWebSocket(
+  address: string,
+  url: string,
+  signal: AbortSignal | undefined,
+): Promise<Transport> {
+  signal?.throwIfAborted();
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  const opened = Promise.withResolvers<void>();
+  const onAbort = () => {
+    ws.close();
+    opened.reject(signal!.reason);
+  };
+  ws.addEventListener("open", () => opened.resolve(), { once: true });
+  ws.addEventListener("error", (event) => {
+    const detail = (event as ErrorEvent).message;
+    opened.reject(new Error(detail || "the WebSocket connection failed"));
+  }, { once: true });
+  ws.addEventListener("close", () => opened.reject(new Error("the server closed the WebSocket")), {
+    once: true,
+  });
+  signal?.addEventListener("abort", onAbort, { once: true });
+  // The transport listens from the start, so nothing the server sends at once is missed.
+  const transport = new WebSocketTransport(ws);
+  try {
+    await opened.promise;
+  } catch (error) {
+    transport.abort();
+    if (signal?.aborted) throw signal.reason;
+    throw new DiscoverPointUnreachableError(address, { cause: error });
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+  return transport;
 }

@@ -13,6 +13,7 @@ import { ALL_FEATURES, Feature, type KeepaliveOptions, Link } from "./link.ts";
 import { LinkClient, SocketClient } from "./dp_client.ts";
 import { Gate, type Verdict } from "./dp_gate.ts";
 import { type LinkPort, listenTlsLinks } from "./dp_tls_port.ts";
+import { type HttpHandler, LINK_PATH, webSocketLinkHandler } from "./dp_http.ts";
 import { BufferBudget } from "./dp_pipe.ts";
 import { type NamePolicy, OPEN_NAMES } from "./dp_policy.ts";
 import {
@@ -43,8 +44,13 @@ export const DEFAULT_PORT = 7000;
 export interface DiscoverPointOptions {
   /** Address to listen on. @default {"0.0.0.0"} */
   hostname?: string;
-  /** Port to listen on; 0 picks a free one. @default {7000} */
-  port?: number;
+  /**
+   * Port to listen on for links; 0 picks a free one; `null` for none (links
+   * then come only through {@linkcode DiscoverPoint.httpHandler} or
+   * {@linkcode DiscoverPoint.serveLink}, as on Deno Deploy).
+   * @default {7000}
+   */
+  port?: number | null;
   /** Public ports: plain TCP connections to `port` become sessions to the server `name`. @default {{}} */
   expose?: Readonly<Record<string, number>>;
   /** The name in the discover point's Aloha. @default {"rtcp-dp"} */
@@ -189,7 +195,7 @@ function checkPort(what: string, port: number): void {
  */
 export class DiscoverPoint implements AsyncDisposable {
   readonly #hostname: string;
-  readonly #port: number;
+  readonly #port: number | null;
   readonly #expose: Readonly<Record<string, number>>;
   readonly #name: string;
   readonly #limits: Limits;
@@ -214,8 +220,8 @@ export class DiscoverPoint implements AsyncDisposable {
   /** Creates a discover point; nothing listens until {@linkcode start}. */
   constructor(options: DiscoverPointOptions = {}) {
     this.#hostname = options.hostname ?? "0.0.0.0";
-    this.#port = options.port ?? DEFAULT_PORT;
-    checkPort("discover point", this.#port);
+    this.#port = options.port === undefined ? DEFAULT_PORT : options.port;
+    if (this.#port !== null) checkPort("discover point", this.#port);
     this.#expose = { ...options.expose };
     for (const [name, port] of Object.entries(this.#expose)) checkPort(`public "${name}"`, port);
     this.#name = options.name ?? "rtcp-dp";
@@ -270,7 +276,7 @@ export class DiscoverPoint implements AsyncDisposable {
         listeners.push(listener);
         this.#publicListeners.set(name, listener);
       }
-      this.#listener = await this.#listenForLinks();
+      if (this.#port !== null) this.#listener = await this.#listenForLinks(this.#port);
     } catch (error) {
       for (const listener of listeners) listener.close();
       this.#publicListeners.clear();
@@ -286,20 +292,22 @@ export class DiscoverPoint implements AsyncDisposable {
         Math.max(10, idle / IDLE_SWEEPS_PER_TIMEOUT),
       );
     }
-    logger.info(this.#tls ? "Listening on {address} (TLS)" : "Listening on {address}", {
-      address: formatAddress(this.addr),
-    });
+    if (this.#listener) {
+      logger.info(this.#tls ? "Listening on {address} (TLS)" : "Listening on {address}", {
+        address: formatAddress(this.#listener.addr),
+      });
+    }
   }
 
   /** Opens the link port: plain TCP, or TLS; either way every link goes to {@linkcode serveLink}. */
-  async #listenForLinks(): Promise<LinkPort> {
-    const address = { hostname: this.#hostname, port: this.#port };
+  async #listenForLinks(port: number): Promise<LinkPort> {
+    const address = { hostname: this.#hostname, port };
     if (this.#tls === undefined) {
       const listener = Deno.listen(address);
       this.#track(
         this.#acceptLoop(
           listener,
-          (conn) => this.serveLink(new TcpTransport(conn, this.#transportOptions)),
+          (conn) => this.#serveLink(new TcpTransport(conn, this.#transportOptions)),
         ),
       );
       return listener;
@@ -309,7 +317,7 @@ export class DiscoverPoint implements AsyncDisposable {
       ...this.#tls,
       handshakeTimeout: this.#limits.handshakeTimeout,
       transport: this.#transportOptions,
-      onLink: (transport) => this.#track(this.serveLink(transport)),
+      onLink: (transport) => void this.serveLink(transport),
       onHandshakeError: (peer, message) => {
         logger.warn("Closed link from {peer}: TLS handshake failed: {message}", { peer, message });
       },
@@ -334,7 +342,9 @@ export class DiscoverPoint implements AsyncDisposable {
 
   /** The address the discover point listens on. */
   get addr(): Deno.NetAddr {
-    if (!this.#listener) throw new Error("Cannot read addr: the discover point is not started");
+    if (!this.#listener) {
+      throw new Error("Cannot read addr: the discover point is not started, or has no port");
+    }
     return this.#listener.addr;
   }
 
@@ -406,9 +416,15 @@ export class DiscoverPoint implements AsyncDisposable {
    * port serves its links; a host that accepts links some other way (an
    * HTTP upgrade, say) hands each one in here.
    * @param transport The link's transport; the discover point owns it from now on.
-   * @returns When the link has ended.
+   * @returns When the link has ended. `close()` waits for it too.
    */
-  async serveLink(transport: Transport): Promise<void> {
+  serveLink(transport: Transport): Promise<void> {
+    const serving = this.#serveLink(transport);
+    this.#track(serving);
+    return serving;
+  }
+
+  async #serveLink(transport: Transport): Promise<void> {
     const link = new Link(transport, {
       maxLineBytes: this.#limits.maxLineBytes,
       keepalive: this.#keepalive,
@@ -480,6 +496,24 @@ export class DiscoverPoint implements AsyncDisposable {
       this.#links.delete(link);
       this.#gate.leave(source);
     }
+  }
+
+  /**
+   * An HTTP handler that takes WebSocket links at `path` (and answers 404
+   * elsewhere), for `Deno.serve`: the discover point over HTTP, beside or
+   * instead of its TCP port. Its links pass the same limits and policy.
+   * @example
+   * ```ts ignore
+   * const dp = new DiscoverPoint({ port: 7000 });
+   * await dp.start();
+   * Deno.serve({ port: 8080 }, dp.httpHandler());
+   * ```
+   */
+  httpHandler(path: string = LINK_PATH): HttpHandler {
+    return webSocketLinkHandler((transport) => this.serveLink(transport), {
+      path,
+      transport: { maxQueuedBytes: this.#limits.maxLinkQueueBytes },
+    });
   }
 
   /** Counts a new link or connection from `source` at the gate, or says why it cannot come in. */
