@@ -134,8 +134,8 @@ export async function main(args: string[]): Promise<number> {
   await using group = new ChildGroup();
   const target = await startTarget(group);
   const dp = await startDiscoverPoint(group);
-  const expose = await startExpose(group, dp.addr, target.addr);
-  const connect = await startConnect(group, dp.addr);
+  const expose = await startExpose(group, dp, target.addr);
+  const connect = await startConnect(group, dp);
   const members = [dp.child, expose, connect.child];
   const idle = await rss(members);
 

@@ -8,8 +8,10 @@
  * - `rtcp`: client → DP public port → `cli.ts expose` → target;
  * - `rtcp-tls`: `rtcp` with TLS between `expose` and the DP (test certificates);
  * - `rtcp-text`: `rtcp` with the DP offering no extension (original protocol);
+ * - `rtcp-ws`: `rtcp` with `expose`'s link over WebSocket (`dp.ts --http`, `ws://…/rtcp`);
  * - `rtcp-connect`: client → `cli.ts connect` → DP → `cli.ts expose` → target;
- * - `rtcp-connect-tls`: `rtcp-connect` with TLS on both links to the DP.
+ * - `rtcp-connect-tls`: `rtcp-connect` with TLS on both links to the DP;
+ * - `rtcp-ws-connect`: `rtcp-connect` with both links to the DP over WebSocket.
  *
  * Every measurement runs in its own client process (bench/client.ts) rather than in this
  * one: the client is event-loop bound, and sharing a loop with the orchestration (reading

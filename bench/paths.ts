@@ -13,8 +13,10 @@ export const PATH_NAMES = [
   "rtcp",
   "rtcp-tls",
   "rtcp-text",
+  "rtcp-ws",
   "rtcp-connect",
   "rtcp-connect-tls",
+  "rtcp-ws-connect",
 ] as const;
 
 /** One of {@link PATH_NAMES}. */
@@ -34,6 +36,7 @@ const SERVICE_NAME = "bench";
 const LISTENING = /^Listening on (\S+:\d+)$/;
 const PUBLIC_PORT = new RegExp(`^Public port for "${SERVICE_NAME}" on (\\S+:\\d+)$`);
 const EXPOSING = new RegExp(`^Exposing "${SERVICE_NAME}" at `);
+const WEBSOCKET_LINKS = /^WebSocket links on (ws:\/\/\S+)$/;
 
 /** The test certificates (tests/fixtures): the only files a TLS chain's processes may read. */
 const FIXTURES = projectPath("tests/fixtures");
@@ -51,18 +54,32 @@ const TLS = {
   allowRead: [FIXTURES],
 } as const;
 
-/** How `expose` and `connect` reach the DP: plain TCP, or TLS (`tls://`). */
-interface Link {
-  /** Whether the DP's link port speaks TLS. */
-  tls: boolean;
+/**
+ * How `expose` and `connect` reach the DP: plain TCP on its link port, TLS (`tls://`) on it,
+ * or WebSocket (`ws://`) on the DP's `--http` port.
+ */
+export type Link = "tcp" | "tls" | "ws";
+
+/** Where a DP takes links. */
+export interface LinkAddrs {
+  /** Its link port, "host:port" (TCP, or TLS if the DP was started with TLS). */
+  addr: string;
+  /** Its WebSocket link URL (`ws://host:port/rtcp`), if started with `--http`. */
+  wsUrl?: string;
 }
 
 /** The `--dp` address and extra arguments and read permission for a forwarder on `link`. */
-function dialing(dpAddr: string, link: Link) {
-  // tls://127.0.0.1:PORT: the certificate names 127.0.0.1, and no name lookup is involved.
-  return link.tls
-    ? { dp: `tls://${dpAddr}`, args: [...TLS.trust], allowRead: [...TLS.allowRead] }
-    : { dp: dpAddr, args: [], allowRead: [] };
+function dialing(dp: LinkAddrs, link: Link) {
+  switch (link) {
+    case "tcp":
+      return { dp: dp.addr, args: [], allowRead: [] };
+    case "tls":
+      // tls://127.0.0.1:PORT: the certificate names 127.0.0.1, and no name lookup is involved.
+      return { dp: `tls://${dp.addr}`, args: [...TLS.trust], allowRead: [...TLS.allowRead] };
+    case "ws":
+      if (dp.wsUrl === undefined) throw new TypeError("The DP was started without --http");
+      return { dp: dp.wsUrl, args: [], allowRead: [] };
+  }
 }
 
 /** A started process and the address it listens on. */
@@ -91,13 +108,14 @@ export function startTarget(group: ChildGroup): Promise<Listening> {
 
 /**
  * A discover point in `group` on a free port, exposing `SERVICE_NAME` on a public port (plain
- * TCP); with `link.tls`, its link port speaks TLS.
+ * TCP); for `link` "tls", its link port speaks TLS; for "ws", it also takes WebSocket links on
+ * a free HTTP port (`--http 0`).
  */
 export async function startDiscoverPoint(
   group: ChildGroup,
   extraArgs: string[] = [],
-  link: Link = { tls: false },
-): Promise<Listening & { publicAddr: string }> {
+  link: Link = "tcp",
+): Promise<Listening & LinkAddrs & { publicAddr: string }> {
   const child = group.spawn({
     name: "dp",
     script: "dp.ts",
@@ -108,27 +126,30 @@ export async function startDiscoverPoint(
       "0",
       "--expose",
       `${SERVICE_NAME}=0`,
-      ...(link.tls ? TLS.serve : []),
+      ...(link === "tls" ? TLS.serve : []),
+      ...(link === "ws" ? ["--http", "0"] : []),
       ...extraArgs,
     ],
-    allowRead: link.tls ? [...TLS.allowRead] : [],
+    allowRead: link === "tls" ? [...TLS.allowRead] : [],
   });
+  // dp.ts prints the public ports, then the WebSocket URL, then "Listening on".
   const [, publicAddr] = await child.waitFor(PUBLIC_PORT);
-  return { ...await listening(child), publicAddr: publicAddr! };
+  const wsUrl = link === "ws" ? (await child.waitFor(WEBSOCKET_LINKS))[1] : undefined;
+  return { ...await listening(child), publicAddr: publicAddr!, ...(wsUrl ? { wsUrl } : {}) };
 }
 
 /**
- * `cli.ts expose` in `group`: registers `SERVICE_NAME` at the DP whose link port is `dpAddr`
- * ("host:port", TLS with `link.tls`) and forwards to `to`.
+ * `cli.ts expose` in `group`: registers `SERVICE_NAME` at the DP `dpAddrs` over `link` and
+ * forwards to `to`.
  */
 export async function startExpose(
   group: ChildGroup,
-  dpAddr: string,
+  dpAddrs: LinkAddrs,
   to: string,
   extraArgs: string[] = [],
-  link: Link = { tls: false },
+  link: Link = "tcp",
 ): Promise<Child> {
-  const { dp, args, allowRead } = dialing(dpAddr, link);
+  const { dp, args, allowRead } = dialing(dpAddrs, link);
   const child = group.spawn({
     name: "expose",
     script: "cli.ts",
@@ -140,15 +161,15 @@ export async function startExpose(
 }
 
 /**
- * `cli.ts connect` in `group`: a local port leading to `SERVICE_NAME` through the DP whose
- * link port is `dpAddr` ("host:port", TLS with `link.tls`).
+ * `cli.ts connect` in `group`: a local port leading to `SERVICE_NAME` through the DP
+ * `dpAddrs`, reached over `link`.
  */
 export function startConnect(
   group: ChildGroup,
-  dpAddr: string,
-  link: Link = { tls: false },
+  dpAddrs: LinkAddrs,
+  link: Link = "tcp",
 ): Promise<Listening> {
-  const { dp, args, allowRead } = dialing(dpAddr, link);
+  const { dp, args, allowRead } = dialing(dpAddrs, link);
   return listening(group.spawn({
     name: "connect",
     script: "cli.ts",
@@ -173,26 +194,32 @@ export async function startPath(
     }
     case "rtcp":
     case "rtcp-tls":
-    case "rtcp-text": {
+    case "rtcp-text":
+    case "rtcp-ws": {
       // rtcp-text: the DP offers no extension, so its link to expose speaks the original protocol.
-      // rtcp-tls: that link runs over TLS; the public port stays plain TCP.
-      const link = { tls: name === "rtcp-tls" };
+      // rtcp-tls / rtcp-ws: that link runs over TLS / WebSocket; the public port stays plain TCP.
+      const link: Link = name === "rtcp-tls" ? "tls" : name === "rtcp-ws" ? "ws" : "tcp";
       const dp = await startDiscoverPoint(
         group,
         name === "rtcp-text" ? ["--features", "none"] : [],
         link,
       );
-      const expose = await startExpose(group, dp.addr, target, [], link);
+      const expose = await startExpose(group, dp, target, [], link);
       return { entry: dp.publicAddr, members: [dp.child, expose] };
     }
     case "rtcp-connect":
-    case "rtcp-connect-tls": {
-      // rtcp-connect-tls: both links to the DP run over TLS.
-      const link = { tls: name === "rtcp-connect-tls" };
+    case "rtcp-connect-tls":
+    case "rtcp-ws-connect": {
+      // rtcp-connect-tls / rtcp-ws-connect: both links to the DP run over TLS / WebSocket.
+      const link: Link = name === "rtcp-connect-tls"
+        ? "tls"
+        : name === "rtcp-ws-connect"
+        ? "ws"
+        : "tcp";
       const dp = await startDiscoverPoint(group, [], link);
       const [expose, connect] = await Promise.all([
-        startExpose(group, dp.addr, target, [], link),
-        startConnect(group, dp.addr, link),
+        startExpose(group, dp, target, [], link),
+        startConnect(group, dp, link),
       ]);
       return { entry: connect.addr, members: [connect.child, dp.child, expose] };
     }

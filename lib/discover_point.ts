@@ -93,8 +93,9 @@ export interface DiscoverPointOptions {
   idleTimeout?: number;
   /**
    * Bytes queued towards one link or connection above which its peer is taken
-   * to be not reading, and it is dropped. Data waits at 1 MiB, so keep this
-   * above about 2 MiB, or peers that do read may be dropped too.
+   * to be not reading, and it is dropped. Data waits at 1 MiB on TCP and TLS
+   * links and 8 MiB on WebSocket links, so keep this above about 10 MiB, or
+   * peers that do read may be dropped too.
    * @default {16777216}
    */
   maxLinkQueueBytes?: number;
