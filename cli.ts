@@ -61,7 +61,8 @@ const LOG_LEVEL_HELP =
   "  --log-level L    trace, debug, info, warning, error or fatal (default info)";
 
 const DP_HELP = `  --dp ADDRESS     The discover point (required): HOST:PORT or tcp://HOST:PORT,
-                   or tls://HOST:PORT for TLS
+                   tls://HOST:PORT for TLS, ws://HOST:PORT/rtcp or
+                   wss://HOST/rtcp for a discover point behind HTTP
   --tls-ca FILE    With tls://: trust this PEM certificate (the DP's own
                    self-signed one pins it) instead of the system roots`;
 
@@ -427,7 +428,7 @@ function discoverPoint(command: string, value: string | undefined, usage: string
     parsed = parseDiscoverPoint(value);
   } catch {
     throw new UsageError(
-      `Cannot use --dp "${value}": expected HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT`,
+      `Cannot use --dp "${value}": expected HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT/rtcp or wss://HOST/rtcp`,
       usage,
     );
   }

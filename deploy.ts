@@ -22,11 +22,17 @@ import { optionsFromEnv } from "./app/dp_settings.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
 
 const env = Deno.env.toObject();
-await setUpLogging(parseLogLevel(env.RTCP_LOG_LEVEL ?? "info"));
-
-// No TCP port: links come over HTTP only.
-const dp = new DiscoverPoint({ ...optionsFromEnv(env), port: null });
-await dp.start();
+let dp: DiscoverPoint;
+try {
+  await setUpLogging(parseLogLevel(env.RTCP_LOG_LEVEL ?? "info"));
+  // No TCP port: links come over HTTP only.
+  dp = new DiscoverPoint({ ...optionsFromEnv(env), port: null });
+  await dp.start();
+} catch (error) {
+  // A bad setting: say which, and stop, rather than serve with a setting the operator did not mean.
+  console.error(`Cannot start the discover point: ${(error as Error).message}`);
+  Deno.exit(1);
+}
 
 /** The `deno serve` handler: WebSocket links at `/rtcp`. */
 export default { fetch: dp.httpHandler() } satisfies Deno.ServeDefaultExport;

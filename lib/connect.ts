@@ -5,6 +5,7 @@
  */
 
 import { getLogger } from "./_log.ts";
+import { TimedOut } from "./_platform.ts";
 import type { Identity } from "./auth.ts";
 import { ProtocolError, SessionRefusedError } from "./errors.ts";
 import { dialDiscoverPoint } from "./handshake.ts";
@@ -104,7 +105,7 @@ async function connectIndirect(options: IndirectConnectOptions): Promise<Indirec
     }
   } catch (error) {
     if (error instanceof ConnectTimeout) {
-      throw new Deno.errors.TimedOut(
+      throw new TimedOut(
         `Cannot open session to "${options.name}" through "${options.dp}": no answer within ${timeout} ms`,
       );
     }

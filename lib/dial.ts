@@ -8,6 +8,7 @@
  * @module
  */
 
+import { InvalidData } from "./_platform.ts";
 import { DiscoverPointUnreachableError } from "./errors.ts";
 import { parseAddress, TcpTransport, type Transport } from "./transport.ts";
 import { WebSocketTransport } from "./ws_transport.ts";
@@ -104,7 +105,7 @@ export async function dialTransport(
       // Closed by the abort.
     }
     if (signal?.aborted) throw signal.reason;
-    throw new Deno.errors.InvalidData(
+    throw new InvalidData(
       `Cannot verify discover point "${address}": ${
         (error as Error).message
       }. Trust its certificate's CA (option caCerts, flag --tls-ca FILE)`,

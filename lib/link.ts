@@ -5,6 +5,7 @@
  */
 
 import { abortable } from "./_abortable.ts";
+import { refTimer, TimedOut, unrefTimer } from "./_platform.ts";
 import { BinaryCodec, MAX_BINARY_DATA_BYTES } from "./binary_codec.ts";
 import { type Codec, MAX_DATA_BYTES, MAX_LINE_BYTES, MessageDecoder, TextCodec } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
@@ -148,7 +149,7 @@ export class Link {
   #schedule(ms: number): void {
     clearTimeout(this.#keepaliveTimer);
     this.#keepaliveTimer = setTimeout(() => this.#probe(), ms);
-    if (this.#unref) Deno.unrefTimer(this.#keepaliveTimer as unknown as number);
+    if (this.#unref) unrefTimer(this.#keepaliveTimer);
   }
 
   /** Sends a Ping after `interval` of silence; drops the link after `timeout` more. */
@@ -161,7 +162,7 @@ export class Link {
       return;
     }
     if (this.#pinged) {
-      this.#deadError = new Deno.errors.TimedOut(
+      this.#deadError = new TimedOut(
         `The link is dead: no answer to a keepalive Ping within ${this.#keepalive.timeout} ms`,
       );
       this.abort();
@@ -181,7 +182,7 @@ export class Link {
     this.#unref = true;
     this.transport.unref();
     if (this.#keepaliveTimer !== undefined) {
-      Deno.unrefTimer(this.#keepaliveTimer as unknown as number);
+      unrefTimer(this.#keepaliveTimer);
     }
   }
 
@@ -190,7 +191,7 @@ export class Link {
     this.#unref = false;
     this.transport.ref();
     if (this.#keepaliveTimer !== undefined) {
-      Deno.refTimer(this.#keepaliveTimer as unknown as number);
+      refTimer(this.#keepaliveTimer);
     }
   }
 

@@ -5,6 +5,7 @@
  */
 
 import { getLogger } from "./_log.ts";
+import { ConnectionReset } from "./_platform.ts";
 import { ProtocolError } from "./errors.ts";
 import type { Link } from "./link.ts";
 import { type ConnectMessage, MessageType, messageTypeName } from "./message.ts";
@@ -148,7 +149,7 @@ export class SessionMux implements SessionCarrier {
       throw error;
     } finally {
       this.link.abort();
-      const reason = new Deno.errors.ConnectionReset(
+      const reason = new ConnectionReset(
         `Session ended: the link to the discover point ${this.link.peer} ${
           failure === undefined ? "closed" : `failed: ${(failure as Error).message}`
         }`,

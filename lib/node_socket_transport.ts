@@ -10,10 +10,8 @@
 
 import type { Socket } from "node:net";
 import { recycle } from "./_frame_pool.ts";
+import { ProtocolError } from "./errors.ts";
 import type { Transport } from "./transport.ts";
-
-/** Bytes read and not yet taken above which the socket is paused. */
-const READ_PAUSE_BYTES = 1024 * 1024;
 
 /** Options of {@linkcode NodeSocketTransport}. */
 export interface NodeSocketTransportOptions {
@@ -21,6 +19,14 @@ export interface NodeSocketTransportOptions {
   highWaterMark?: number;
   /** Queued bytes above which the peer is taken to be not reading, and the socket dropped. @default {Infinity} */
   maxQueuedBytes?: number;
+  /**
+   * Bytes received and not yet read above which the socket is dropped. A
+   * `node:tls` socket in Deno does not stop reading when paused (and a paused
+   * one can miss its end), so this, not pausing, bounds what a peer that
+   * sends without credit can make us hold.
+   * @default {16777216}
+   */
+  maxUnreadBytes?: number;
 }
 
 function addressOf(hostname: string | undefined, port: number | undefined): Deno.NetAddr {
@@ -38,7 +44,7 @@ export class NodeSocketTransport implements Transport {
   readonly #maxQueuedBytes: number;
   readonly #chunks: Uint8Array[] = [];
   #buffered = 0;
-  #paused = false;
+  readonly #maxUnreadBytes: number;
   /** The peer ended its direction (or the socket closed). */
   #ended = false;
   /** The socket has closed, whoever closed it. */
@@ -62,14 +68,19 @@ export class NodeSocketTransport implements Transport {
     this.#socket = socket;
     this.#highWaterMark = options.highWaterMark ?? 1024 * 1024;
     this.#maxQueuedBytes = options.maxQueuedBytes ?? Infinity;
+    this.#maxUnreadBytes = options.maxUnreadBytes ?? 16 * 1024 * 1024;
     this.localAddr = addressOf(socket.localAddress, socket.localPort);
     this.remoteAddr = addressOf(socket.remoteAddress, socket.remotePort);
     socket.on("data", (chunk: Uint8Array) => {
+      if (this.#closedHere) return;
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
-      if (this.#buffered >= READ_PAUSE_BYTES && !this.#paused) {
-        this.#paused = true;
-        socket.pause();
+      if (this.#buffered > this.#maxUnreadBytes) {
+        this.#writeError ??= new ProtocolError(
+          `Cannot hold more from this link: ${this.#buffered} bytes unread (limit ${this.#maxUnreadBytes})`,
+        );
+        this.abort();
+        return;
       }
       this.#wake();
     });
@@ -123,10 +134,6 @@ export class NodeSocketTransport implements Transport {
 
   #take(chunk: Uint8Array): void {
     this.#buffered -= chunk.length;
-    if (this.#paused && this.#buffered < READ_PAUSE_BYTES / 2) {
-      this.#paused = false;
-      this.#socket.resume();
-    }
   }
 
   /** At the end of input: `null`, or the error that ended it (unless we closed it ourselves). */
@@ -229,9 +236,14 @@ export class NodeSocketTransport implements Transport {
     this.#socket.end();
   }
 
-  /** Writes what is queued, then closes. */
+  /** Writes what is queued, then closes (with TLS's close_notify, so the peer sees a clean end). */
   async close(): Promise<void> {
     await this.#flushed();
+    if (this.#closed || this.#closedHere) return;
+    await new Promise<void>((resolve) => {
+      this.#socket.end(() => resolve());
+      void this.#gone.promise.then(() => resolve());
+    });
     this.abort();
   }
 

@@ -6,6 +6,7 @@
  */
 
 import { recycle } from "./_frame_pool.ts";
+import { BadResource, WriteZero } from "./_platform.ts";
 
 /** The small interface every link transport implements. */
 export interface Transport {
@@ -172,12 +173,12 @@ export class TcpTransport implements Transport {
   /** Queues bytes; see {@linkcode Transport.write}. */
   write(bytes: Uint8Array): Promise<void> | undefined {
     if (this.#writeError !== undefined) throw this.#writeError;
-    if (this.#closed) throw new Deno.errors.BadResource("Cannot write: the connection is closed");
+    if (this.#closed) throw new BadResource("Cannot write: the connection is closed");
     if (bytes.length === 0) return undefined;
     this.#queue.push(bytes);
     this.#queued += bytes.length;
     if (this.#queued > this.#maxQueuedBytes) {
-      const error = new Deno.errors.WriteZero(
+      const error = new WriteZero(
         `Cannot write: the peer does not read what is sent (more than ${this.#maxQueuedBytes} bytes queued, limit maxLinkQueueBytes)`,
       );
       this.#writeError = error;

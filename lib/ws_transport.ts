@@ -46,8 +46,9 @@ const DRAIN_POLL_MS = 2;
 
 /** WebSocket close codes used here. */
 const NORMAL_CLOSURE = 1000;
-const UNSUPPORTED_DATA = 1003;
-const MESSAGE_TOO_BIG = 1009;
+// 1003 and 1009 say the same, but a client socket may only close with 1000 or 3000–4999.
+const UNSUPPORTED_DATA = 4003;
+const MESSAGE_TOO_BIG = 4009;
 
 function addressOfUrl(url: string): Deno.NetAddr {
   try {

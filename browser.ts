@@ -1,0 +1,73 @@
+/**
+ * RTCP in a web page: an indirect client that reaches a server by name
+ * through a discover point's WebSocket path (`ws://…/rtcp` or `wss://…/rtcp`).
+ *
+ * This entry and everything it imports use web APIs only (WebSocket, streams,
+ * `crypto.subtle`), so it runs in a browser as well as under Deno. Build one
+ * JavaScript file for a page with `deno task bundle` (it writes `dist/rtcp.js`)
+ * and import from that.
+ *
+ * A lost link is a {@linkcode ConnectionReset} and a missed deadline a
+ * {@linkcode TimedOut}: under Deno these are `Deno.errors.ConnectionReset` and
+ * `Deno.errors.TimedOut`, in a page classes of those names.
+ *
+ * @example Echo through a discover point, from a page
+ * ```ts ignore
+ * import { connect } from "/rtcp.js"; // dist/rtcp.js, from `deno task bundle`
+ *
+ * const conn = await connect({ dp: "wss://dp.example.com/rtcp", name: "echo" });
+ * await conn.write(new TextEncoder().encode("hello"));
+ * const buffer = new Uint8Array(5);
+ * const n = await conn.read(buffer);
+ * console.log(new TextDecoder().decode(buffer.subarray(0, n ?? 0)));
+ * conn.close();
+ * ```
+ * @module
+ */
+
+import { connect as connectAny, type IndirectConnectOptions } from "./lib/connect.ts";
+import { parseDiscoverPoint } from "./lib/dial.ts";
+import type { IndirectConn } from "./lib/session.ts";
+
+/** Options of {@linkcode connect} in a web page: a WebSocket discover point and a name. */
+export type BrowserConnectOptions = Omit<IndirectConnectOptions, "caCerts">;
+
+/**
+ * Opens a session to the indirect server `name` through the discover point
+ * `dp`, which must be a WebSocket URL: a page cannot open TCP connections.
+ * @param options The discover point (`ws://host:port/rtcp` or `wss://host/rtcp`), the server's name, a timeout.
+ * @returns A connection shaped like `Deno.Conn`: `read`/`write`, `readable`/`writable`, `close()`.
+ * @throws {TypeError} If `dp` is not a `ws://` or `wss://` URL.
+ * @throws {DiscoverPointUnreachableError} If the WebSocket cannot be opened.
+ * @throws {VersionMismatchError} If the discover point refuses our protocol version.
+ * @throws {SessionRefusedError} If no server has that name, or the server refused.
+ * @throws {TimedOut} If the session did not open within `timeout`.
+ * @example
+ * ```ts ignore
+ * const conn = await connect({ dp: "wss://dp.example.com/rtcp", name: "echo" });
+ * await conn.write(new TextEncoder().encode("hello"));
+ * ```
+ */
+export async function connect(options: BrowserConnectOptions): Promise<IndirectConn> {
+  const { scheme } = parseDiscoverPoint(options.dp);
+  if (scheme !== "ws" && scheme !== "wss") {
+    throw new TypeError(
+      `Cannot use discover point "${options.dp}" in a web page: expected ws://host:port/path or wss://host/path`,
+    );
+  }
+  return await connectAny(options);
+}
+
+export type { IndirectConnectOptions } from "./lib/connect.ts";
+export type { IndirectConn } from "./lib/session.ts";
+export type { KeepaliveOptions } from "./lib/link.ts";
+export { generateIdentity, importIdentity } from "./lib/auth.ts";
+export type { Identity } from "./lib/auth.ts";
+export {
+  DiscoverPointUnreachableError,
+  ProtocolError,
+  SessionClosedError,
+  SessionRefusedError,
+  VersionMismatchError,
+} from "./lib/errors.ts";
+export { BadResource, ConnectionReset, TimedOut, WriteZero } from "./lib/_platform.ts";
