@@ -16,7 +16,7 @@ import {
 } from "./message.ts";
 import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./dp_session.ts";
 import { routeFromEnd } from "./dp_pipe.ts";
-import type { Transport } from "./transport.ts";
+import type { TcpTransport } from "./transport.ts";
 
 /** `waiting`: Connect sent on, no Ack yet; `open`: session open; `done`: over. */
 type ClientState = "waiting" | "open" | "done";
@@ -207,7 +207,7 @@ export class SocketClient implements ClientEnd {
   readonly flowControl = false;
   /** Bytes go straight to the socket: no message size applies. */
   readonly maxDataBytes = Infinity;
-  readonly #transport: Transport;
+  readonly #transport: TcpTransport;
   readonly #grace: number;
   #state: ClientState = "waiting";
   readonly #outcome = Promise.withResolvers<DiscoverPointSession | undefined>();
@@ -219,7 +219,7 @@ export class SocketClient implements ClientEnd {
    * Creates the client end for `transport`.
    * @param grace Milliseconds the client has to close its side once the session is over.
    */
-  constructor(transport: Transport, label: string, grace: number) {
+  constructor(transport: TcpTransport, label: string, grace: number) {
     this.#transport = transport;
     this.#grace = grace;
     this.label = label;

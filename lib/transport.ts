@@ -22,11 +22,6 @@ export interface Transport {
    */
   read(): Promise<Uint8Array | null>;
   /**
-   * Reads into `p`, for a caller that keeps what it reads (no copy from the transport's buffer).
-   * @returns The number of bytes read, or `null` at end of input (or after {@linkcode abort}).
-   */
-  readInto(p: Uint8Array): Promise<number | null>;
-  /**
    * Queues `bytes` for writing; the caller must not change them afterwards.
    * @returns `undefined` while the queue is below its high-water mark, else a
    * promise that resolves once it has drained below it.
@@ -39,8 +34,6 @@ export interface Transport {
    * high-water mark, else the promise {@linkcode write} would return.
    */
   backpressure(): Promise<void> | undefined;
-  /** Writes what is queued, then shuts down the write side. */
-  closeWrite(): Promise<void>;
   /**
    * Ends the connection without losing what the peer has not read yet:
    * writes what is queued, shuts down the write side, and closes once the
@@ -146,7 +139,11 @@ export class TcpTransport implements Transport {
     return buffer.subarray(0, count);
   }
 
-  /** Reads into `p`; see {@linkcode Transport.readInto}. */
+  /**
+   * Reads into `p`, for a caller that keeps what it reads (no copy from the
+   * transport's buffer): the discover point's public-port sockets.
+   * @returns The number of bytes read, or `null` at end of input (or after {@linkcode abort}).
+   */
   async readInto(p: Uint8Array): Promise<number | null> {
     if (this.#closed) return this.#endOfInput();
     try {

@@ -201,7 +201,7 @@ export class WebSocketTransport implements Transport {
     return chunk;
   }
 
-  /** Reads into `p`; see {@linkcode Transport.readInto}. */
+  /** Reads into `p`, keeping what does not fit for the next read (as `TcpTransport.readInto`). */
   async readInto(p: Uint8Array): Promise<number | null> {
     await this.#ready();
     const chunk = this.#received[0];

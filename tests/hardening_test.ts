@@ -470,9 +470,6 @@ class WatchedTransport implements Transport {
   read() {
     return this.#inner.read();
   }
-  readInto(p: Uint8Array) {
-    return this.#inner.readInto(p);
-  }
   write(bytes: Uint8Array) {
     return this.#watch(this.#inner.write(bytes));
   }
@@ -482,9 +479,6 @@ class WatchedTransport implements Transport {
   #watch(wait: Promise<void> | undefined): Promise<void> | undefined {
     if (wait) this.#backedUp.resolve();
     return wait;
-  }
-  closeWrite() {
-    return this.#inner.closeWrite();
   }
   finish(grace: number) {
     return this.#inner.finish(grace);

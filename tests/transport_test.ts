@@ -279,7 +279,9 @@ for (const kind of KINDS) {
     const out = new Uint8Array(data.length);
     let have = 0;
     while (have < data.length) {
-      const n = await settlesWithin(b.readInto(out.subarray(have, have + 777)), "readInto");
+      // Not part of Transport (only public-port sockets need it), but every transport has it.
+      const reader = b as Transport & { readInto(p: Uint8Array): Promise<number | null> };
+      const n = await settlesWithin(reader.readInto(out.subarray(have, have + 777)), "readInto");
       assert.ok(n !== null && n > 0 && n <= 777);
       have += n;
     }
