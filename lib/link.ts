@@ -136,6 +136,8 @@ export class Link {
   /** Records the extensions both ends announced (the handshake is done), switching to their codec. */
   useFeatures(features: Iterable<string>): void {
     this.#features = new Set(features);
+    // With credit, the peer can have a window per session in flight, and it is read at once.
+    if (this.#features.has(Feature.FlowControl)) this.transport.limitUnread?.(Infinity);
     const options = { maxLineBytes: this.#maxLineBytes };
     this.useCodec(
       this.#features.has(Feature.Binary) ? new BinaryCodec(options) : new TextCodec(options),

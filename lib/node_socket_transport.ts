@@ -44,7 +44,7 @@ export class NodeSocketTransport implements Transport {
   readonly #maxQueuedBytes: number;
   readonly #chunks: Uint8Array[] = [];
   #buffered = 0;
-  readonly #maxUnreadBytes: number;
+  #maxUnreadBytes: number;
   /** The peer ended its direction (or the socket closed). */
   #ended = false;
   /** The socket has closed, whoever closed it. */
@@ -105,6 +105,11 @@ export class NodeSocketTransport implements Transport {
     socket.on("drain", () => {
       if (socket.writableLength <= this.#highWaterMark) this.#release();
     });
+  }
+
+  /** See {@linkcode Transport.limitUnread}. */
+  limitUnread(bytes: number): void {
+    this.#maxUnreadBytes = bytes;
   }
 
   /** Bytes queued for writing. */

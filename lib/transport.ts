@@ -35,6 +35,13 @@ export interface Transport {
    */
   backpressure(): Promise<void> | undefined;
   /**
+   * For transports that cannot stop reading (WebSocket, `node:tls`): how many
+   * bytes received and not yet read it may hold before it drops the link. A
+   * link that agreed on `flow-control` lifts it (credit bounds what the peer
+   * may send, and such a link is read without pause); one that did not keeps it.
+   */
+  limitUnread?(bytes: number): void;
+  /**
    * Ends the connection without losing what the peer has not read yet:
    * writes what is queued, shuts down the write side, and closes once the
    * peer has ended its own (a read returns `null`), or after `grace` ms.

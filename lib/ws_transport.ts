@@ -71,7 +71,7 @@ export class WebSocketTransport implements Transport {
   readonly #lowWaterMark: number;
   readonly #maxMessageBytes: number;
   readonly #maxQueuedBytes: number;
-  readonly #maxUnreadBytes: number;
+  #maxUnreadBytes: number;
   readonly #received: Uint8Array[] = [];
   #unread = 0;
   #outgoing: Uint8Array[] = [];
@@ -163,6 +163,11 @@ export class WebSocketTransport implements Transport {
     this.#ended = true;
     this.#wake();
     this.#release();
+  }
+
+  /** See {@linkcode Transport.limitUnread}. */
+  limitUnread(bytes: number): void {
+    this.#maxUnreadBytes = bytes;
   }
 
   /** Bytes queued for writing: ours, and the socket's `bufferedAmount`. */

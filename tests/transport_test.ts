@@ -15,6 +15,7 @@ import type { TLSSocket } from "node:tls";
 import { ProtocolError, TcpTransport, type Transport, WebSocketTransport } from "../mod.ts";
 import { NodeSocketTransport } from "../lib/node_socket_transport.ts";
 import { dialTransport } from "../lib/dial.ts";
+import { Link } from "../lib/link.ts";
 import { assertNothingArrives, randomBytes, settlesWithin } from "./_helpers.ts";
 import { certAndKey, fixture, sha256Hex } from "./_tls.ts";
 
@@ -30,6 +31,8 @@ interface PairOptions {
   /** WebSocket only: where waiting writers go on. */
   lowWaterMark?: number;
   maxQueuedBytes?: number;
+  /** WebSocket and node:tls only: the bound on bytes received and not yet read. */
+  maxUnreadBytes?: number;
 }
 
 /** Two connected transports (`[client, server]`) and what disposes of both. */
@@ -60,7 +63,9 @@ function makePair(
   });
 }
 
-function tcpOptions({ lowWaterMark: _, ...options }: PairOptions): PairOptions {
+function tcpOptions(
+  { lowWaterMark: _, maxUnreadBytes: __, ...options }: PairOptions,
+): PairOptions {
   return options;
 }
 
@@ -625,4 +630,18 @@ Deno.test({
       await server.shutdown();
     }
   },
+});
+
+// ---- a link with flow control lifts the unread bound ---------------------------------
+
+Deno.test("transport WebSocket: a link that agreed on flow-control is not dropped for bytes it has not read yet", async () => {
+  // Credit bounds what the peer may send (a window per session, many sessions on one link),
+  // so the transport's own bound would drop honest links: the link lifts it.
+  const kind = KINDS.find((candidate) => candidate.name === "WebSocket")!;
+  await using pair = await kind.pair({ maxUnreadBytes: 1024 });
+  const [a, b] = pair;
+  new Link(b).useFeatures(["flow-control"]);
+  const data = randomBytes(64 * 1024);
+  await a.write(data);
+  assert.deepEqual(await settlesWithin(readBytes(b, data.length), "the 64 KiB"), data);
 });
