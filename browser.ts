@@ -25,9 +25,9 @@
  * @module
  */
 
-import { connect as connectAny, type IndirectConnectOptions } from "./lib/connect.ts";
-import { parseDiscoverPoint } from "./lib/dial.ts";
-import type { IndirectConn } from "./lib/session.ts";
+import { connect as connectAny, type IndirectConnectOptions } from "./lib/indirect/connect.ts";
+import { parseDiscoverPoint } from "./lib/transport/dial.ts";
+import type { IndirectConn } from "./lib/indirect/session.ts";
 
 /** Options of {@linkcode connect} in a web page: a WebSocket discover point and a name. */
 export type BrowserConnectOptions = Omit<IndirectConnectOptions, "caCerts">;
@@ -58,11 +58,11 @@ export async function connect(options: BrowserConnectOptions): Promise<IndirectC
   return await connectAny(options);
 }
 
-export type { IndirectConnectOptions } from "./lib/connect.ts";
-export type { IndirectConn } from "./lib/session.ts";
-export type { KeepaliveOptions } from "./lib/link.ts";
-export { generateIdentity, importIdentity } from "./lib/auth.ts";
-export type { Identity } from "./lib/auth.ts";
+export type { IndirectConnectOptions } from "./lib/indirect/connect.ts";
+export type { IndirectConn } from "./lib/indirect/session.ts";
+export type { KeepaliveOptions } from "./lib/link/link.ts";
+export { generateIdentity, importIdentity } from "./lib/link/auth.ts";
+export type { Identity } from "./lib/link/auth.ts";
 export {
   DiscoverPointUnreachableError,
   ProtocolError,

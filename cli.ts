@@ -33,9 +33,9 @@ import {
   listen,
   type SessionRequest,
 } from "./mod.ts";
-import { pkcs8ToPem } from "./lib/auth.ts";
-import { parseDiscoverPoint } from "./lib/dial.ts";
-import { formatAddress, parseAddress } from "./lib/transport.ts";
+import { pkcs8ToPem } from "./lib/link/auth.ts";
+import { parseDiscoverPoint } from "./lib/transport/dial.ts";
+import { formatAddress, parseAddress } from "./lib/transport/tcp.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
 

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { DiscoverPoint } from "./lib/discover_point.ts";
+import { DiscoverPoint } from "./lib/dp/discover_point.ts";
 import { optionsFromEnv } from "./app/dp_settings.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
 

@@ -17,16 +17,16 @@
 
 import { parseArgs } from "node:util";
 import { getLogger } from "./lib/_log.ts";
-import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/discover_point.ts";
-import { NamesFile } from "./lib/dp_policy.ts";
-import { LINK_PATH } from "./lib/dp_http.ts";
+import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/dp/discover_point.ts";
+import { NamesFile } from "./lib/dp/policy.ts";
+import { LINK_PATH } from "./lib/dp/http.ts";
 import { LIMIT_FLAGS, wholeNumber as wholeNumberOf } from "./app/dp_settings.ts";
 
 function wholeNumber(flag: string, value: string): number {
   return wholeNumberOf(`--${flag}`, value);
 }
-import { formatAddress } from "./lib/transport.ts";
-import { ALL_FEATURES } from "./lib/link.ts";
+import { formatAddress } from "./lib/transport/tcp.ts";
+import { ALL_FEATURES } from "./lib/link/link.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
 

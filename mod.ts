@@ -22,43 +22,43 @@
  * @module
  */
 
-export { listen } from "./lib/listen.ts";
+export { listen } from "./lib/indirect/listen.ts";
 export type {
   DirectListenOptions,
   IndirectListener,
   IndirectListenOptions,
   ListenOptions,
   SessionRequest,
-} from "./lib/listen.ts";
+} from "./lib/indirect/listen.ts";
 export type { BackoffOptions } from "./lib/_backoff.ts";
-export type { KeepaliveOptions } from "./lib/link.ts";
-export { connect } from "./lib/connect.ts";
+export type { KeepaliveOptions } from "./lib/link/link.ts";
+export { connect } from "./lib/indirect/connect.ts";
 export type {
   ConnectOptions,
   DirectConnectOptions,
   IndirectConnectOptions,
-} from "./lib/connect.ts";
-export type { IndirectConn } from "./lib/session.ts";
-export { DEFAULT_PORT, DiscoverPoint } from "./lib/discover_point.ts";
-export type { DiscoverPointOptions, DiscoverPointStats } from "./lib/discover_point.ts";
+} from "./lib/indirect/connect.ts";
+export type { IndirectConn } from "./lib/indirect/session.ts";
+export { DEFAULT_PORT, DiscoverPoint } from "./lib/dp/discover_point.ts";
+export type { DiscoverPointOptions, DiscoverPointStats } from "./lib/dp/discover_point.ts";
 export {
   formatPublicKey,
   generateIdentity,
   importIdentity,
   parsePublicKey,
   pkcs8ToPem,
-} from "./lib/auth.ts";
-export type { Identity } from "./lib/auth.ts";
-export { NamesFile, OPEN_NAMES } from "./lib/dp_policy.ts";
-export type { NamePolicy, NameRule, UnlistedNames } from "./lib/dp_policy.ts";
-export { parseDiscoverPoint } from "./lib/dial.ts";
-export { TcpTransport } from "./lib/transport.ts";
-export { WebSocketTransport } from "./lib/ws_transport.ts";
-export type { WebSocketTransportOptions } from "./lib/ws_transport.ts";
-export { LINK_PATH } from "./lib/dp_http.ts";
-export type { HttpHandler } from "./lib/dp_http.ts";
-export type { TcpTransportOptions, Transport } from "./lib/transport.ts";
-export type { DialScheme, DiscoverPointAddress } from "./lib/dial.ts";
+} from "./lib/link/auth.ts";
+export type { Identity } from "./lib/link/auth.ts";
+export { NamesFile, OPEN_NAMES } from "./lib/dp/policy.ts";
+export type { NamePolicy, NameRule, UnlistedNames } from "./lib/dp/policy.ts";
+export { parseDiscoverPoint } from "./lib/transport/dial.ts";
+export { TcpTransport } from "./lib/transport/tcp.ts";
+export { WebSocketTransport } from "./lib/transport/websocket.ts";
+export type { WebSocketTransportOptions } from "./lib/transport/websocket.ts";
+export { LINK_PATH } from "./lib/dp/http.ts";
+export type { HttpHandler } from "./lib/dp/http.ts";
+export type { TcpTransportOptions, Transport } from "./lib/transport/tcp.ts";
+export type { DialScheme, DiscoverPointAddress } from "./lib/transport/dial.ts";
 export {
   DiscoverPointUnreachableError,
   ProtocolError,
@@ -72,15 +72,15 @@ export {
   MessageDecoderStream,
   MessageEncoderStream,
   TextCodec,
-} from "./lib/codec.ts";
+} from "./lib/wire/codec.ts";
 export type {
   Codec,
   MessageDecoderOptions,
   MessageEncoderStreamOptions,
   TextCodecOptions,
-} from "./lib/codec.ts";
-export { ByteQueue } from "./lib/_bytes.ts";
-export { MessageType, Role, VERSION } from "./lib/message.ts";
+} from "./lib/wire/codec.ts";
+export { ByteQueue } from "./lib/wire/_bytes.ts";
+export { MessageType, Role, VERSION } from "./lib/wire/message.ts";
 export type {
   AcceptedMessage,
   AckMessage,
@@ -94,4 +94,4 @@ export type {
   Message,
   PingMessage,
   PongMessage,
-} from "./lib/message.ts";
+} from "./lib/wire/message.ts";

@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { DiscoverPointOptions } from "../lib/discover_point.ts";
-import { NamesFile, type UnlistedNames } from "../lib/dp_policy.ts";
+import type { DiscoverPointOptions } from "../lib/dp/discover_point.ts";
+import { NamesFile, type UnlistedNames } from "../lib/dp/policy.ts";
 
 /** The limit flags of `dp.ts` and the options they set. */
 export const LIMIT_FLAGS = {

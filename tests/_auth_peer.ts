@@ -15,7 +15,7 @@ import {
   NamesFile,
   type SessionRequest,
 } from "../mod.ts";
-import { signTranscript, type TranscriptFields } from "../lib/auth.ts";
+import { signTranscript, type TranscriptFields } from "../lib/link/auth.ts";
 import {
   RawListener,
   type RawMessage,

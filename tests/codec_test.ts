@@ -5,11 +5,11 @@ import {
   MessageDecoderStream,
   MessageEncoderStream,
   TextCodec,
-} from "../lib/codec.ts";
-import { ByteQueue } from "../lib/_bytes.ts";
-import { BinaryCodec } from "../lib/binary_codec.ts";
+} from "../lib/wire/codec.ts";
+import { ByteQueue } from "../lib/wire/_bytes.ts";
+import { BinaryCodec } from "../lib/wire/binary_codec.ts";
 import { ProtocolError } from "../lib/errors.ts";
-import { type Message, MessageType, Role, VERSION } from "../lib/message.ts";
+import { type Message, MessageType, Role, VERSION } from "../lib/wire/message.ts";
 
 const text = new TextEncoder();
 

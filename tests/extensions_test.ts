@@ -16,8 +16,8 @@ import {
   ProtocolError,
   SessionClosedError,
 } from "../mod.ts";
-import { INITIAL_WINDOW, ReceiveWindow } from "../lib/flow.ts";
-import { ALL_FEATURES } from "../lib/link.ts";
+import { INITIAL_WINDOW, ReceiveWindow } from "../lib/link/flow.ts";
+import { ALL_FEATURES } from "../lib/link/link.ts";
 import {
   assertEchoes,
   assertNothingArrives,

@@ -8,12 +8,16 @@
  */
 
 import assert from "node:assert/strict";
-import { FrameReader } from "../lib/_frame_reader.ts";
-import { DATA_HEADROOM, MAX_BINARY_DATA_BYTES } from "../lib/binary_codec.ts";
-import { INITIAL_WINDOW } from "../lib/flow.ts";
-import { type DataMessage, type Message, MessageType } from "../lib/message.ts";
-import { IndirectConn, READ_HIGH_WATER_MARK, type SessionCarrier } from "../lib/session.ts";
-import { TcpTransport } from "../lib/transport.ts";
+import { FrameReader } from "../lib/transport/_frame_reader.ts";
+import { DATA_HEADROOM, MAX_BINARY_DATA_BYTES } from "../lib/wire/binary_codec.ts";
+import { INITIAL_WINDOW } from "../lib/link/flow.ts";
+import { type DataMessage, type Message, MessageType } from "../lib/wire/message.ts";
+import {
+  IndirectConn,
+  READ_HIGH_WATER_MARK,
+  type SessionCarrier,
+} from "../lib/indirect/session.ts";
+import { TcpTransport } from "../lib/transport/tcp.ts";
 import { assertNothingArrives, concatBytes, randomBytes } from "./_helpers.ts";
 
 const KiB = 1024;

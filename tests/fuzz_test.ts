@@ -9,9 +9,9 @@
 
 import assert from "node:assert/strict";
 import { connect, type IndirectConn, listen, ProtocolError } from "../mod.ts";
-import { BinaryCodec } from "../lib/binary_codec.ts";
-import { type Codec, MessageDecoder, MessageDecoderStream, TextCodec } from "../lib/codec.ts";
-import { type Message, MessageType } from "../lib/message.ts";
+import { BinaryCodec } from "../lib/wire/binary_codec.ts";
+import { type Codec, MessageDecoder, MessageDecoderStream, TextCodec } from "../lib/wire/codec.ts";
+import { type Message, MessageType } from "../lib/wire/message.ts";
 import {
   concatBytes,
   IC_ALOHA,

@@ -5,8 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { DATA_HEADROOM } from "../lib/binary_codec.ts";
-import { Pipe, type PipeSink, type PipeSource } from "../lib/dp_pipe.ts";
+import { DATA_HEADROOM } from "../lib/wire/binary_codec.ts";
+import { Pipe, type PipeSink, type PipeSource } from "../lib/dp/pipe.ts";
 import { concatBytes, randomBytes } from "./_helpers.ts";
 
 /** A source without flow control: the pipe never grants it credit. */

@@ -14,7 +14,7 @@ import {
   listen,
   ProtocolError,
 } from "../mod.ts";
-import { ALL_FEATURES } from "../lib/link.ts";
+import { ALL_FEATURES } from "../lib/link/link.ts";
 import {
   assertEchoes,
   IS_ALOHA,

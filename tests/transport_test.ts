@@ -13,9 +13,9 @@ import assert from "node:assert/strict";
 import tls from "node:tls";
 import type { TLSSocket } from "node:tls";
 import { ProtocolError, TcpTransport, type Transport, WebSocketTransport } from "../mod.ts";
-import { NodeSocketTransport } from "../lib/node_socket_transport.ts";
-import { dialTransport } from "../lib/dial.ts";
-import { Link } from "../lib/link.ts";
+import { NodeSocketTransport } from "../lib/transport/node_socket.ts";
+import { dialTransport } from "../lib/transport/dial.ts";
+import { Link } from "../lib/link/link.ts";
 import { assertNothingArrives, randomBytes, settlesWithin } from "./_helpers.ts";
 import { certAndKey, fixture, sha256Hex } from "./_tls.ts";
 

@@ -9,9 +9,9 @@
  * @module
  */
 
-import { BadResource, ConnectionReset, WriteZero } from "./_platform.ts";
-import { ProtocolError } from "./errors.ts";
-import type { Transport } from "./transport.ts";
+import { BadResource, ConnectionReset, WriteZero } from "../_platform.ts";
+import { ProtocolError } from "../errors.ts";
+import type { Transport } from "./tcp.ts";
 
 /** Options of {@linkcode WebSocketTransport}. */
 export interface WebSocketTransportOptions {

@@ -13,10 +13,15 @@
  * @module
  */
 
-import { recycle, SMALL_BYTES, takeBuffer } from "./_frame_pool.ts";
-import { DATA_HEADROOM } from "./binary_codec.ts";
-import { INITIAL_WINDOW, ReceiveWindow, SendCredit } from "./flow.ts";
-import { type CreditMessage, type DataMessage, type EndMessage, MessageType } from "./message.ts";
+import { recycle, SMALL_BYTES, takeBuffer } from "../wire/_frame_pool.ts";
+import { DATA_HEADROOM } from "../wire/binary_codec.ts";
+import { INITIAL_WINDOW, ReceiveWindow, SendCredit } from "../link/flow.ts";
+import {
+  type CreditMessage,
+  type DataMessage,
+  type EndMessage,
+  MessageType,
+} from "../wire/message.ts";
 
 /** Where a pipe delivers: the receiving end of this direction. */
 export interface PipeSink {

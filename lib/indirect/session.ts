@@ -4,11 +4,11 @@
  * @module
  */
 
-import { recycle } from "./_frame_pool.ts";
-import { FrameReader } from "./_frame_reader.ts";
-import { SessionClosedError } from "./errors.ts";
-import { ReceiveWindow, SendCredit } from "./flow.ts";
-import { type Message, MessageType } from "./message.ts";
+import { recycle } from "../wire/_frame_pool.ts";
+import { FrameReader } from "../transport/_frame_reader.ts";
+import { SessionClosedError } from "../errors.ts";
+import { ReceiveWindow, SendCredit } from "../link/flow.ts";
+import { type Message, MessageType } from "../wire/message.ts";
 
 /** Bytes the readable side buffers before the link stops reading for it. */
 export const READ_HIGH_WATER_MARK = 256 * 1024;

@@ -9,9 +9,9 @@
  */
 
 import type { Socket } from "node:net";
-import { recycle } from "./_frame_pool.ts";
-import { ProtocolError } from "./errors.ts";
-import type { Transport } from "./transport.ts";
+import { recycle } from "../wire/_frame_pool.ts";
+import { ProtocolError } from "../errors.ts";
+import type { Transport } from "./tcp.ts";
 
 /** Options of {@linkcode NodeSocketTransport}. */
 export interface NodeSocketTransportOptions {

@@ -7,11 +7,11 @@
  * @module
  */
 
-import { getLogger } from "./_log.ts";
-import { RecentSet } from "./_recent_set.ts";
-import { BufferBudget, Pipe, type PipeSink, type PipeSource, routeFromEnd } from "./dp_pipe.ts";
-import { ProtocolError } from "./errors.ts";
-import type { Link } from "./link.ts";
+import { getLogger } from "../_log.ts";
+import { RecentSet } from "../_recent_set.ts";
+import { BufferBudget, Pipe, type PipeSink, type PipeSource, routeFromEnd } from "./pipe.ts";
+import { ProtocolError } from "../errors.ts";
+import type { Link } from "../link/link.ts";
 import {
   type AckMessage,
   clipReason,
@@ -19,7 +19,7 @@ import {
   type Message,
   MessageType,
   messageTypeName,
-} from "./message.ts";
+} from "../wire/message.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
 

@@ -7,12 +7,12 @@
  * @module
  */
 
-import { getLogger } from "./_log.ts";
-import { type AuthRole, ED25519, verifyTranscript } from "./auth.ts";
-import { FailureThrottle, SourceCounter } from "./dp_limits.ts";
-import type { NamePolicy } from "./dp_policy.ts";
-import { Feature } from "./link.ts";
-import { type AlohaMessage, type AuthMessage, Role } from "./message.ts";
+import { getLogger } from "../_log.ts";
+import { type AuthRole, ED25519, verifyTranscript } from "../link/auth.ts";
+import { FailureThrottle, SourceCounter } from "./limits.ts";
+import type { NamePolicy } from "./policy.ts";
+import { Feature } from "../link/link.ts";
+import { type AlohaMessage, type AuthMessage, Role } from "../wire/message.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
 

@@ -5,8 +5,8 @@
  * @module
  */
 
-import { recycle } from "./_frame_pool.ts";
-import { BadResource, WriteZero } from "./_platform.ts";
+import { recycle } from "../wire/_frame_pool.ts";
+import { BadResource, WriteZero } from "../_platform.ts";
 
 /** The small interface every link transport implements. */
 export interface Transport {

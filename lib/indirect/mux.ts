@@ -4,11 +4,11 @@
  * @module
  */
 
-import { getLogger } from "./_log.ts";
-import { ConnectionReset } from "./_platform.ts";
-import { ProtocolError } from "./errors.ts";
-import type { Link } from "./link.ts";
-import { type ConnectMessage, MessageType, messageTypeName } from "./message.ts";
+import { getLogger } from "../_log.ts";
+import { ConnectionReset } from "../_platform.ts";
+import { ProtocolError } from "../errors.ts";
+import type { Link } from "../link/link.ts";
+import { type ConnectMessage, MessageType, messageTypeName } from "../wire/message.ts";
 import { IndirectConn, type SessionCarrier } from "./session.ts";
 
 const logger = getLogger(["rtcp", "mux"]);

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { recycle, SMALL_BYTES, takeBuffer } from "./_frame_pool.ts";
-import { DATA_HEADROOM } from "./binary_codec.ts";
+import { recycle, SMALL_BYTES, takeBuffer } from "../wire/_frame_pool.ts";
+import { DATA_HEADROOM } from "../wire/binary_codec.ts";
 
 /** Where the bytes come from, e.g. a `Deno.TcpConn`. */
 export interface ByteSource {

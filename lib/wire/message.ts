@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ProtocolError } from "./errors.ts";
+import { ProtocolError } from "../errors.ts";
 
 /** The protocol version this implementation speaks (`V` in Aloha). */
 export const VERSION = 10000;

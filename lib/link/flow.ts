@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ProtocolError } from "./errors.ts";
+import { ProtocolError } from "../errors.ts";
 
 /** Credit each direction of a session starts with, on both ends: 256 KiB. */
 export const INITIAL_WINDOW = 256 * 1024;

@@ -5,8 +5,8 @@
  */
 
 import { ED25519, type Identity, newNonce, signTranscript } from "./auth.ts";
-import { dialTransport } from "./dial.ts";
-import { ProtocolError, VersionMismatchError } from "./errors.ts";
+import { dialTransport } from "../transport/dial.ts";
+import { ProtocolError, VersionMismatchError } from "../errors.ts";
 import { Feature, Link, type LinkOptions } from "./link.ts";
 import {
   type AlohaMessage,
@@ -18,7 +18,7 @@ import {
   messageTypeName,
   Role,
   VERSION,
-} from "./message.ts";
+} from "../wire/message.ts";
 
 /** Options of {@linkcode dialDiscoverPoint}. */
 export interface DialOptions extends LinkOptions {

@@ -4,17 +4,17 @@
  * @module
  */
 
-import { getLogger } from "./_log.ts";
-import { Backoff, type BackoffOptions, sleep } from "./_backoff.ts";
-import type { Identity } from "./auth.ts";
-import { parseDiscoverPoint } from "./dial.ts";
-import { VersionMismatchError } from "./errors.ts";
-import { dialDiscoverPoint } from "./handshake.ts";
-import { ALL_FEATURES, type KeepaliveOptions } from "./link.ts";
-import { type ConnectMessage, MAX_NAME_LENGTH, MessageType, Role } from "./message.ts";
+import { getLogger } from "../_log.ts";
+import { Backoff, type BackoffOptions, sleep } from "../_backoff.ts";
+import type { Identity } from "../link/auth.ts";
+import { parseDiscoverPoint } from "../transport/dial.ts";
+import { VersionMismatchError } from "../errors.ts";
+import { dialDiscoverPoint } from "../link/handshake.ts";
+import { ALL_FEATURES, type KeepaliveOptions } from "../link/link.ts";
+import { type ConnectMessage, MAX_NAME_LENGTH, MessageType, Role } from "../wire/message.ts";
 import { SessionMux } from "./mux.ts";
 import type { IndirectConn } from "./session.ts";
-import { parseAddress } from "./transport.ts";
+import { parseAddress } from "../transport/tcp.ts";
 
 const logger = getLogger(["rtcp", "listen"]);
 

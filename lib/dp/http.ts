@@ -6,8 +6,8 @@
  * @module
  */
 
-import type { Transport } from "./transport.ts";
-import { WebSocketTransport, type WebSocketTransportOptions } from "./ws_transport.ts";
+import type { Transport } from "../transport/tcp.ts";
+import { WebSocketTransport, type WebSocketTransportOptions } from "../transport/websocket.ts";
 
 /** The path at which a discover point takes WebSocket links. */
 export const LINK_PATH = "/rtcp";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatPublicKey, parsePublicKey } from "./auth.ts";
+import { formatPublicKey, parsePublicKey } from "../link/auth.ts";
 
 /** How names that are not in the names file are treated. */
 export type UnlistedNames = "open" | "refuse";

@@ -1,14 +1,14 @@
 /**
  * A discover point's link port over TLS. It is a `node:tls` server rather
  * than `Deno.listenTls`, because only there can TCP_NODELAY be set on each
- * connection, before its handshake (see `node_socket_transport.ts`).
+ * connection, before its handshake (see `../transport/node_socket.ts`).
  * @module
  */
 
 import type { Socket } from "node:net";
 import tls from "node:tls";
-import { NodeSocketTransport, type NodeSocketTransportOptions } from "./node_socket_transport.ts";
-import type { Transport } from "./transport.ts";
+import { NodeSocketTransport, type NodeSocketTransportOptions } from "../transport/node_socket.ts";
+import type { Transport } from "../transport/tcp.ts";
 
 /** A listening port that hands each new link to its owner. */
 export interface LinkPort {

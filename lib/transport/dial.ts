@@ -8,10 +8,10 @@
  * @module
  */
 
-import { InvalidData } from "./_platform.ts";
-import { DiscoverPointUnreachableError } from "./errors.ts";
-import { parseAddress, TcpTransport, type Transport } from "./transport.ts";
-import { WebSocketTransport } from "./ws_transport.ts";
+import { InvalidData } from "../_platform.ts";
+import { DiscoverPointUnreachableError } from "../errors.ts";
+import { parseAddress, TcpTransport, type Transport } from "./tcp.ts";
+import { WebSocketTransport } from "./websocket.ts";
 
 /** The transports a discover point address can name. */
 export type DialScheme = "tcp" | "tls" | "ws" | "wss";

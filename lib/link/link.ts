@@ -4,13 +4,19 @@
  * @module
  */
 
-import { abortable } from "./_abortable.ts";
-import { refTimer, TimedOut, unrefTimer } from "./_platform.ts";
-import { BinaryCodec, MAX_BINARY_DATA_BYTES } from "./binary_codec.ts";
-import { type Codec, MAX_DATA_BYTES, MAX_LINE_BYTES, MessageDecoder, TextCodec } from "./codec.ts";
-import { ProtocolError } from "./errors.ts";
-import { type Message, MessageType, messageTypeName } from "./message.ts";
-import { formatAddress, type Transport } from "./transport.ts";
+import { abortable } from "../_abortable.ts";
+import { refTimer, TimedOut, unrefTimer } from "../_platform.ts";
+import { BinaryCodec, MAX_BINARY_DATA_BYTES } from "../wire/binary_codec.ts";
+import {
+  type Codec,
+  MAX_DATA_BYTES,
+  MAX_LINE_BYTES,
+  MessageDecoder,
+  TextCodec,
+} from "../wire/codec.ts";
+import { ProtocolError } from "../errors.ts";
+import { type Message, MessageType, messageTypeName } from "../wire/message.ts";
+import { formatAddress, type Transport } from "../transport/tcp.ts";
 
 /** Extension names this implementation knows, as announced in Aloha `F`. */
 export const Feature = {

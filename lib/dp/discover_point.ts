@@ -5,32 +5,32 @@
  * @module
  */
 
-import { getLogger } from "./_log.ts";
-import { sleep } from "./_backoff.ts";
-import { ProtocolError } from "./errors.ts";
-import { answerAloha, refuse } from "./handshake.ts";
-import { ALL_FEATURES, Feature, type KeepaliveOptions, Link } from "./link.ts";
-import { LinkClient, SocketClient } from "./dp_client.ts";
-import { Gate, type Verdict } from "./dp_gate.ts";
-import { type LinkPort, listenTlsLinks } from "./dp_tls_port.ts";
-import { type HttpHandler, LINK_PATH, webSocketLinkHandler } from "./dp_http.ts";
-import { BufferBudget } from "./dp_pipe.ts";
-import { type NamePolicy, OPEN_NAMES } from "./dp_policy.ts";
+import { getLogger } from "../_log.ts";
+import { sleep } from "../_backoff.ts";
+import { ProtocolError } from "../errors.ts";
+import { answerAloha, refuse } from "../link/handshake.ts";
+import { ALL_FEATURES, Feature, type KeepaliveOptions, Link } from "../link/link.ts";
+import { LinkClient, SocketClient } from "./client.ts";
+import { Gate, type Verdict } from "./gate.ts";
+import { type LinkPort, listenTlsLinks } from "./tls_port.ts";
+import { type HttpHandler, LINK_PATH, webSocketLinkHandler } from "./http.ts";
+import { BufferBudget } from "./pipe.ts";
+import { type NamePolicy, OPEN_NAMES } from "./policy.ts";
 import {
   type ClientEnd,
   type PendingConnect,
   ServerLink,
   type SessionSettings,
-} from "./dp_session.ts";
-import { MAX_LINE_BYTES } from "./codec.ts";
+} from "./session.ts";
+import { MAX_LINE_BYTES } from "../wire/codec.ts";
 import {
   type AlohaMessage,
   type AuthMessage,
   MessageType,
   messageTypeName,
   Role,
-} from "./message.ts";
-import { formatAddress, TcpTransport, type Transport } from "./transport.ts";
+} from "../wire/message.ts";
+import { formatAddress, TcpTransport, type Transport } from "../transport/tcp.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
 

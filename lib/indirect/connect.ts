@@ -4,13 +4,13 @@
  * @module
  */
 
-import { getLogger } from "./_log.ts";
-import { TimedOut } from "./_platform.ts";
-import type { Identity } from "./auth.ts";
-import { ProtocolError, SessionRefusedError } from "./errors.ts";
-import { dialDiscoverPoint } from "./handshake.ts";
-import { ALL_FEATURES, type KeepaliveOptions } from "./link.ts";
-import { MessageType, messageTypeName, Role } from "./message.ts";
+import { getLogger } from "../_log.ts";
+import { TimedOut } from "../_platform.ts";
+import type { Identity } from "../link/auth.ts";
+import { ProtocolError, SessionRefusedError } from "../errors.ts";
+import { dialDiscoverPoint } from "../link/handshake.ts";
+import { ALL_FEATURES, type KeepaliveOptions } from "../link/link.ts";
+import { MessageType, messageTypeName, Role } from "../wire/message.ts";
 import { SessionMux } from "./mux.ts";
 import type { IndirectConn } from "./session.ts";
 

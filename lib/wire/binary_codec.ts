@@ -10,7 +10,7 @@
 import type { ByteQueue } from "./_bytes.ts";
 import { takeBuffer } from "./_frame_pool.ts";
 import { type Codec, MAX_LINE_BYTES, TextCodec, type TextCodecOptions } from "./codec.ts";
-import { ProtocolError } from "./errors.ts";
+import { ProtocolError } from "../errors.ts";
 import { type Message, MessageType } from "./message.ts";
 
 /** Most raw bytes one binary Data frame carries; writers split larger writes. */

@@ -4,19 +4,19 @@
  * @module
  */
 
-import { FrameReader } from "./_frame_reader.ts";
-import { ProtocolError } from "./errors.ts";
-import type { Link } from "./link.ts";
+import { FrameReader } from "../transport/_frame_reader.ts";
+import { ProtocolError } from "../errors.ts";
+import type { Link } from "../link/link.ts";
 import {
   clipReason,
   isSessionMessage,
   type Message,
   MessageType,
   messageTypeName,
-} from "./message.ts";
-import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./dp_session.ts";
-import { routeFromEnd } from "./dp_pipe.ts";
-import type { TcpTransport } from "./transport.ts";
+} from "../wire/message.ts";
+import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./session.ts";
+import { routeFromEnd } from "./pipe.ts";
+import type { TcpTransport } from "../transport/tcp.ts";
 
 /** `waiting`: Connect sent on, no Ack yet; `open`: session open; `done`: over. */
 type ClientState = "waiting" | "open" | "done";

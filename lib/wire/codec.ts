@@ -10,7 +10,7 @@
 
 import { ByteQueue } from "./_bytes.ts";
 import { takeBuffer } from "./_frame_pool.ts";
-import { ProtocolError } from "./errors.ts";
+import { ProtocolError } from "../errors.ts";
 import { bodyOf, type Message, messageFromBody, MessageType, messageTypeName } from "./message.ts";
 
 /** Default longest line (type line or JSON body) a reader accepts: 1 MiB. */
