@@ -11,50 +11,35 @@
 
 const deno = (globalThis as { Deno?: typeof Deno }).Deno;
 
-/** `Deno.errors.TimedOut`, or a stand-in of that name outside Deno: a deadline passed. */
-export const TimedOut: typeof Deno.errors.TimedOut = deno?.errors?.TimedOut ??
-  class TimedOut extends Error {
+/** A class of `name`, like `Deno.errors.*`, for places without Deno. */
+function standIn<T>(name: string): T {
+  return class extends Error {
     constructor(message?: string, options?: ErrorOptions) {
       super(message, options);
-      this.name = "TimedOut";
+      this.name = name;
     }
-  };
+  } as T;
+}
+
+/** `Deno.errors.TimedOut`, or a stand-in of that name outside Deno: a deadline passed. */
+export const TimedOut: typeof Deno.errors.TimedOut = deno?.errors?.TimedOut ??
+  standIn("TimedOut");
 
 /** `Deno.errors.ConnectionReset`, or a stand-in of that name outside Deno: a link was lost. */
 export const ConnectionReset: typeof Deno.errors.ConnectionReset = deno?.errors?.ConnectionReset ??
-  class ConnectionReset extends Error {
-    constructor(message?: string, options?: ErrorOptions) {
-      super(message, options);
-      this.name = "ConnectionReset";
-    }
-  };
+  standIn("ConnectionReset");
 
 /** `Deno.errors.BadResource`, or a stand-in of that name outside Deno: a use after close. */
 export const BadResource: typeof Deno.errors.BadResource = deno?.errors?.BadResource ??
-  class BadResource extends Error {
-    constructor(message?: string, options?: ErrorOptions) {
-      super(message, options);
-      this.name = "BadResource";
-    }
-  };
+  standIn("BadResource");
 
 /** `Deno.errors.WriteZero`, or a stand-in of that name outside Deno: the peer does not read. */
 export const WriteZero: typeof Deno.errors.WriteZero = deno?.errors?.WriteZero ??
-  class WriteZero extends Error {
-    constructor(message?: string, options?: ErrorOptions) {
-      super(message, options);
-      this.name = "WriteZero";
-    }
-  };
+  standIn("WriteZero");
 
 /** `Deno.errors.InvalidData`, or a stand-in of that name outside Deno: bad data, e.g. a certificate. */
 export const InvalidData: typeof Deno.errors.InvalidData = deno?.errors?.InvalidData ??
-  class InvalidData extends Error {
-    constructor(message?: string, options?: ErrorOptions) {
-      super(message, options);
-      this.name = "InvalidData";
-    }
-  };
+  standIn("InvalidData");
 
 /** `Deno.unrefTimer`: the timer no longer keeps the process alive. Outside Deno, nothing. */
 export function unrefTimer(timer: ReturnType<typeof setTimeout>): void {
