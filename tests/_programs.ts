@@ -116,10 +116,19 @@ export class Program implements AsyncDisposable {
   readonly stderr: Lines;
   #stopped: Promise<Deno.CommandStatus> | undefined;
 
-  /** Spawns it; `permissions` are the `deno run` flags (`--allow-net` by default). */
-  constructor(script: string, args: string[], permissions: string[] = ["--allow-net"]) {
+  /**
+   * Spawns it; `permissions` are the flags before the script (`--allow-net` by
+   * default); `how` picks `deno serve` instead of `deno run`, and adds to the environment.
+   */
+  constructor(
+    script: string,
+    args: string[],
+    permissions: string[] = ["--allow-net"],
+    how: { subcommand?: "run" | "serve"; env?: Record<string, string> } = {},
+  ) {
     this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...permissions, script, ...args],
+      args: [how.subcommand ?? "run", ...permissions, script, ...args],
+      ...(how.env ? { env: how.env } : {}),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

@@ -10,7 +10,7 @@
 import { fileURLToPath } from "node:url";
 import { DiscoverPoint, type IndirectConn, type IndirectListener } from "../mod.ts";
 import { readExactly } from "./_helpers.ts";
-import { Lines, within } from "./_programs.ts";
+import { Program, within } from "./_programs.ts";
 
 /** A discover point whose links come as WebSocket upgrades of `/rtcp` (and maybe over TCP). */
 export interface HttpDiscoverPoint extends AsyncDisposable {
@@ -242,35 +242,15 @@ export async function rawHttpRequest(port: number, request: string): Promise<str
 export const DEPLOY_PATH: string = fileURLToPath(new URL("../deploy.ts", import.meta.url));
 
 /** `deno serve deploy.ts` on 127.0.0.1, port 0, with `env` added to its environment. */
-export class DeployProgram implements AsyncDisposable {
-  /** The child process. */
-  readonly child: Deno.ChildProcess;
-  /** Its standard output. */
-  readonly stdout: Lines;
-  /** Its standard error (where `deno serve` says where it listens). */
-  readonly stderr: Lines;
-  #stopped: Promise<Deno.CommandStatus> | undefined;
-
+export class DeployProgram extends Program {
   /** Spawns it. */
   constructor(env: Record<string, string>) {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "serve",
-        "--allow-net",
-        "--allow-env",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        DEPLOY_PATH,
-      ],
-      env: { NO_COLOR: "1", ...env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.stdout = new Lines(this.child.stdout);
-    this.stderr = new Lines(this.child.stderr);
+    super(
+      DEPLOY_PATH,
+      [],
+      ["--allow-net", "--allow-env", "--host", "127.0.0.1", "--port", "0"],
+      { subcommand: "serve", env: { NO_COLOR: "1", ...env } },
+    );
   }
 
   /** The port from `deno serve: Listening on http://127.0.0.1:PORT/` (on stderr). */
@@ -287,31 +267,5 @@ export class DeployProgram implements AsyncDisposable {
         `${(error as Error).message}; stderr:\n${this.stderr.text}\nstdout:\n${this.stdout.text}`,
       );
     }
-  }
-
-  /** Waits for it to exit by itself (bounded) and for the end of its output. */
-  async exited(): Promise<Deno.CommandStatus> {
-    const status = await within(this.child.status, "deno serve to exit");
-    await Promise.all([this.stdout.done, this.stderr.done]);
-    return status;
-  }
-
-  /** Sends SIGTERM (if still running) and waits for the exit and the end of its output. */
-  stop(): Promise<Deno.CommandStatus> {
-    this.#stopped ??= (async () => {
-      try {
-        this.child.kill("SIGTERM");
-      } catch {
-        // It has already exited.
-      }
-      const status = await this.child.status;
-      await Promise.all([this.stdout.done, this.stderr.done]);
-      return status;
-    })();
-    return this.#stopped;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
   }
 }

@@ -75,6 +75,20 @@ function wsClosed(ws: WebSocket): Promise<void> {
   return new Promise((resolve) => ws.addEventListener("close", () => resolve(), { once: true }));
 }
 
+/** An HTTP server on 127.0.0.1 that upgrades its first request; `upgraded` is the server's socket. */
+function webSocketServer(): {
+  server: Deno.HttpServer<Deno.NetAddr>;
+  upgraded: PromiseWithResolvers<WebSocket>;
+} {
+  const upgraded = Promise.withResolvers<WebSocket>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    upgraded.resolve(socket);
+    return response;
+  });
+  return { server, upgraded };
+}
+
 const KINDS: TransportKind[] = [
   {
     name: "TCP",
@@ -121,12 +135,7 @@ const KINDS: TransportKind[] = [
     name: "WebSocket",
     readsAhead: true,
     async pair(options = {}) {
-      const upgraded = Promise.withResolvers<WebSocket>();
-      const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-        const { socket, response } = Deno.upgradeWebSocket(request);
-        upgraded.resolve(socket);
-        return response;
-      });
+      const { server, upgraded } = webSocketServer();
       const ws = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
       const client = new WebSocketTransport(ws, options);
       const serverWs = await upgraded.promise;
@@ -461,12 +470,7 @@ Deno.test("dialTransport: tcp://, tls:// and ws:// each give a transport that ca
   }
   // WebSocket
   {
-    const upgraded = Promise.withResolvers<WebSocket>();
-    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-      const { socket, response } = Deno.upgradeWebSocket(request);
-      upgraded.resolve(socket);
-      return response;
-    });
+    const { server, upgraded } = webSocketServer();
     const a = await dialTransport(`ws://127.0.0.1:${server.addr.port}/any`);
     const serverWs = await upgraded.promise;
     const b = new WebSocketTransport(serverWs);
@@ -503,12 +507,7 @@ Deno.test("dialTransport: a ws:// URL where nothing listens fails with DiscoverP
 // ---- what is particular to WebSocket ----------------------------------------------------
 
 Deno.test("WebSocketTransport: a text message ends the link with a ProtocolError the reader gets", async () => {
-  const upgraded = Promise.withResolvers<WebSocket>();
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-    const { socket, response } = Deno.upgradeWebSocket(request);
-    upgraded.resolve(socket);
-    return response;
-  });
+  const { server, upgraded } = webSocketServer();
   const ws = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
   const closed = new Promise<CloseEvent>((resolve) => ws.addEventListener("close", resolve));
   try {
@@ -541,12 +540,7 @@ Deno.test("WebSocketTransport: a text message ends the link with a ProtocolError
 });
 
 Deno.test("WebSocketTransport: a peer that sends more than maxUnreadBytes to a reader that does not read is cut off with 4009", async () => {
-  const upgraded = Promise.withResolvers<WebSocket>();
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-    const { socket, response } = Deno.upgradeWebSocket(request);
-    upgraded.resolve(socket);
-    return response;
-  });
+  const { server, upgraded } = webSocketServer();
   const ws = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
   const closed = new Promise<CloseEvent>((resolve) => ws.addEventListener("close", resolve));
   const sender = new WebSocketTransport(ws);
@@ -571,12 +565,7 @@ Deno.test("WebSocketTransport: a peer that sends more than maxUnreadBytes to a r
 });
 
 Deno.test("WebSocketTransport: writes of one turn leave as one binary message, up to maxMessageBytes", async () => {
-  const upgraded = Promise.withResolvers<WebSocket>();
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-    const { socket, response } = Deno.upgradeWebSocket(request);
-    upgraded.resolve(socket);
-    return response;
-  });
+  const { server, upgraded } = webSocketServer();
   const ws = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
   ws.binaryType = "arraybuffer";
   const closed = new Promise<CloseEvent>((resolve) => ws.addEventListener("close", resolve));
@@ -608,12 +597,7 @@ Deno.test({
   // Regression: #fail() closed with 1003, which a client WebSocket refuses (only 1000 or
   // 3000-4999), so the socket stayed open. It now closes with 4003 (4009 for sizes).
   async fn() {
-    const upgraded = Promise.withResolvers<WebSocket>();
-    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-      const { socket, response } = Deno.upgradeWebSocket(request);
-      upgraded.resolve(socket);
-      return response;
-    });
+    const { server, upgraded } = webSocketServer();
     const client = await dialTransport(`ws://127.0.0.1:${server.addr.port}/`);
     const serverWs = await upgraded.promise;
     const closed = new Promise<CloseEvent>((resolve) =>
