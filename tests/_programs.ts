@@ -6,6 +6,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 
 // ---- bounded waits --------------------------------------------------------------
@@ -175,6 +176,72 @@ export class Program implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
+  }
+}
+
+/**
+ * Spawns `dp.ts` on 127.0.0.1 (port 0 unless given) and waits for its
+ * `Listening on` line; `permissions` are added to `--allow-net`.
+ */
+export async function spawnDp(
+  args: string[] = [],
+  { port = 0, permissions = [] }: { port?: number; permissions?: string[] } = {},
+): Promise<Program & { address: string; port: number }> {
+  const dp = new Program(
+    DP_PATH,
+    ["--hostname", "127.0.0.1", "--port", String(port), ...args],
+    ["--allow-net", ...permissions],
+  );
+  try {
+    const [, address, port] = await dp.printed(/^Listening on (127\.0\.0\.1:(\d+))$/);
+    return Object.assign(dp, { address: address!, port: Number(port) });
+  } catch (error) {
+    await dp.stop();
+    throw error;
+  }
+}
+
+/** Spawns `cli.ts expose` and waits for its `Exposing` line. */
+export async function spawnExpose(
+  dp: string,
+  name: string,
+  to: string,
+  extra: string[] = [],
+  permissions: string[] = [],
+): Promise<Program> {
+  const expose = new Program(
+    CLI_PATH,
+    ["expose", "--dp", dp, "--name", name, "--to", to, ...extra],
+    ["--allow-net", ...permissions],
+  );
+  try {
+    const [line] = await expose.printed(/^Exposing .*$/);
+    assert.equal(line, `Exposing "${name}" at ${dp} to ${to}`);
+    return expose;
+  } catch (error) {
+    await expose.stop();
+    throw error;
+  }
+}
+
+/** Spawns `cli.ts connect` on 127.0.0.1, port 0, and waits for its `Listening on` line. */
+export async function spawnConnect(
+  dp: string,
+  name: string,
+  extra: string[] = [],
+  permissions: string[] = [],
+): Promise<Program & { port: number }> {
+  const program = new Program(
+    CLI_PATH,
+    ["connect", "--dp", dp, "--name", name, "--listen", "127.0.0.1:0", ...extra],
+    ["--allow-net", ...permissions],
+  );
+  try {
+    const [, port] = await program.printed(/^Listening on 127\.0\.0\.1:(\d+)$/);
+    return Object.assign(program, { port: Number(port) });
+  } catch (error) {
+    await program.stop();
+    throw error;
   }
 }
 

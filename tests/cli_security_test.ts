@@ -16,10 +16,12 @@ import {
   DP_PATH,
   EchoServer,
   makeTempDir,
-  Program,
   readAllFrom,
   readExactlyFrom,
   runScript,
+  spawnConnect,
+  spawnDp,
+  spawnExpose,
   type TempDir,
   within,
   writeAllTo,
@@ -51,69 +53,6 @@ async function keygen(dir: TempDir, name: string): Promise<{ path: string; publi
   const publicKey = lastLine(stdout);
   assert.match(publicKey, PUBLIC_KEY);
   return { path, publicKey };
-}
-
-/** Spawns `dp.ts` on 127.0.0.1, port 0, and waits for its `Listening on` line. */
-async function spawnDp(
-  args: string[],
-  permissions: string[] = [],
-): Promise<Program & { address: string; port: number }> {
-  const dp = new Program(
-    DP_PATH,
-    ["--hostname", "127.0.0.1", "--port", "0", ...args],
-    ["--allow-net", ...permissions],
-  );
-  try {
-    const [, address, port] = await dp.printed(/^Listening on (127\.0\.0\.1:(\d+))$/);
-    return Object.assign(dp, { address: address!, port: Number(port) });
-  } catch (error) {
-    await dp.stop();
-    throw error;
-  }
-}
-
-/** Spawns `cli.ts expose` and waits for its `Exposing` line. */
-async function spawnExpose(
-  dp: string,
-  name: string,
-  to: string,
-  extra: string[] = [],
-  permissions: string[] = [],
-): Promise<Program> {
-  const expose = new Program(
-    CLI_PATH,
-    ["expose", "--dp", dp, "--name", name, "--to", to, ...extra],
-    ["--allow-net", ...permissions],
-  );
-  try {
-    const [line] = await expose.printed(/^Exposing .*$/);
-    assert.equal(line, `Exposing "${name}" at ${dp} to ${to}`);
-    return expose;
-  } catch (error) {
-    await expose.stop();
-    throw error;
-  }
-}
-
-/** Spawns `cli.ts connect` on 127.0.0.1, port 0, and waits for its `Listening on` line. */
-async function spawnConnect(
-  dp: string,
-  name: string,
-  extra: string[] = [],
-  permissions: string[] = [],
-): Promise<Program & { port: number }> {
-  const program = new Program(
-    CLI_PATH,
-    ["connect", "--dp", dp, "--name", name, "--listen", "127.0.0.1:0", ...extra],
-    ["--allow-net", ...permissions],
-  );
-  try {
-    const [, port] = await program.printed(/^Listening on 127\.0\.0\.1:(\d+)$/);
-    return Object.assign(program, { port: Number(port) });
-  } catch (error) {
-    await program.stop();
-    throw error;
-  }
 }
 
 /**
@@ -215,7 +154,7 @@ Deno.test("cli.ts with an owned name: only an owner key registers it, only a lis
     JSON.stringify({ echo: { owners: [owner.publicKey], clients: [client.publicKey] } }),
   );
   await using echo = new EchoServer();
-  await using dp = await spawnDp(["--names", names], [`--allow-read=${names}`]);
+  await using dp = await spawnDp(["--names", names], { permissions: [`--allow-read=${names}`] });
   await using expose = await spawnExpose(
     dp.address,
     "echo",
@@ -321,7 +260,9 @@ Deno.test("dp.ts refuses to start, exit 2, with a public port for a name whose c
     "open.json",
     JSON.stringify({ db: { owners: [owner.publicKey], clients: "any" } }),
   );
-  await using dp = await spawnDp(["--names", open, "--expose", "db=0"], [`--allow-read=${open}`]);
+  await using dp = await spawnDp(["--names", open, "--expose", "db=0"], {
+    permissions: [`--allow-read=${open}`],
+  });
   assert.ok(
     dp.stdout.lines.some((line) => /^Public port for "db" on 127\.0\.0\.1:\d+$/.test(line)),
   );
@@ -346,7 +287,7 @@ Deno.test("cli.ts expose and connect reach dp.ts over TLS with --tls-ca; without
   await using echo = new EchoServer();
   await using dp = await spawnDp(
     ["--tls-cert", DP_CERT_PATH, "--tls-key", DP_KEY_PATH],
-    [`--allow-read=${DP_CERT_PATH},${DP_KEY_PATH}`],
+    { permissions: [`--allow-read=${DP_CERT_PATH},${DP_KEY_PATH}`] },
   );
   const tls = `tls://localhost:${dp.port}`;
   const trust = ["--tls-ca", CA_PATH];

@@ -9,47 +9,20 @@ import { pipeBoth } from "../cli.ts";
 import { connect, DiscoverPoint, listen, SessionRefusedError } from "../mod.ts";
 import {
   CLI_PATH,
-  DP_PATH,
   EchoServer,
-  Program,
+  type Output,
   readAllFrom as readAll,
   readExactlyFrom as readExactly,
+  runScript,
+  spawnConnect,
+  spawnDp,
+  spawnExpose,
   within,
   writeAllTo as writeAll,
 } from "./_programs.ts";
 import { randomBytes, unusedAddress } from "./_helpers.ts";
 
 // ---- helpers ------------------------------------------------------------------
-
-/** Spawns `dp.ts` on 127.0.0.1 and waits until it listens; `address` is its `"host:port"`. */
-async function spawnDp(args: string[] = [], port = 0): Promise<Program & { address: string }> {
-  const dp = new Program(DP_PATH, ["--hostname", "127.0.0.1", "--port", String(port), ...args]);
-  const [, address] = await dp.printed(/^Listening on (127\.0\.0\.1:\d+)$/);
-  return Object.assign(dp, { address: address! });
-}
-
-/** Spawns `cli.ts expose` and waits for its `Exposing` line. */
-async function spawnExpose(dp: string, name: string, to: string): Promise<Program> {
-  const expose = new Program(CLI_PATH, ["expose", "--dp", dp, "--name", name, "--to", to]);
-  const [line] = await expose.printed(/^Exposing .*$/);
-  assert.equal(line, `Exposing "${name}" at ${dp} to ${to}`);
-  return expose;
-}
-
-/** Spawns `cli.ts connect` on port 0 and waits for its `Listening on` line. */
-async function spawnConnect(dp: string, name: string): Promise<Program & { port: number }> {
-  const program = new Program(CLI_PATH, [
-    "connect",
-    "--dp",
-    dp,
-    "--name",
-    name,
-    "--listen",
-    "127.0.0.1:0",
-  ]);
-  const [, port] = await program.printed(/^Listening on 127\.0\.0\.1:(\d+)$/);
-  return Object.assign(program, { port: Number(port) });
-}
 
 /** Sends `bytes` then half-closes, while reading everything that comes back. */
 async function exchange(conn: Deno.Conn, bytes: Uint8Array): Promise<Uint8Array> {
@@ -138,17 +111,8 @@ Deno.test("pipeBoth() ends at once when a session's peer closes it, forwarding w
 
 // ---- command line: flags --------------------------------------------------------
 
-async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", CLI_PATH, ...args],
-    stdin: "null",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+function run(args: string[]): Promise<Output> {
+  return runScript(CLI_PATH, args);
 }
 
 Deno.test("cli.ts --help prints the usage of the command and of each subcommand, exit 0", async () => {
@@ -319,7 +283,7 @@ Deno.test("cli.ts expose registers again after the discover point restarts", asy
   await using expose = await spawnExpose(first.address, "echo", echo.address);
   assert.equal((await first.stop()).code, 0);
   await expose.logged(/Lost a link of "echo"/);
-  await using second = await spawnDp([], port);
+  await using second = await spawnDp([], { port });
   await expose.logged(/Registered "echo"/, 2);
   const session = await connect({ dp: second.address, name: "echo" });
   const payload = randomBytes(10_000);

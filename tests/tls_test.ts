@@ -28,6 +28,7 @@ import {
 import { TcpProxy } from "./_proxy.ts";
 import {
   certAndKey,
+  type DiscoverPointOver,
   fixture,
   latin1,
   sha256Hex,
@@ -325,6 +326,31 @@ for (const tls of [true, false]) {
 
 // ---- 6. the extensions over TCP and TLS alike -------------------------------------
 
+/**
+ * Eight sessions to `name` at once, each echoing 256 KiB through `echo`,
+ * checked by SHA-256.
+ * @returns The payloads sent.
+ */
+async function echoInParallel(
+  dp: DiscoverPointOver,
+  name: string,
+  echo: (conn: IndirectConn, data: Uint8Array) => Promise<Uint8Array>,
+): Promise<Uint8Array[]> {
+  const payloads = Array.from({ length: 8 }, () => randomBytes(256 * KIB));
+  await settlesWithin(
+    Promise.all(payloads.map(async (payload) => {
+      const client = await connect({ dp: dp.dialed, name, ...dp.trust });
+      const echoed = await echo(client, payload);
+      assert.equal(echoed.length, payload.length);
+      assert.equal(await sha256Hex(echoed), await sha256Hex(payload));
+      await client.closed;
+    })),
+    `8 parallel echoes to "${name}"`,
+    60_000,
+  );
+  return payloads;
+}
+
 for (const transport of ["tcp", "tls"] as const) {
   Deno.test(`${transport}: half-close: the server reads EOF, then still answers, then both close`, async () => {
     await using dp = await startDiscoverPointOver(transport);
@@ -441,18 +467,7 @@ for (const transport of ["tcp", "tls"] as const) {
     const served = serveEcho(listener);
     try {
       await settlesWithin(listener.ready, "the registration");
-      const payloads = Array.from({ length: 8 }, () => randomBytes(256 * KIB));
-      await settlesWithin(
-        Promise.all(payloads.map(async (payload) => {
-          const client = await connect({ dp: dp.dialed, name: "bin", ...dp.trust });
-          const echoed = await echoOf(client, payload);
-          assert.equal(echoed.length, payload.length);
-          assert.equal(await sha256Hex(echoed), await sha256Hex(payload));
-          await client.closed;
-        })),
-        "8 parallel echoes",
-        60_000,
-      );
+      const payloads = await echoInParallel(dp, "bin", echoOf);
       const route = proxy.routes[0];
       assert.ok(route, "the server's link went through the proxy");
       const up = route.transcript("up");
@@ -492,18 +507,7 @@ for (const transport of ["tcp", "tls"] as const) {
       const served = serveEcho(listener);
       try {
         await settlesWithin(listener.ready, "the registration");
-        const payloads = Array.from({ length: 8 }, () => randomBytes(256 * KIB));
-        await settlesWithin(
-          Promise.all(payloads.map(async (payload) => {
-            const client = await connect({ dp: dp.dialed, name: "tail", ...dp.trust });
-            const echoed = await echoToEnd(client, payload);
-            assert.equal(echoed.length, payload.length);
-            assert.equal(await sha256Hex(echoed), await sha256Hex(payload));
-            await client.closed;
-          })),
-          "8 parallel echoes to EOF",
-          60_000,
-        );
+        await echoInParallel(dp, "tail", echoToEnd);
       } finally {
         listener.close();
         await settlesWithin(served, "the echo server to finish");
