@@ -34,7 +34,8 @@ export type BrowserConnectOptions = Omit<IndirectConnectOptions, "caCerts">;
 
 /**
  * Opens a session to the indirect server `name` through the discover point
- * `dp`, which must be a WebSocket URL: a page cannot open TCP connections.
+ * `dp`, which must be a WebSocket URL (or several, tried in turn): a page
+ * cannot open TCP connections.
  * @param options The discover point (`ws://host:port/rtcp` or `wss://host/rtcp`), the server's name, a timeout.
  * @returns A connection shaped like `Deno.Conn`: `read`/`write`, `readable`/`writable`, `close()`.
  * @throws {TypeError} If `dp` is not a `ws://` or `wss://` URL.
@@ -49,11 +50,13 @@ export type BrowserConnectOptions = Omit<IndirectConnectOptions, "caCerts">;
  * ```
  */
 export async function connect(options: BrowserConnectOptions): Promise<IndirectConn> {
-  const { scheme } = parseDiscoverPoint(options.dp);
-  if (scheme !== "ws" && scheme !== "wss") {
-    throw new TypeError(
-      `Cannot use discover point "${options.dp}" in a web page: expected ws://host:port/path or wss://host/path`,
-    );
+  for (const dp of typeof options.dp === "string" ? [options.dp] : options.dp) {
+    const { scheme } = parseDiscoverPoint(dp);
+    if (scheme !== "ws" && scheme !== "wss") {
+      throw new TypeError(
+        `Cannot use discover point "${dp}" in a web page: expected ws://host:port/path or wss://host/path`,
+      );
+    }
   }
   return await connectAny(options);
 }

@@ -31,6 +31,7 @@ import {
   importIdentity,
   type IndirectConn,
   listen,
+  type PoolBounds,
   type SessionRequest,
 } from "./mod.ts";
 import { pkcs8ToPem } from "./lib/link/auth.ts";
@@ -62,7 +63,9 @@ const LOG_LEVEL_HELP =
 
 const DP_HELP = `  --dp ADDRESS     The discover point (required): HOST:PORT or tcp://HOST:PORT,
                    tls://HOST:PORT for TLS, ws://HOST:PORT/rtcp or
-                   wss://HOST/rtcp for a discover point behind HTTP
+                   wss://HOST/rtcp for a discover point behind HTTP. Repeat it
+                   for several DPs (expose: a pool at each; connect: tried in
+                   turn while one cannot be reached)
   --tls-ca FILE    With tls://: trust this PEM certificate (the DP's own
                    self-signed one pins it) instead of the system roots`;
 
@@ -80,7 +83,10 @@ ${DP_HELP}
   --to HOST:PORT   The TCP service to forward sessions to (required)
   --key FILE       Prove this Ed25519 key (from "rtcp keygen"): needed for a
                    name the discover point lists as owned
-  --pool N         Links to keep to the discover point, 1 to 64 (default 1)
+  --pool MIN..MAX  Links to keep to each discover point: at least MIN, more
+                   while sessions are many or the DP asks (a client waits for
+                   NAME on another instance), up to MAX; N for exactly N
+                   (default 1..8)
 ${LOG_LEVEL_HELP}
   -h, --help       Show this help`;
 
@@ -258,7 +264,7 @@ class UsageError extends TypeError {
 
 /** What `expose` and `connect` share: the discover point and how to prove ourselves to it. */
 interface DiscoverPointFlags {
-  dp: string;
+  dp: string[];
   name: string;
   /** The path of `--key`. */
   keyFile?: string;
@@ -268,7 +274,7 @@ interface DiscoverPointFlags {
 
 interface ExposeOptions extends DiscoverPointFlags {
   to: Deno.ConnectOptions & { hostname: string };
-  pool: number;
+  pool: PoolBounds;
 }
 
 interface ConnectCommandOptions extends DiscoverPointFlags {
@@ -359,7 +365,7 @@ function parseCommand(args: string[]): Command {
       strict: true,
       allowPositionals: false,
       options: {
-        dp: { type: "string" },
+        dp: { type: "string", multiple: true },
         name: { type: "string" },
         to: { type: "string" },
         listen: { type: "string" },
@@ -386,15 +392,20 @@ function parseCommand(args: string[]): Command {
   } catch (error) {
     throw new UsageError((error as Error).message, usage);
   }
+  if (values.dp === undefined || values.dp.length === 0) {
+    throw new UsageError(`Cannot run ${command}: --dp is required`, usage);
+  }
   const dpFlags: DiscoverPointFlags = {
-    dp: discoverPoint(command, values.dp, usage),
+    dp: values.dp.map((dp) => discoverPoint(dp, usage)),
     name: required(command, "name", values.name, usage),
   };
   if (values.key !== undefined) dpFlags.keyFile = values.key;
   if (values["tls-ca"] !== undefined) {
-    if (parseDiscoverPoint(dpFlags.dp).scheme !== "tls") {
+    if (!dpFlags.dp.some((dp) => parseDiscoverPoint(dp).scheme === "tls")) {
       throw new UsageError(
-        `Cannot use --tls-ca with --dp "${dpFlags.dp}": it is for tls://HOST:PORT discover points`,
+        `Cannot use --tls-ca with --dp "${
+          dpFlags.dp.join(" ")
+        }": it is for tls://HOST:PORT discover points`,
         usage,
       );
     }
@@ -405,24 +416,26 @@ function parseCommand(args: string[]): Command {
     return { command, options: { ...dpFlags, listen }, level };
   }
   const to = address(command, "to", values.to, usage);
-  let pool = 1;
-  if (values.pool !== undefined) {
-    pool = Number(values.pool);
-    if (!/^\d+$/.test(values.pool) || pool < 1 || pool > 64) {
-      throw new UsageError(
-        `Cannot use --pool "${values.pool}": expected a whole number from 1 to 64`,
-        usage,
-      );
-    }
-  }
+  const pool = values.pool === undefined ? { min: 1, max: 8 } : parsePool(values.pool, usage);
   return { command, options: { ...dpFlags, to, pool }, level };
 }
 
 /** `--dp` as given, once it parses; a bare `host:port` keeps its old spelling. */
-function discoverPoint(command: string, value: string | undefined, usage: string): string {
-  if (value === undefined || value === "") {
-    throw new UsageError(`Cannot run ${command}: --dp is required`, usage);
+/** `--pool N` or `--pool MIN..MAX`, within 1 to 64. */
+function parsePool(value: string, usage: string): PoolBounds {
+  const match = /^(\d+)(?:\.\.(\d+))?$/.exec(value);
+  const min = Number(match?.[1]);
+  const max = match?.[2] === undefined ? min : Number(match[2]);
+  if (match === null || min < 1 || max < min || max > 64) {
+    throw new UsageError(
+      `Cannot use --pool "${value}": expected N or MIN..MAX, whole numbers with 1 ≤ MIN ≤ MAX ≤ 64`,
+      usage,
+    );
   }
+  return { min, max };
+}
+
+function discoverPoint(value: string, usage: string): string {
   let parsed;
   try {
     parsed = parseDiscoverPoint(value);

@@ -20,13 +20,20 @@ import { getLogger } from "./lib/_log.ts";
 import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/dp/discover_point.ts";
 import { NamesFile } from "./lib/dp/policy.ts";
 import { LINK_PATH } from "./lib/dp/http.ts";
-import { LIMIT_FLAGS, wholeNumber as wholeNumberOf } from "./app/dp_settings.ts";
+import {
+  LIMIT_FLAGS,
+  openRegistry,
+  parseRegistry,
+  type RegistrySetting,
+  wholeNumber as wholeNumberOf,
+} from "./app/dp_settings.ts";
+import { importIdentity } from "./lib/link/auth.ts";
 
 function wholeNumber(flag: string, value: string): number {
   return wholeNumberOf(`--${flag}`, value);
 }
 import { formatAddress } from "./lib/transport/tcp.ts";
-import { ALL_FEATURES } from "./lib/link/link.ts";
+import { DP_FEATURES } from "./lib/link/link.ts";
 import { parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
 
@@ -51,6 +58,20 @@ Security (files need --allow-read=FILE):
   --unlisted open|refuse       Names not in --names: open to anyone (default), or refused
   --tls-cert FILE              Serve the link port over TLS with this PEM certificate
   --tls-key FILE               ... and this PEM private key (both or neither)
+
+Cluster (several DPs as one; see the README):
+  --registry memory|kv:PATH|kv:URL
+                               Where the DPs of a cluster record who holds which name:
+                               this process only (default), a Deno KV file shared by
+                               the DPs (needs --allow-read=PATH --allow-write=PATH),
+                               or a KV Connect URL (needs --allow-env=DENO_KV_ACCESS_TOKEN)
+  --advertise ADDRESS          How the other DPs dial this one: HOST:PORT, tls://HOST:PORT
+                               or ws://HOST:PORT/rtcp (without it clients at other DPs
+                               wait for this DP's servers to open a link there)
+  --registry-ttl MS            How long a DP that died stays listed (default 10000)
+  --cluster-key FILE           The cluster's private key (cli.ts keygen): proven on links
+                               between DPs, which then pass on who their client is
+  --cluster-ca FILE            PEM certificates to trust for tls:// and wss:// members
 
 Limits:
   --max-line-bytes N           Longest message line accepted (default 1048576)
@@ -77,7 +98,7 @@ Limits:
   --keepalive-interval MS      Silence before a Ping, on links that agree (default 15000)
   --keepalive-timeout MS       Wait for an answer before dropping a link (default 10000)
   --features LIST              Extensions to offer, comma-separated, or "none" for the
-                               original protocol only (default ${ALL_FEATURES.join(",")})
+                               original protocol only (default ${DP_FEATURES.join(",")})
   --log-level L                trace, debug, info, warning, error or fatal (default info)
   -h, --help                   Show this help`;
 
@@ -87,15 +108,17 @@ interface FileFlags {
   unlisted: string;
   tlsCert?: string;
   tlsKey?: string;
+  clusterKey?: string;
+  clusterCa?: string;
 }
 
 function parseFeatures(value: string): string[] {
   if (value === "none") return [];
   const features = value.split(",").map((feature) => feature.trim()).filter(Boolean);
   for (const feature of features) {
-    if (!ALL_FEATURES.includes(feature)) {
+    if (!DP_FEATURES.includes(feature)) {
       throw new TypeError(
-        `Cannot use --features "${value}": "${feature}" is not one of ${ALL_FEATURES.join(", ")}`,
+        `Cannot use --features "${value}": "${feature}" is not one of ${DP_FEATURES.join(", ")}`,
       );
     }
   }
@@ -143,6 +166,19 @@ async function loadFiles(options: DiscoverPointOptions, files: FileFlags): Promi
       key: await readFlagFile("tls-key", files.tlsKey),
     };
   }
+  if (files.clusterKey !== undefined) {
+    const pem = await readFlagFile("cluster-key", files.clusterKey);
+    try {
+      options.clusterKey = await importIdentity(pem);
+    } catch (error) {
+      throw new TypeError(
+        `Cannot use --cluster-key ${files.clusterKey}: ${(error as Error).message}`,
+      );
+    }
+  }
+  if (files.clusterCa !== undefined) {
+    options.clusterCaCerts = [await readFlagFile("cluster-ca", files.clusterCa)];
+  }
 }
 
 /** What the command line asks for. */
@@ -152,6 +188,10 @@ interface Parsed {
   files: FileFlags;
   /** `--http`: the port for WebSocket links. */
   httpPort?: number;
+  /** `--registry`. */
+  registry: RegistrySetting;
+  /** `--registry-ttl`. */
+  registryTtl?: number;
 }
 
 function parseOptions(args: string[]): Parsed | "help" {
@@ -175,6 +215,11 @@ function parseOptions(args: string[]): Parsed | "help" {
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
       http: { type: "string" },
+      registry: { type: "string", default: "memory" },
+      advertise: { type: "string" },
+      "registry-ttl": { type: "string" },
+      "cluster-key": { type: "string" },
+      "cluster-ca": { type: "string" },
       ...Object.fromEntries(
         Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: "string" as const }]),
       ),
@@ -202,7 +247,20 @@ function parseOptions(args: string[]): Parsed | "help" {
   if (values.names !== undefined) files.names = values.names as string;
   if (values["tls-cert"] !== undefined) files.tlsCert = values["tls-cert"] as string;
   if (values["tls-key"] !== undefined) files.tlsKey = values["tls-key"] as string;
-  const parsed: Parsed = { options, level: values["log-level"] as string, files };
+  if (values["cluster-key"] !== undefined) files.clusterKey = values["cluster-key"] as string;
+  if (values["cluster-ca"] !== undefined) files.clusterCa = values["cluster-ca"] as string;
+  const registry = parseRegistry("--registry", values.registry as string);
+  if (values.advertise !== undefined) {
+    if (registry.kind === "memory") {
+      throw new TypeError(
+        "Cannot use --advertise without --registry kv:…: no other DP would read it",
+      );
+    }
+    options.advertise = values.advertise as string;
+  }
+  const parsed: Parsed = { options, level: values["log-level"] as string, files, registry };
+  const ttl = optional("registry-ttl");
+  if (ttl !== undefined) parsed.registryTtl = ttl;
   if (values.http !== undefined) parsed.httpPort = wholeNumber("http", values.http as string);
   return parsed;
 }
@@ -230,10 +288,18 @@ export async function main(args: string[]): Promise<number> {
   }
   const logger = getLogger(["rtcp", "dp"]);
   let dp: DiscoverPoint;
+  let registry: Awaited<ReturnType<typeof openRegistry>>;
   try {
-    dp = new DiscoverPoint(parsed.options);
+    registry = await openRegistry(parsed.registry, parsed.registryTtl);
+  } catch (error) {
+    logger.fatal("Cannot open the registry: {message}", { message: (error as Error).message });
+    return 1;
+  }
+  try {
+    dp = new DiscoverPoint({ ...parsed.options, ...(registry ? { registry } : {}) });
     await dp.start();
   } catch (error) {
+    registry?.close();
     if (error instanceof RangeError || error instanceof TypeError) {
       console.error(`${error.message}\n\n${USAGE}`);
       return 2;
@@ -256,6 +322,7 @@ export async function main(args: string[]): Promise<number> {
         message: (error as Error).message,
       });
       await dp.close();
+      registry?.close();
       return 1;
     }
   }
@@ -271,6 +338,7 @@ export async function main(args: string[]): Promise<number> {
   stop.dispose();
   logger.info("Shutting down on {signal}", { signal });
   await Promise.all([dp.close(), http?.shutdown()]);
+  registry?.close();
   return 0;
 }
 

@@ -28,6 +28,7 @@ export type {
   IndirectListener,
   IndirectListenOptions,
   ListenOptions,
+  PoolBounds,
   SessionRequest,
 } from "./lib/indirect/listen.ts";
 export type { BackoffOptions } from "./lib/_backoff.ts";
@@ -50,6 +51,10 @@ export {
 } from "./lib/link/auth.ts";
 export type { Identity } from "./lib/link/auth.ts";
 export { NamesFile, OPEN_NAMES } from "./lib/dp/policy.ts";
+export { MemoryRegistry } from "./lib/dp/registry.ts";
+export type { Holder, Membership, OnWanted, Registry, RegistryMember } from "./lib/dp/registry.ts";
+export { KvRegistry } from "./lib/dp/kv_registry.ts";
+export type { KvRegistryOptions } from "./lib/dp/kv_registry.ts";
 export type { NamePolicy, NameRule, UnlistedNames } from "./lib/dp/policy.ts";
 export { parseDiscoverPoint } from "./lib/transport/dial.ts";
 export { TcpTransport } from "./lib/transport/tcp.ts";
@@ -92,6 +97,7 @@ export type {
   DataMessage,
   EndMessage,
   Message,
+  MoreMessage,
   PingMessage,
   PongMessage,
 } from "./lib/wire/message.ts";

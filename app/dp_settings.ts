@@ -7,6 +7,40 @@
 
 import type { DiscoverPointOptions } from "../lib/dp/discover_point.ts";
 import { NamesFile, type UnlistedNames } from "../lib/dp/policy.ts";
+import { KvRegistry } from "../lib/dp/kv_registry.ts";
+import type { Registry } from "../lib/dp/registry.ts";
+
+/** Where a discover point keeps its cluster registry, as `--registry` or `RTCP_REGISTRY` says. */
+export type RegistrySetting =
+  /** In this process only: a cluster of one (the default). */
+  | { readonly kind: "memory" }
+  /** Deno KV: a file path, a KV Connect URL, or (no location) Deno Deploy's own KV. */
+  | { readonly kind: "kv"; readonly location?: string };
+
+/**
+ * Reads `memory`, `kv`, `kv:PATH` or `kv:URL`.
+ * @throws {TypeError} Naming `what`, if the value is none of these.
+ */
+export function parseRegistry(what: string, value: string): RegistrySetting {
+  if (value === "memory") return { kind: "memory" };
+  if (value === "kv") return { kind: "kv" };
+  if (value.startsWith("kv:") && value.length > 3) return { kind: "kv", location: value.slice(3) };
+  throw new TypeError(
+    `Cannot use ${what} "${value}": expected memory, kv (Deno Deploy's KV), kv:PATH or kv:URL`,
+  );
+}
+
+/**
+ * Opens the registry a setting names; `undefined` for `memory`.
+ * @param ttl Milliseconds a dead discover point's entries stay listed.
+ */
+export async function openRegistry(
+  setting: RegistrySetting,
+  ttl?: number,
+): Promise<(Registry & { close(): void }) | undefined> {
+  if (setting.kind === "memory") return undefined;
+  return await KvRegistry.open(setting.location, ttl === undefined ? {} : { ttl });
+}
 
 /** The limit flags of `dp.ts` and the options they set. */
 export const LIMIT_FLAGS = {
@@ -60,6 +94,7 @@ export function optionsFromEnv(
     if (value !== undefined) options[key] = wholeNumber(envName(flag), value);
   }
   if (env.RTCP_NAME !== undefined) options.name = env.RTCP_NAME;
+  if (env.RTCP_ADVERTISE !== undefined) options.advertise = env.RTCP_ADVERTISE;
   const unlisted = env.RTCP_UNLISTED ?? "open";
   if (unlisted !== "open" && unlisted !== "refuse") {
     throw new TypeError(`Cannot use RTCP_UNLISTED "${unlisted}": expected open or refuse`);

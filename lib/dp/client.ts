@@ -35,11 +35,14 @@ export class LinkClient implements ClientEnd {
   /** Set by the router: the Connect waiting for its Ack. */
   pending: PendingConnect | undefined;
 
-  /** Creates the client end for `link`, with the key it proved. */
-  constructor(link: Link, label: string, key?: string) {
+  /**
+   * Creates the client end for `link`, with the key it proved.
+   * @param address The client's address, when another discover point relayed it; else the link's.
+   */
+  constructor(link: Link, label: string, key?: string, address?: string) {
     this.#link = link;
     this.label = label;
-    this.address = link.peer;
+    this.address = address ?? link.peer;
     this.key = key;
   }
 

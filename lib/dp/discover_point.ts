@@ -8,14 +8,22 @@
 import { getLogger } from "../_log.ts";
 import { sleep } from "../_backoff.ts";
 import { ProtocolError } from "../errors.ts";
-import { answerAloha, refuse } from "../link/handshake.ts";
-import { ALL_FEATURES, Feature, type KeepaliveOptions, Link } from "../link/link.ts";
+import type { Identity } from "../link/auth.ts";
+import { answerAloha, dialDiscoverPoint, refuse } from "../link/handshake.ts";
+import { DP_FEATURES, Feature, type KeepaliveOptions, Link } from "../link/link.ts";
 import { LinkClient, SocketClient } from "./client.ts";
 import { Gate, type Verdict } from "./gate.ts";
 import { type LinkPort, listenTlsLinks } from "./tls_port.ts";
 import { type HttpHandler, LINK_PATH, webSocketLinkHandler } from "./http.ts";
 import { BufferBudget } from "./pipe.ts";
 import { type NamePolicy, OPEN_NAMES } from "./policy.ts";
+import {
+  type Holder,
+  type Membership,
+  MemoryRegistry,
+  newInstanceId,
+  type Registry,
+} from "./registry.ts";
 import {
   type ClientEnd,
   type PendingConnect,
@@ -26,6 +34,8 @@ import { MAX_LINE_BYTES } from "../wire/codec.ts";
 import {
   type AlohaMessage,
   type AuthMessage,
+  type ConnectMessage,
+  MAX_NAME_LENGTH,
   MessageType,
   messageTypeName,
   Role,
@@ -112,9 +122,30 @@ export interface DiscoverPointOptions {
   maxWindow?: number;
   /**
    * Extensions to offer (PROTOCOL.md Part 3); `[]` makes the discover point speak Parts 1 and 2 only.
-   * @default {["half-close", "keepalive", "flow-control", "binary"]}
+   * @default {["half-close", "keepalive", "flow-control", "binary", "auth", "pool", "relay"]}
    */
   features?: readonly string[];
+  /**
+   * Where the discover points of a cluster record which of them holds which
+   * name (`KvRegistry` for several processes). A client whose name is held
+   * elsewhere is carried there.
+   * @default {a MemoryRegistry of its own: a cluster of one}
+   */
+  registry?: Registry;
+  /**
+   * How the other discover points of the cluster dial this one:
+   * `host:port`, `tls://host:port`, `ws://…`. Without it this one cannot be
+   * dialled (as on Deno Deploy): clients elsewhere wait for its servers to
+   * open a link where they are.
+   */
+  advertise?: string;
+  /**
+   * The cluster's key: proven on links to other discover points, which then
+   * pass on who their client is. Links that prove it are trusted to.
+   */
+  clusterKey?: Identity;
+  /** For `tls://` and `wss://` members: PEM certificates to trust instead of the system roots. */
+  clusterCaCerts?: readonly string[];
 }
 
 /** What {@linkcode DiscoverPoint.stats} reports. */
@@ -125,6 +156,8 @@ export interface DiscoverPointStats {
   readonly servers: number;
   /** Open sessions (public-port sessions included). */
   readonly sessions: number;
+  /** Of those, sessions carried to another discover point of the cluster. */
+  readonly forwarded: number;
   /** Bytes waiting in session pipes, all sessions together. */
   readonly bufferedBytes: number;
   /** The most bytes waiting in any one session (both directions). */
@@ -143,6 +176,10 @@ type Limits = Required<
     | "features"
     | "names"
     | "tls"
+    | "registry"
+    | "advertise"
+    | "clusterKey"
+    | "clusterCaCerts"
   >
 >;
 
@@ -164,8 +201,24 @@ const DEFAULT_LIMITS: Limits = {
   maxLinkQueueBytes: 16 * 1024 * 1024,
 };
 
+/** Least milliseconds between two More messages for one name (a server adds one link per More). */
+const MORE_INTERVAL = 250;
+
 /** How often the idle sweep runs, as a share of `idleTimeout`. */
 const IDLE_SWEEPS_PER_TIMEOUT = 4;
+
+/** A client end the router can route: it records its Connect while the Ack is awaited. */
+type RoutedClient = ClientEnd & { pending: PendingConnect | undefined };
+
+/** `items` in random order: sessions spread over the members that hold a name. */
+function shuffled<T>(items: readonly T[]): T[] {
+  const copy = [...items];
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j]!, copy[i]!];
+  }
+  return copy;
+}
 
 /** A handshake deadline: aborts its signal when the time is up. */
 interface Deadline {
@@ -208,7 +261,19 @@ export class DiscoverPoint implements AsyncDisposable {
   #listener: LinkPort | undefined;
   #starting = false;
   readonly #publicListeners = new Map<string, Deno.TcpListener>();
-  readonly #registry = new Map<string, ServerLink[]>();
+  readonly #pools = new Map<string, ServerLink[]>();
+  /** Links to other discover points, each carrying one of our clients' sessions. */
+  readonly #forwarded = new Set<ServerLink>();
+  /** Clients waiting here for a link of a name that only undialable members hold, by name. */
+  readonly #waiting = new Map<string, Set<(arrived: boolean) => void>>();
+  /** When a More was last sent for each name. */
+  readonly #askedMore = new Map<string, number>();
+  readonly #registry: Registry;
+  readonly #instance = newInstanceId();
+  readonly #advertise: string | undefined;
+  readonly #clusterKey: Identity | undefined;
+  readonly #clusterCaCerts: readonly string[] | undefined;
+  #membership: Membership | undefined;
   readonly #links = new Set<Link>();
   readonly #clients = new Set<SocketClient | LinkClient>();
   readonly #tasks = new Set<Promise<void>>();
@@ -237,7 +302,11 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#limits = limits;
     this.#keepalive = options.keepalive;
     this.#maxWindow = options.maxWindow;
-    this.#features = options.features ?? ALL_FEATURES;
+    this.#features = options.features ?? DP_FEATURES;
+    this.#registry = options.registry ?? new MemoryRegistry();
+    this.#advertise = options.advertise;
+    this.#clusterKey = options.clusterKey;
+    this.#clusterCaCerts = options.clusterCaCerts;
     this.#names = options.names ?? OPEN_NAMES;
     this.#tls = options.tls;
     this.#settings = { maxWindow: options.maxWindow, budget: new BufferBudget() };
@@ -248,6 +317,7 @@ export class DiscoverPoint implements AsyncDisposable {
       maxLinksPerSource: limits.maxLinksPerSource,
       maxHandshakesPerSource: limits.maxHandshakesPerSource,
       registryRefusal: (name) => this.#registryRefusal(name),
+      clusterKey: options.clusterKey?.publicKey,
     });
     if (options.names !== undefined && !this.#features.includes(Feature.Auth)) {
       throw new TypeError(
@@ -278,8 +348,13 @@ export class DiscoverPoint implements AsyncDisposable {
         this.#publicListeners.set(name, listener);
       }
       if (this.#port !== null) this.#listener = await this.#listenForLinks(this.#port);
+      this.#membership = await this.#registry.join(
+        { instance: this.#instance, address: this.#advertise },
+        (name) => this.#onWanted(name),
+      );
     } catch (error) {
       for (const listener of listeners) listener.close();
+      this.#listener?.close();
       this.#publicListeners.clear();
       throw error;
     }
@@ -361,27 +436,34 @@ export class DiscoverPoint implements AsyncDisposable {
   stats(): DiscoverPointStats {
     let sessions = 0;
     let maxSessionBufferedBytes = 0;
-    for (const pool of this.#registry.values()) {
-      for (const server of pool) {
-        for (const session of server.sessions.values()) {
-          sessions++;
-          const buffered = session.toServer.buffered + session.toClient.buffered;
-          maxSessionBufferedBytes = Math.max(maxSessionBufferedBytes, buffered);
-        }
+    for (const server of this.#serverLinks()) {
+      for (const session of server.sessions.values()) {
+        sessions++;
+        const buffered = session.toServer.buffered + session.toClient.buffered;
+        maxSessionBufferedBytes = Math.max(maxSessionBufferedBytes, buffered);
       }
     }
+    let forwarded = 0;
+    for (const upstream of this.#forwarded) forwarded += upstream.sessions.size;
     return {
       links: this.#links.size,
-      servers: this.#registry.size,
+      servers: this.#pools.size,
       sessions,
+      forwarded,
       bufferedBytes: this.#settings.budget.bytes,
       maxSessionBufferedBytes,
     };
   }
 
+  /** Every server link, registered here or carrying a session to another discover point. */
+  *#serverLinks(): Generator<ServerLink> {
+    for (const pool of this.#pools.values()) yield* pool;
+    yield* this.#forwarded;
+  }
+
   /** ISNames with at least one registered link, and how many links each has. */
   get servers(): ReadonlyMap<string, number> {
-    return new Map([...this.#registry].map(([name, links]) => [name, links.length]));
+    return new Map([...this.#pools].map(([name, links]) => [name, links.length]));
   }
 
   #track(task: Promise<void>): void {
@@ -479,8 +561,9 @@ export class DiscoverPoint implements AsyncDisposable {
             }`,
           );
         }
-        const verdict = await this.#gate.connection(aloha, connect.name, proof, source);
-        await this.#serveClient(link, aloha, connect.name, verdict);
+        const relayed = link.features.has(Feature.Relay);
+        const verdict = await this.#gate.connection(aloha, connect, proof, source, relayed);
+        await this.#serveClient(link, aloha, connect.name, verdict, relayed);
       }
     } catch (error) {
       logger.warn("Closed link from {peer}: {message}", {
@@ -534,9 +617,9 @@ export class DiscoverPoint implements AsyncDisposable {
   /** Why the registry cannot take one more link of `name` now, if it cannot. */
   #registryRefusal(name: string): string | undefined {
     const limits = this.#limits;
-    const links = this.#registry.get(name)?.length;
-    if (links === undefined && this.#registry.size >= limits.maxNames) {
-      return `Cannot register "${name}": this discover point has ${this.#registry.size} names (limit maxNames = ${limits.maxNames})`;
+    const links = this.#pools.get(name)?.length;
+    if (links === undefined && this.#pools.size >= limits.maxNames) {
+      return `Cannot register "${name}": this discover point has ${this.#pools.size} names (limit maxNames = ${limits.maxNames})`;
     }
     if ((links ?? 0) >= limits.maxLinksPerServer) {
       return `Cannot register "${name}": it already has ${links} links (limit maxLinksPerServer = ${limits.maxLinksPerServer})`;
@@ -558,10 +641,14 @@ export class DiscoverPoint implements AsyncDisposable {
   }
 
   async #serveServer(link: Link, name: string, key: string | undefined): Promise<void> {
-    const pool = this.#registry.get(name) ?? [];
+    const pool = this.#pools.get(name) ?? [];
     const server = new ServerLink(name, link, this.#settings, key);
     pool.push(server);
-    this.#registry.set(name, pool);
+    if (pool.length === 1) {
+      this.#pools.set(name, pool);
+      this.#membership?.hold(name, key);
+    }
+    for (const arrived of this.#waiting.get(name) ?? []) arrived(true);
     const registered = key === undefined
       ? "Registered {name} from {peer} ({links} links)"
       : "Registered {name} from {peer} ({links} links) with key {key}";
@@ -575,7 +662,11 @@ export class DiscoverPoint implements AsyncDisposable {
       throw error;
     } finally {
       pool.splice(pool.indexOf(server), 1);
-      if (pool.length === 0 && this.#registry.get(name) === pool) this.#registry.delete(name);
+      if (pool.length === 0 && this.#pools.get(name) === pool) {
+        this.#pools.delete(name);
+        this.#askedMore.delete(name);
+        this.#membership?.release(name);
+      }
       server.end(this.#closing ? "The discover point is shutting down" : reason);
       logger.info("Unregistered a link of {name} from {peer} ({links} left)", {
         name,
@@ -589,12 +680,13 @@ export class DiscoverPoint implements AsyncDisposable {
     link: Link,
     aloha: AlohaMessage,
     name: string,
-    { key, refusal }: Verdict,
+    { key, refusal, address }: Verdict,
+    relayed: boolean,
   ): Promise<void> {
-    const client = new LinkClient(link, aloha.name || link.peer, key);
+    const client = new LinkClient(link, aloha.name || link.peer, key, address);
     this.#clients.add(client);
     try {
-      if (refusal === undefined) this.#route(name, client);
+      if (refusal === undefined) this.#route(name, client, relayed);
       else {
         logger.info("Refused {client} for {name}: {reason}", {
           client: client.address,
@@ -628,28 +720,13 @@ export class DiscoverPoint implements AsyncDisposable {
       return;
     }
     try {
-      await this.#servePublicClient(name, client, transport);
+      await this.#servePublicClient(name, client);
     } finally {
       this.#gate.leave(source);
     }
   }
 
-  async #servePublicClient(
-    name: string,
-    client: SocketClient,
-    transport: Transport,
-  ): Promise<void> {
-    if (!this.#registry.has(name)) {
-      logger.info(
-        "Closed connection from {client} on the public port of {name}: no indirect server has that name",
-        {
-          client: client.label,
-          name,
-        },
-      );
-      transport.abort();
-      return;
-    }
+  async #servePublicClient(name: string, client: SocketClient): Promise<void> {
     this.#clients.add(client);
     try {
       this.#route(name, client);
@@ -659,21 +736,45 @@ export class DiscoverPoint implements AsyncDisposable {
     }
   }
 
-  /** Sends `client`'s Connect to the least loaded link of `name`, or refuses it. */
-  #route(name: string, client: ClientEnd & { pending: PendingConnect | undefined }): void {
+  /**
+   * Routes `client`'s session to `name`: to the least loaded link of it here,
+   * else (unless `localOnly`) to another member of the cluster that holds it.
+   * @param localOnly Set for sessions another discover point relayed here: they go no further.
+   */
+  #route(name: string, client: RoutedClient, localOnly = false): void {
+    const pending: PendingConnect = { client, abandoned: false, timer: undefined };
+    client.pending = pending;
     const refusal = this.#refusal(name);
-    if (refusal !== undefined) {
-      logger.info("Refused {client} for {name}: {reason}", {
-        client: client.label,
-        name,
-        reason: refusal,
-      });
-      client.refused(refusal);
+    if (refusal !== undefined) return this.#refuse(client, name, refusal);
+    const pool = this.#pools.get(name);
+    if (pool !== undefined) {
+      const server = pool.reduce((best, link) => link.load < best.load ? link : best);
+      this.#awaitAck(server, pending);
+      const proofs = server.link.features.has(Feature.Auth)
+        ? { address: client.address, ...(client.key === undefined ? {} : { key: client.key }) }
+        : {};
+      server.trySend({ type: MessageType.Connect, name: client.label, ...proofs });
       return;
     }
-    const pool = this.#registry.get(name)!;
-    const server = pool.reduce((best, link) => link.load < best.load ? link : best);
-    const pending: PendingConnect = { client, abandoned: false, timer: undefined };
+    if (localOnly) {
+      return this.#refuse(
+        client,
+        name,
+        `No indirect server is registered as "${name}" at the discover point it was relayed to`,
+      );
+    }
+    this.#track(this.#routeElsewhere(name, client, pending));
+  }
+
+  #refuse(client: ClientEnd, name: string, reason: string): void {
+    logger.info("Refused {client} for {name}: {reason}", { client: client.label, name, reason });
+    client.refused(reason);
+  }
+
+  /** Starts the Ack deadline of a Connect sent (or about to be) on `server`. */
+  #awaitAck(server: ServerLink, pending: PendingConnect): void {
+    const { client } = pending;
+    const name = server.name;
     const ackTimeout = this.#limits.ackTimeout;
     pending.timer = setTimeout(() => {
       pending.abandoned = true;
@@ -693,39 +794,198 @@ export class DiscoverPoint implements AsyncDisposable {
       }, ackTimeout);
     }, ackTimeout);
     server.pending.push(pending);
-    client.pending = pending;
-    const proofs = server.link.features.has(Feature.Auth)
-      ? { address: client.address, ...(client.key === undefined ? {} : { key: client.key }) }
-      : {};
-    server.trySend({ type: MessageType.Connect, name: client.label, ...proofs });
+  }
+
+  /**
+   * A name no link here holds: asks the registry who does, carries the
+   * session to one that can be dialled, else waits for a link to come here.
+   */
+  async #routeElsewhere(
+    name: string,
+    client: RoutedClient,
+    pending: PendingConnect,
+  ): Promise<void> {
+    let holders: Holder[];
+    try {
+      holders = await this.#membership!.holders(name);
+    } catch (error) {
+      const message = (error as Error).message;
+      return this.#refuse(
+        client,
+        name,
+        `Cannot look "${name}" up in the cluster registry (${message}); try again`,
+      );
+    }
+    if (pending.abandoned) return;
+    // A holder whose recorded key could not own the name here is not given its sessions.
+    holders = holders.filter((holder) => this.#names.registration(name, holder.key) === undefined);
+    if (holders.length === 0) {
+      return this.#refuse(client, name, `No indirect server is registered as "${name}"`);
+    }
+    const dialable = holders.filter((holder) => holder.address !== undefined);
+    for (const holder of shuffled(dialable)) {
+      if (await this.#forward(holder.address!, name, client, pending)) return;
+      if (pending.abandoned || this.#closing) return;
+    }
+    if (dialable.length === holders.length) {
+      return this.#refuse(
+        client,
+        name,
+        `Cannot reach "${name}": the discover points that hold it do not answer; try again`,
+      );
+    }
+    // Held only where nobody can dial (Deno Deploy instances): ask for a link to come here.
+    const arrived = await this.#waitForLink(name);
+    if (pending.abandoned || this.#closing) return;
+    if (!arrived) {
+      return this.#refuse(
+        client,
+        name,
+        `No link of "${name}" reached this discover point within ${this.#limits.ackTimeout} ms (limit ackTimeout); its server may be at the top of its pool`,
+      );
+    }
+    this.#route(name, client, true);
+  }
+
+  /**
+   * Carries the session to the member at `address`, as an indirect client
+   * of it that offers `relay`, so that it goes no further.
+   * @returns Whether the Connect went out; `false` if that member could not be reached.
+   */
+  async #forward(
+    address: string,
+    name: string,
+    client: RoutedClient,
+    pending: PendingConnect,
+  ): Promise<boolean> {
+    const identity = this.#clusterKey;
+    const connect: ConnectMessage = {
+      type: MessageType.Connect,
+      name,
+      ...(identity === undefined ? {} : {
+        address: client.address,
+        ...(client.key === undefined ? {} : { key: client.key }),
+      }),
+    };
+    const deadline = this.#deadline(`no answer from "${address}"`);
+    let link: Link;
+    try {
+      link = await dialDiscoverPoint(address, {
+        role: Role.IndirectClient,
+        name: client.label.slice(0, MAX_NAME_LENGTH),
+        features: [...this.#features.filter((feature) => feature !== Feature.Relay), Feature.Relay],
+        keepalive: this.#keepalive,
+        maxLineBytes: this.#limits.maxLineBytes,
+        closeTimeout: this.#limits.shutdownGrace,
+        signal: deadline.signal,
+        pipelined: [connect],
+        authName: name,
+        ...(identity === undefined ? {} : { identity }),
+        ...(this.#clusterCaCerts === undefined ? {} : { caCerts: this.#clusterCaCerts }),
+      });
+    } catch (error) {
+      logger.warn("Cannot carry {client} for {name} to {address}: {message}", {
+        client: client.label,
+        name,
+        address,
+        message: (error as Error).message,
+      });
+      return false;
+    } finally {
+      deadline.cancel();
+    }
+    const upstream = new ServerLink(name, link, this.#settings);
+    upstream.onIdle = () => void link.close();
+    this.#links.add(link);
+    this.#forwarded.add(upstream);
+    this.#awaitAck(upstream, pending);
+    logger.debug("Carrying {client} for {name} to {address}", {
+      client: client.label,
+      name,
+      address,
+    });
+    this.#track(this.#serveForwarded(upstream, address));
+    return true;
+  }
+
+  async #serveForwarded(upstream: ServerLink, address: string): Promise<void> {
+    const name = upstream.name;
+    let reason = `The discover point holding "${name}" closed the link`;
+    try {
+      await upstream.run();
+    } catch (error) {
+      reason = `The link to the discover point holding "${name}" failed: ${
+        (error as Error).message
+      }`;
+      logger.warn("Link to {address} for {name} failed: {message}", {
+        address,
+        name,
+        message: (error as Error).message,
+      });
+    } finally {
+      upstream.end(this.#closing ? "The discover point is shutting down" : reason);
+      await upstream.link.close();
+      this.#forwarded.delete(upstream);
+      this.#links.delete(upstream.link);
+    }
+  }
+
+  /** Waits up to `ackTimeout` for a link of `name` to register here, asking its holders for one. */
+  #waitForLink(name: string): Promise<boolean> {
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    let waiters = this.#waiting.get(name);
+    if (waiters === undefined) {
+      waiters = new Set();
+      this.#waiting.set(name, waiters);
+      this.#membership!.want(name);
+    }
+    const done = (arrived: boolean) => {
+      clearTimeout(timer);
+      waiters.delete(done);
+      if (waiters.size === 0 && this.#waiting.get(name) === waiters) {
+        this.#waiting.delete(name);
+        this.#membership?.unwant(name);
+      }
+      resolve(arrived);
+    };
+    const timer = setTimeout(() => done(false), this.#limits.ackTimeout);
+    waiters.add(done);
+    return promise;
+  }
+
+  /** A client waits at another member for a link of `name`: ask one of its servers for one more. */
+  #onWanted(name: string): void {
+    const pool = this.#pools.get(name);
+    const now = Date.now();
+    if (pool === undefined || now - (this.#askedMore.get(name) ?? 0) < MORE_INTERVAL) return;
+    const server = pool.find((link) => link.link.features.has(Feature.Pool));
+    if (server === undefined) return;
+    this.#askedMore.set(name, now);
+    logger.debug("Asked {name} for one more link: a client waits for it elsewhere", { name });
+    server.trySend({ type: MessageType.More });
   }
 
   /** Closes every session that has moved no byte either way for `idleTimeout`. */
   #sweepIdle(): void {
     const now = Date.now();
     const idle = this.#limits.idleTimeout;
-    for (const pool of this.#registry.values()) {
-      for (const server of pool) {
-        for (const session of [...server.sessions.values()]) {
-          if (session.toServer.touched || session.toClient.touched) {
-            session.toServer.touched = session.toClient.touched = false;
-            session.idleSince = now;
-          } else if (now - session.idleSince >= idle) {
-            logger.info("Closed idle session {id} of {name}", {
-              id: session.id,
-              name: server.name,
-            });
-            session.abort(`The session was idle for ${idle} ms (limit idleTimeout)`);
-          }
+    for (const server of this.#serverLinks()) {
+      for (const session of [...server.sessions.values()]) {
+        if (session.toServer.touched || session.toClient.touched) {
+          session.toServer.touched = session.toClient.touched = false;
+          session.idleSince = now;
+        } else if (now - session.idleSince >= idle) {
+          logger.info("Closed idle session {id} of {name}", { id: session.id, name: server.name });
+          session.abort(`The session was idle for ${idle} ms (limit idleTimeout)`);
         }
       }
     }
   }
 
+  /** Why a session to `name` cannot be taken now, if it cannot; whether a link holds `name` is not asked. */
   #refusal(name: string): string | undefined {
     if (this.#closing) return "The discover point is shutting down";
-    const pool = this.#registry.get(name);
-    if (pool === undefined) return `No indirect server is registered as "${name}"`;
+    const pool = this.#pools.get(name) ?? [];
     const limits = this.#limits;
     const pending = pool.reduce((sum, link) => sum + link.waiting, 0);
     if (pending >= limits.maxPendingPerServer) {
@@ -736,7 +996,7 @@ export class DiscoverPoint implements AsyncDisposable {
       return `Too many sessions to "${name}" (limit maxSessionsPerServer = ${limits.maxSessionsPerServer})`;
     }
     let total = 0;
-    for (const links of this.#registry.values()) for (const link of links) total += link.load;
+    for (const link of this.#serverLinks()) total += link.load;
     if (total >= limits.maxSessions) {
       return `Too many sessions on this discover point (limit maxSessions = ${limits.maxSessions})`;
     }
@@ -759,12 +1019,14 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#listener?.close();
     for (const listener of this.#publicListeners.values()) listener.close();
     const reason = "The discover point is shutting down";
-    for (const pool of this.#registry.values()) {
-      for (const server of pool) {
-        for (const session of [...server.sessions.values()]) session.abort(reason);
-        server.end(reason);
-      }
+    for (const server of [...this.#serverLinks()]) {
+      for (const session of [...server.sessions.values()]) session.abort(reason);
+      server.end(reason);
     }
+    for (const waiters of [...this.#waiting.values()]) for (const done of waiters) done(false);
+    const leaving = this.#membership?.leave().catch((error) => {
+      logger.warn("Cannot leave the cluster registry: {message}", { message: error.message });
+    });
     for (const client of this.#clients) {
       if (client instanceof SocketClient) client.abandon();
     }
@@ -777,6 +1039,7 @@ export class DiscoverPoint implements AsyncDisposable {
     clearTimeout(timer);
     for (const link of this.#links) link.abort();
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+    await leaving;
   }
 
   /** Same as {@linkcode close}. */

@@ -12,7 +12,7 @@ import { type AuthRole, ED25519, verifyTranscript } from "../link/auth.ts";
 import { FailureThrottle, SourceCounter } from "./limits.ts";
 import type { NamePolicy } from "./policy.ts";
 import { Feature } from "../link/link.ts";
-import { type AlohaMessage, type AuthMessage, Role } from "../wire/message.ts";
+import { type AlohaMessage, type AuthMessage, type ConnectMessage, Role } from "../wire/message.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
 
@@ -30,6 +30,11 @@ export interface GateOptions {
   readonly maxHandshakesPerSource: number;
   /** Why the registry cannot take one more link of `name` now (its limits), if it cannot. */
   readonly registryRefusal: (name: string) => string | undefined;
+  /**
+   * The cluster's key (`ed25519:…`): a relayed link that proves it speaks
+   * for the client it carries (Connect `K` and `P`).
+   */
+  readonly clusterKey?: string | undefined;
 }
 
 /** What the gate decided about a registration or a session. */
@@ -38,6 +43,8 @@ export interface Verdict {
   readonly key?: string | undefined;
   /** Why it is refused; absent when it may go ahead. */
   readonly refusal?: string | undefined;
+  /** For a session relayed by a member of the cluster: the client's address as that member saw it. */
+  readonly address?: string | undefined;
 }
 
 /** A link's Auth, with the nonce it must have signed. */
@@ -142,18 +149,36 @@ export class Gate {
   }
 
   /**
-   * Decides a client's session to `name`.
+   * Decides a client's session to `connect.name`. A link relayed by another
+   * discover point that proves the cluster key is judged as the client it
+   * carries: the key and address in its Connect.
    * @param proof The link's Auth and nonce; `undefined` without `auth`.
+   * @param relayed Whether the link agreed on `relay` (another discover point carries the session).
    */
-  connection(
+  async connection(
     aloha: AlohaMessage,
-    name: string,
+    connect: ConnectMessage,
     proof: Proof | undefined,
     source: string,
+    relayed = false,
   ): Promise<Verdict> {
+    const name = connect.name;
     const policy = (key: string | undefined) => this.#options.names.connection(name, key);
-    if (proof === undefined) return Promise.resolve({ refusal: policy(undefined) });
-    return this.#judge("IC", name, aloha, proof, source, policy);
+    if (proof === undefined) return { refusal: policy(undefined) };
+    const clusterKey = this.#options.clusterKey;
+    if (relayed && clusterKey !== undefined && proof.auth.key !== "") {
+      let key: string | undefined;
+      try {
+        key = await this.#provenKey("IC", name, aloha, proof, source);
+      } catch (error) {
+        return { refusal: (error as Error).message };
+      }
+      if (key === clusterKey) {
+        return { key: connect.key, address: connect.address, refusal: policy(connect.key) };
+      }
+      return { key, refusal: policy(key) };
+    }
+    return await this.#judge("IC", name, aloha, proof, source, policy);
   }
 
   /** Checks the proof, then asks the policy; a proven key that the policy refuses counts as a failure. */

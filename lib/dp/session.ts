@@ -168,9 +168,13 @@ export class ServerLink {
   readonly sessions: Map<number, DiscoverPointSession> = new Map();
   /** Connects in the order they were sent, waiting for their Acks. */
   readonly pending: PendingConnect[] = [];
-  /** Numbers closed by the client side, whose late Data or Close from the server are ignored. */
   /** The key the server proved for its name, if any. */
   readonly key: string | undefined;
+  /**
+   * Called once when the link has no session and no Connect left: a link
+   * that carries one session (to another discover point) ends then.
+   */
+  onIdle: (() => void) | undefined;
   readonly #recentlyClosed = new RecentSet(RECENTLY_CLOSED);
   readonly #settings: SessionSettings;
   #failure: Error | undefined;
@@ -222,7 +226,15 @@ export class ServerLink {
   forget(id: number): boolean {
     if (!this.sessions.delete(id)) return false;
     this.#recentlyClosed.add(id);
+    this.#checkIdle();
     return true;
+  }
+
+  #checkIdle(): void {
+    if (this.onIdle === undefined || this.sessions.size > 0 || this.pending.length > 0) return;
+    const onIdle = this.onIdle;
+    this.onIdle = undefined;
+    onIdle();
   }
 
   /**
@@ -242,6 +254,7 @@ export class ServerLink {
     for (let message = await this.link.next(); message !== null; message = await this.link.next()) {
       if (message.type === MessageType.Ack) {
         this.#acknowledge(message);
+        this.#checkIdle();
         continue;
       }
       if (!isSessionMessage(message)) {
@@ -271,6 +284,7 @@ export class ServerLink {
       const reason = clipReason(message.reason);
       this.trySend({ type: MessageType.Close, sessionId: message.sessionId, reason });
       session.serverClosed(reason);
+      this.#checkIdle();
     }
   }
 

@@ -7,7 +7,7 @@
 import { getLogger } from "../_log.ts";
 import { TimedOut } from "../_platform.ts";
 import type { Identity } from "../link/auth.ts";
-import { ProtocolError, SessionRefusedError } from "../errors.ts";
+import { DiscoverPointUnreachableError, ProtocolError, SessionRefusedError } from "../errors.ts";
 import { dialDiscoverPoint } from "../link/handshake.ts";
 import { ALL_FEATURES, type KeepaliveOptions } from "../link/link.ts";
 import { MessageType, messageTypeName, Role } from "../wire/message.ts";
@@ -18,8 +18,11 @@ const logger = getLogger(["rtcp", "connect"]);
 
 /** Options of an indirect client: `connect({ dp, name })`. */
 export interface IndirectConnectOptions {
-  /** The discover point: `"host:port"`, `"tcp://host:port"` or `"tls://host:port"`. */
-  dp: string;
+  /**
+   * The discover point: `"host:port"`, `"tcp://host:port"`, `"tls://host:port"`,
+   * `"ws://…"` or `"wss://…"`; or several, tried in turn while one cannot be reached.
+   */
+  dp: string | readonly string[];
   /** The indirect server's registered name (ISName). */
   name: string;
   /**
@@ -54,7 +57,27 @@ export type ConnectOptions = DirectConnectOptions | IndirectConnectOptions;
 
 class ConnectTimeout extends Error {}
 
+/** Tries each discover point in turn until one can be reached. */
 async function connectIndirect(options: IndirectConnectOptions): Promise<IndirectConn> {
+  const dps = typeof options.dp === "string" ? [options.dp] : options.dp;
+  if (dps.length === 0) throw new TypeError("Cannot connect: dp lists no discover point");
+  for (const [index, dp] of dps.entries()) {
+    try {
+      return await connectThrough(dp, options);
+    } catch (error) {
+      if (!(error instanceof DiscoverPointUnreachableError) || index === dps.length - 1) {
+        throw error;
+      }
+      logger.debug("Cannot reach {dp}: {message}; trying the next", {
+        dp,
+        message: error.message,
+      });
+    }
+  }
+  throw new Error("unreachable");
+}
+
+async function connectThrough(dp: string, options: IndirectConnectOptions): Promise<IndirectConn> {
   const timeout = options.timeout ?? 10_000;
   if (!(timeout > 0)) {
     throw new RangeError(`Cannot connect with timeout ${timeout}: expected more than 0 ms`);
@@ -66,7 +89,7 @@ async function connectIndirect(options: IndirectConnectOptions): Promise<Indirec
   if (options.signal?.aborted) onAbort();
   const signal = controller.signal;
   try {
-    const link = await dialDiscoverPoint(options.dp, {
+    const link = await dialDiscoverPoint(dp, {
       role: Role.IndirectClient,
       name: options.clientName ?? "",
       features: options.features ?? ALL_FEATURES,
@@ -106,7 +129,7 @@ async function connectIndirect(options: IndirectConnectOptions): Promise<Indirec
   } catch (error) {
     if (error instanceof ConnectTimeout) {
       throw new TimedOut(
-        `Cannot open session to "${options.name}" through "${options.dp}": no answer within ${timeout} ms`,
+        `Cannot open session to "${options.name}" through "${dp}": no answer within ${timeout} ms`,
       );
     }
     throw error;

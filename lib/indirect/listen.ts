@@ -49,10 +49,32 @@ export interface SessionRequest {
   readonly signal: AbortSignal;
 }
 
+/** How many links an indirect server keeps to each discover point. */
+export interface PoolBounds {
+  /** Links kept open (and replaced when lost) at all times. */
+  readonly min: number;
+  /**
+   * Most links: more are opened while sessions are many (32 per link) or
+   * the discover point asks for one (a client waits for the name on another
+   * instance), and closed again when idle.
+   */
+  readonly max: number;
+}
+
+/** Sessions on the least loaded link of a discover point at which the pool opens one more link. */
+const SESSIONS_PER_LINK = 32;
+
+/** Largest pool per discover point. */
+const MAX_POOL = 64;
+
 /** Options of an indirect server: `listen({ dp, name })`. */
 export interface IndirectListenOptions {
-  /** The discover point: `"host:port"`, `"tcp://host:port"` or `"tls://host:port"`. */
-  dp: string;
+  /**
+   * The discover point: `"host:port"`, `"tcp://host:port"`, `"tls://host:port"`,
+   * `"ws://…"` or `"wss://…"`; or several (of one cluster, or not), each
+   * with its own pool: the listener serves while any of them is up.
+   */
+  dp: string | readonly string[];
   /** The name to register (ISName). */
   name: string;
   /**
@@ -63,8 +85,14 @@ export interface IndirectListenOptions {
   key?: Identity;
   /** For a `tls://` discover point: PEM certificates to trust instead of the system roots. */
   caCerts?: readonly string[];
-  /** How many links to keep to the discover point; sessions are spread over them. @default {1} */
-  pool?: number;
+  /**
+   * Links to keep to each discover point; sessions are spread over them. A
+   * number keeps exactly that many; bounds let the pool grow with demand.
+   * @default {{ min: 1, max: 8 }}
+   */
+  pool?: number | PoolBounds;
+  /** Milliseconds an extra link (above `pool.min`) may stay without a session before it closes. @default {30000} */
+  poolIdleTimeout?: number;
   /**
    * Decides on each session before it is acknowledged. Throw (or reject) to
    * refuse it: the error's message reaches the client as the refusal reason.
@@ -98,12 +126,30 @@ export type ListenOptions = DirectListenOptions | IndirectListenOptions;
 /** One pool link and the Acks it still owes, in Connect order. */
 interface PoolLink {
   readonly mux: SessionMux;
+  /** The discover point it goes to. */
+  readonly dp: string;
+  /** Opened above `pool.min`: closes after `poolIdleTimeout` without a session. */
+  readonly extra: boolean;
+  /** Runs while an extra link has no session. */
+  idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** The last Ack in line; the next one is sent after it. */
   acks: Promise<void>;
   /** Whether an Ack is waiting for an `admit` decision. */
   waiting: number;
   /** Set by `close()`: the link closes once its last session ends. */
   draining: boolean;
+}
+
+function poolBounds(pool: number | PoolBounds): PoolBounds {
+  const { min, max } = typeof pool === "number" ? { min: pool, max: pool } : pool;
+  if (!Number.isInteger(min) || !Number.isInteger(max) || min < 1 || max < min || max > MAX_POOL) {
+    throw new RangeError(
+      `Cannot listen with pool ${
+        typeof pool === "number" ? pool : `${min}..${max}`
+      }: expected whole numbers 1 ≤ min ≤ max ≤ ${MAX_POOL}`,
+    );
+  }
+  return { min, max };
 }
 
 function clientAddress(client: string): Deno.NetAddr {
@@ -136,12 +182,19 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
   readonly ready: Promise<void>;
 
   readonly #options: IndirectListenOptions;
+  readonly #dps: readonly string[];
+  readonly #pool: PoolBounds;
+  readonly #poolIdleTimeout: number;
   readonly #backlog: number;
   readonly #registered = Promise.withResolvers<void>();
   readonly #stop = new AbortController();
   readonly #queue: IndirectConn[] = [];
   readonly #waiters: PromiseWithResolvers<IndirectConn>[] = [];
   readonly #links = new Set<PoolLink>();
+  /** Extra links open or being opened, per discover point. */
+  readonly #extras = new Map<string, number>();
+  /** Discover points whose first registration failed while no link was registered anywhere. */
+  readonly #unreachable = new Set<string>();
   readonly #ids = new Set<number>();
   #nextId = 0;
   #isRegistered = false;
@@ -151,10 +204,8 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
 
   /** Starts registering; prefer {@linkcode listen}. */
   constructor(options: IndirectListenOptions) {
-    const pool = options.pool ?? 1;
-    if (!Number.isInteger(pool) || pool < 1 || pool > 64) {
-      throw new RangeError(`Cannot listen with pool ${pool}: expected a whole number from 1 to 64`);
-    }
+    this.#pool = poolBounds(options.pool ?? { min: 1, max: 8 });
+    this.#poolIdleTimeout = options.poolIdleTimeout ?? 30_000;
     if (
       typeof options.name !== "string" || options.name === "" ||
       options.name.length > MAX_NAME_LENGTH
@@ -170,65 +221,53 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
       );
     }
     this.#options = options;
-    const { hostname, port } = parseDiscoverPoint(options.dp);
+    this.#dps = typeof options.dp === "string" ? [options.dp] : [...new Set(options.dp)];
+    if (this.#dps.length === 0) {
+      throw new TypeError("Cannot listen: dp lists no discover point");
+    }
+    const { hostname, port } = parseDiscoverPoint(this.#dps[0]!);
+    for (const dp of this.#dps.slice(1)) parseDiscoverPoint(dp);
     this.addr = { transport: "tcp", hostname, port };
     this.ready = this.#registered.promise;
     this.ready.catch(() => {}); // Reported through accept() as well; not unhandled.
     options.signal?.addEventListener("abort", () => this.close(), { once: true });
-    for (let i = 0; i < pool; i++) void this.#keepLink();
+    for (const dp of this.#dps) {
+      for (let i = 0; i < this.#pool.min; i++) void this.#keepLink(dp);
+    }
   }
 
-  /** Keeps one pool link registered until the listener closes or fails. */
-  async #keepLink(): Promise<void> {
-    const { dp, name } = this.#options;
+  /** Keeps one pool link to `dp` registered until the listener closes or fails. */
+  async #keepLink(dp: string): Promise<void> {
+    const name = this.#options.name;
     const backoff = new Backoff(this.#options.backoff);
     const signal = this.#stop.signal;
+    let registered = false;
     while (!signal.aborted) {
-      let entry: PoolLink | undefined;
       let lost: Error;
       try {
-        const link = await dialDiscoverPoint(dp, {
-          role: Role.IndirectServer,
-          name,
-          features: this.#options.features ?? ALL_FEATURES,
-          keepalive: this.#options.keepalive,
-          signal,
-          ...(this.#options.key ? { identity: this.#options.key } : {}),
-          ...(this.#options.caCerts ? { caCerts: this.#options.caCerts } : {}),
+        lost = await this.#runLink(dp, false, () => {
+          registered = true;
+          backoff.reset();
         });
-        const mux: SessionMux = new SessionMux(link, {
-          onConnect: (message) => this.#onConnect(entry!, message),
-          onRelease: (id) => this.#release(entry!, id),
-          maxWindow: this.#options.maxWindow,
-        });
-        entry = { mux, acks: Promise.resolve(), waiting: 0, draining: false };
-        if (signal.aborted) {
-          link.abort();
-          return;
-        }
-        if (this.#unref) link.unref();
-        this.#links.add(entry);
-        this.#isRegistered = true;
-        this.#registered.resolve();
-        backoff.reset();
-        logger.info("Registered {name} at {dp}", { name, dp });
-        await mux.run();
-        lost = new Deno.errors.ConnectionReset(`Link to discover point "${dp}" closed`);
       } catch (error) {
         if (signal.aborted) return;
         lost = error as Error;
-        if (!this.#isRegistered || error instanceof VersionMismatchError) {
-          this.#fail(lost);
+        if (!registered && !this.#isRegistered) {
+          this.#unreachable.add(dp);
+          if (this.#unreachable.size === this.#dps.length) return this.#fail(lost);
+        }
+        if (error instanceof VersionMismatchError) {
+          if (this.#dps.length === 1) return this.#fail(lost);
+          logger.error("Gave up on {dp} for {name}: {message}", {
+            dp,
+            name,
+            message: lost.message,
+          });
           return;
         }
-      } finally {
-        if (entry) this.#links.delete(entry);
       }
       if (signal.aborted) return;
-      if (this.#options.reconnect === false) {
-        this.#fail(lost);
-        return;
-      }
+      if (this.#options.reconnect === false) return this.#fail(lost);
       const delay = Math.round(backoff.next());
       logger.warn("Lost a link of {name} to {dp}: {message}; reconnecting in {delay} ms", {
         name,
@@ -238,6 +277,110 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
       });
       await sleep(delay, signal, this.#unref);
     }
+  }
+
+  /** Opens one more link to `dp`, above `pool.min`, unless the pool is at `pool.max` there. */
+  async #addLink(dp: string): Promise<void> {
+    const extras = this.#extras.get(dp) ?? 0;
+    if (this.#closed || this.#failure || this.#pool.min + extras >= this.#pool.max) return;
+    this.#extras.set(dp, extras + 1);
+    try {
+      await this.#runLink(dp, true, () => {});
+    } catch (error) {
+      if (!this.#stop.signal.aborted) {
+        logger.warn("Cannot open one more link of {name} to {dp}: {message}", {
+          name: this.#options.name,
+          dp,
+          message: (error as Error).message,
+        });
+      }
+    } finally {
+      this.#extras.set(dp, (this.#extras.get(dp) ?? 1) - 1);
+    }
+  }
+
+  /**
+   * Dials `dp`, registers, and serves the link until it ends.
+   * @returns Why the link ended.
+   * @throws What kept it from registering.
+   */
+  async #runLink(dp: string, extra: boolean, onRegistered: () => void): Promise<Error> {
+    const name = this.#options.name;
+    const signal = this.#stop.signal;
+    let entry: PoolLink | undefined;
+    try {
+      const link = await dialDiscoverPoint(dp, {
+        role: Role.IndirectServer,
+        name,
+        features: this.#options.features ?? ALL_FEATURES,
+        keepalive: this.#options.keepalive,
+        signal,
+        ...(this.#options.key ? { identity: this.#options.key } : {}),
+        ...(this.#options.caCerts ? { caCerts: this.#options.caCerts } : {}),
+      });
+      const mux: SessionMux = new SessionMux(link, {
+        onConnect: (message) => this.#onConnect(entry!, message),
+        onRelease: (id) => this.#release(entry!, id),
+        onMore: () => void this.#addLink(dp),
+        maxWindow: this.#options.maxWindow,
+      });
+      entry = {
+        mux,
+        dp,
+        extra,
+        idleTimer: undefined,
+        acks: Promise.resolve(),
+        waiting: 0,
+        draining: false,
+      };
+      if (signal.aborted) {
+        link.abort();
+        return new Deno.errors.BadResource("Listener has been closed");
+      }
+      if (this.#unref) link.unref();
+      this.#links.add(entry);
+      this.#isRegistered = true;
+      this.#unreachable.clear();
+      this.#registered.resolve();
+      onRegistered();
+      this.#startIdleTimer(entry);
+      logger.info("Registered {name} at {dp}", { name, dp });
+      await mux.run();
+      return new Deno.errors.ConnectionReset(`Link to discover point "${dp}" closed`);
+    } catch (error) {
+      if (entry === undefined) throw error;
+      return error as Error;
+    } finally {
+      if (entry) {
+        clearTimeout(entry.idleTimer);
+        this.#links.delete(entry);
+      }
+    }
+  }
+
+  /** An extra link without sessions closes after `poolIdleTimeout`, unless one comes. */
+  #startIdleTimer(entry: PoolLink): void {
+    if (!entry.extra || entry.mux.size > 0 || entry.idleTimer !== undefined) return;
+    entry.idleTimer = setTimeout(() => {
+      entry.idleTimer = undefined;
+      if (entry.mux.size === 0) {
+        logger.debug("Closed an idle extra link of {name} to {dp}", {
+          name: this.#options.name,
+          dp: entry.dp,
+        });
+        void entry.mux.link.close();
+      }
+    }, this.#poolIdleTimeout);
+    if (this.#unref) Deno.unrefTimer(entry.idleTimer as unknown as number);
+  }
+
+  /** Sessions are many on every link to `dp`: open one more, within `pool.max`. */
+  #growWithLoad(dp: string): void {
+    let least = Infinity;
+    for (const entry of this.#links) {
+      if (entry.dp === dp && !entry.draining) least = Math.min(least, entry.mux.size);
+    }
+    if (least >= SESSIONS_PER_LINK && least !== Infinity) void this.#addLink(dp);
   }
 
   #allocateId(): number {
@@ -299,6 +442,9 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
       // Registered before the Ack goes out: Data may follow it at once.
       const conn = entry.mux.open(sessionId, request.remoteAddr, request.clientKey);
       entry.mux.send({ type: MessageType.Ack, sessionId, reason: "" });
+      clearTimeout(entry.idleTimer);
+      entry.idleTimer = undefined;
+      this.#growWithLoad(entry.dp);
       const waiter = this.#waiters.shift();
       if (waiter) waiter.resolve(conn);
       else this.#queue.push(conn);
@@ -312,6 +458,7 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
   #release(entry: PoolLink, sessionId: number): void {
     this.#ids.delete(sessionId);
     if (entry.draining && entry.mux.size === 0) void entry.mux.link.close();
+    else this.#startIdleTimer(entry);
   }
 
   #fail(error: Error): void {

@@ -19,6 +19,8 @@ export interface SessionMuxOptions {
   onConnect?: (message: ConnectMessage) => void;
   /** Called once per session when it has ended and its number may be reused. */
   onRelease?: (sessionId: number) => void;
+  /** Handles a More from the discover point (extension `pool`); without it a More is ignored. */
+  onMore?: () => void;
   /** Largest flow-control window per session direction. @default {4194304} */
   maxWindow?: number;
 }
@@ -131,6 +133,9 @@ export class SessionMux implements SessionCarrier {
             break;
           case MessageType.Credit:
             this.#sessions.get(message.sessionId)?.credited(message.bytes);
+            break;
+          case MessageType.More:
+            this.#options.onMore?.();
             break;
           case MessageType.Connect:
             if (this.#options.onConnect === undefined) {

@@ -30,6 +30,10 @@ export const Feature = {
   Binary: "binary",
   /** Auth and Accepted messages: a peer proves a key against the discover point's nonce. */
   Auth: "auth",
+  /** More messages: the discover point asks an indirect server for one more link. */
+  Pool: "pool",
+  /** A discover point carries a client's session to another: the session goes no further. */
+  Relay: "relay",
 } as const;
 
 /** Every extension this implementation speaks, in the order it offers them. */
@@ -39,7 +43,11 @@ export const ALL_FEATURES: readonly string[] = [
   Feature.FlowControl,
   Feature.Binary,
   Feature.Auth,
+  Feature.Pool,
 ];
+
+/** What a discover point offers: every extension, and `relay` for links from other discover points. */
+export const DP_FEATURES: readonly string[] = [...ALL_FEATURES, Feature.Relay];
 
 /**
  * Longest line before the handshake is done. An Aloha or a Connect is at most a
@@ -56,6 +64,7 @@ const TYPE_FEATURE: Partial<Record<number, string>> = {
   [MessageType.Pong]: Feature.Keepalive,
   [MessageType.Auth]: Feature.Auth,
   [MessageType.Accepted]: Feature.Auth,
+  [MessageType.More]: Feature.Pool,
 };
 
 /** Options of {@linkcode Link}. */

@@ -54,6 +54,8 @@ export const MessageType = {
   Auth: 9,
   /** Extension `auth`: the discover point accepts (`R` empty) or refuses an indirect server's registration. */
   Accepted: 10,
+  /** Extension `pool`: the discover point asks an indirect server for one more link. */
+  More: 11,
 } as const;
 
 /** One of the {@linkcode MessageType} numbers. */
@@ -191,6 +193,12 @@ export interface AcceptedMessage {
   readonly reason: string;
 }
 
+/** More (extension `pool`): the discover point would like one more link of this name. */
+export interface MoreMessage {
+  /** Always {@linkcode MessageType.More}. */
+  readonly type: typeof MessageType.More;
+}
+
 /** Any RTCP message. */
 export type Message =
   | AlohaMessage
@@ -203,7 +211,8 @@ export type Message =
   | PingMessage
   | PongMessage
   | AuthMessage
-  | AcceptedMessage;
+  | AcceptedMessage
+  | MoreMessage;
 
 const TYPE_NAMES = [
   "Aloha",
@@ -217,6 +226,7 @@ const TYPE_NAMES = [
   "Pong",
   "Auth",
   "Accepted",
+  "More",
 ] as const;
 
 /** A message about one open session: Data, Credit, End or Close. */
@@ -376,6 +386,7 @@ export function messageFromBody(type: number, body: unknown): Message {
       };
     case MessageType.Ping:
     case MessageType.Pong:
+    case MessageType.More:
       return { type };
     case MessageType.Auth:
       return {
@@ -421,6 +432,7 @@ export function bodyOf(message: Message): Record<string, unknown> {
       return { X: message.sessionId, W: message.bytes };
     case MessageType.Ping:
     case MessageType.Pong:
+    case MessageType.More:
       return {};
     case MessageType.Auth:
       return message.method === "none"
