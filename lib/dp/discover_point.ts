@@ -41,6 +41,7 @@ import {
   Role,
 } from "../wire/message.ts";
 import { formatAddress, TcpTransport, type Transport } from "../transport/tcp.ts";
+import { parseDiscoverPoint } from "../transport/dial.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
 
@@ -134,9 +135,10 @@ export interface DiscoverPointOptions {
   registry?: Registry;
   /**
    * How the other discover points of the cluster dial this one:
-   * `host:port`, `tls://host:port`, `ws://…`. Without it this one cannot be
-   * dialled (as on Deno Deploy): clients elsewhere wait for its servers to
-   * open a link where they are.
+   * `host:port`, `tls://host:port`, `ws://…`; port 0 (`host:0`) stands for
+   * the port this one listens on. Without it this one cannot be dialled (as
+   * on Deno Deploy): clients elsewhere wait for its servers to open a link
+   * where they are.
    */
   advertise?: string;
   /**
@@ -200,6 +202,9 @@ const DEFAULT_LIMITS: Limits = {
   idleTimeout: 0,
   maxLinkQueueBytes: 16 * 1024 * 1024,
 };
+
+/** Milliseconds a member that did not answer is tried after the others. */
+const SILENT_MS = 10_000;
 
 /** Least milliseconds between two More messages for one name (a server adds one link per More). */
 const MORE_INTERVAL = 250;
@@ -270,7 +275,9 @@ export class DiscoverPoint implements AsyncDisposable {
   readonly #askedMore = new Map<string, number>();
   readonly #registry: Registry;
   readonly #instance = newInstanceId();
-  readonly #advertise: string | undefined;
+  #advertise: string | undefined;
+  /** Members that did not answer lately, and until when they are tried last. */
+  readonly #silent = new Map<string, number>();
   readonly #clusterKey: Identity | undefined;
   readonly #clusterCaCerts: readonly string[] | undefined;
   #membership: Membership | undefined;
@@ -348,6 +355,7 @@ export class DiscoverPoint implements AsyncDisposable {
         this.#publicListeners.set(name, listener);
       }
       if (this.#port !== null) this.#listener = await this.#listenForLinks(this.#port);
+      this.#advertise = this.#advertisedAddress();
       this.#membership = await this.#registry.join(
         { instance: this.#instance, address: this.#advertise },
         (name) => this.#onWanted(name),
@@ -373,6 +381,19 @@ export class DiscoverPoint implements AsyncDisposable {
         address: formatAddress(this.#listener.addr),
       });
     }
+  }
+
+  /** `advertise`, with port 0 replaced by the port this discover point listens on. */
+  #advertisedAddress(): string | undefined {
+    const advertise = this.#advertise;
+    if (advertise === undefined) return undefined;
+    const { scheme, hostname, port } = parseDiscoverPoint(advertise);
+    if (port !== 0 || scheme === "ws" || scheme === "wss") return advertise;
+    if (this.#listener === undefined) {
+      throw new TypeError(`Cannot advertise "${advertise}": port 0 needs a link port to stand for`);
+    }
+    const address = formatAddress({ transport: "tcp", hostname, port: this.#listener.addr.port });
+    return scheme === "tls" ? `tls://${address}` : address;
   }
 
   /** Opens the link port: plain TCP, or TLS; either way every link goes to {@linkcode serveLink}. */
@@ -823,8 +844,12 @@ export class DiscoverPoint implements AsyncDisposable {
       return this.#refuse(client, name, `No indirect server is registered as "${name}"`);
     }
     const dialable = holders.filter((holder) => holder.address !== undefined);
-    for (const holder of shuffled(dialable)) {
-      if (await this.#forward(holder.address!, name, client, pending)) return;
+    for (const address of this.#dialOrder(dialable)) {
+      if (await this.#forward(address, name, client, pending)) {
+        this.#silent.delete(address);
+        return;
+      }
+      this.#silent.set(address, Date.now() + SILENT_MS);
       if (pending.abandoned || this.#closing) return;
     }
     if (dialable.length === holders.length) {
@@ -845,6 +870,18 @@ export class DiscoverPoint implements AsyncDisposable {
       );
     }
     this.#route(name, client, true);
+  }
+
+  /** The holders' addresses in random order, those that did not answer lately last. */
+  #dialOrder(holders: readonly Holder[]): string[] {
+    const now = Date.now();
+    const isSilent = (address: string) => (this.#silent.get(address) ?? 0) > now;
+    for (const [address, until] of this.#silent) if (until <= now) this.#silent.delete(address);
+    const addresses = shuffled(holders.map((holder) => holder.address!));
+    return [
+      ...addresses.filter((address) => !isSilent(address)),
+      ...addresses.filter(isSilent),
+    ];
   }
 
   /**
