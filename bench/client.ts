@@ -13,13 +13,24 @@
  * - `stream --count N`: N sessions echo checksummed data; prints `{"started":N}`, streams
  *   until a stdin line, then prints the outcome;
  * - `soak --count N --seconds S --interval I`: N clients loop over checksummed echo sessions
- *   for S seconds, printing totals every I seconds and a final line with `"done":true`.
+ *   for S seconds, printing totals every I seconds and a final line with `"done":true`;
+ * - `failover --kill PID [--attempt-timeout MS] [--timeout MS] [--warmup N] [--after N]`: once
+ *   1-byte echo sessions work, SIGKILLs PID (a discover point; needs `--allow-run`) and opens
+ *   them one after another until one succeeds; prints the time from the kill to it.
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { lines, parseAddr } from "./io.ts";
-import { type Addr, dial, openSessions, pingPong, setupRate, throughput } from "./measure.ts";
+import {
+  type Addr,
+  dial,
+  failover,
+  openSessions,
+  pingPong,
+  setupRate,
+  throughput,
+} from "./measure.ts";
 import { echoFixed, echoUntil } from "./verify.ts";
 
 function print(value: unknown): void {
@@ -125,6 +136,11 @@ export async function main(args: string[]): Promise<number> {
       count: { type: "string", default: "1000" },
       size: { type: "string", default: "1024" },
       interval: { type: "string", default: "30" },
+      kill: { type: "string" },
+      "attempt-timeout": { type: "string", default: "1000" },
+      timeout: { type: "string", default: "30000" },
+      warmup: { type: "string", default: "20" },
+      after: { type: "string", default: "20" },
     },
   });
   if (values.addr === undefined) throw new TypeError("Cannot run client: --addr H:P is required");
@@ -155,6 +171,22 @@ export async function main(args: string[]): Promise<number> {
     case "soak":
       await soak(addr, count, seconds, Number(values.interval));
       break;
+    case "failover": {
+      const victimPid = Number(values.kill);
+      if (!Number.isInteger(victimPid) || victimPid <= 0) {
+        throw new TypeError("Cannot run failover: --kill PID is required");
+      }
+      print(
+        await failover(addr, {
+          victimPid,
+          attemptTimeoutMs: Number(values["attempt-timeout"]),
+          timeoutMs: Number(values.timeout),
+          warmup: Number(values.warmup),
+          after: Number(values.after),
+        }),
+      );
+      break;
+    }
     default:
       throw new TypeError(`Cannot run client: unknown operation "${positionals[0]}"`);
   }

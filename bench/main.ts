@@ -11,7 +11,13 @@
  * - `rtcp-ws`: `rtcp` with `expose`'s link over WebSocket (`dp.ts --http`, `ws://…/rtcp`);
  * - `rtcp-connect`: client → `cli.ts connect` → DP → `cli.ts expose` → target;
  * - `rtcp-connect-tls`: `rtcp-connect` with TLS on both links to the DP;
- * - `rtcp-ws-connect`: `rtcp-connect` with both links to the DP over WebSocket.
+ * - `rtcp-ws-connect`: `rtcp-connect` with both links to the DP over WebSocket;
+ * - `rtcp-cluster`: client → DP B's public port → DP A (over a DP-to-DP link, found in the
+ *   shared Deno KV registry) → `cli.ts expose --dp A` → target.
+ *
+ * Then, if `rtcp-cluster` or `failover` is selected, the failover figure: DPs A and B both hold
+ * the name (`expose --dp A --dp B`), a client enters at a third DP C; A gets SIGKILL, and the
+ * figure is the time until the first new session through C succeeds (median of the trials).
  *
  * Every measurement runs in its own client process (bench/client.ts) rather than in this
  * one: the client is event-loop bound, and sharing a loop with the orchestration (reading
@@ -23,7 +29,7 @@
  * its client has exited, the chain's CPU use is sampled, and a process still busy with no
  * client (sessions never torn down), or one that exited, is reported as a failure.
  *
- * Run: `deno task bench [--paths relay,rtcp,rtcp-tls,...] [--quick] [--repeat N]
+ * Run: `deno task bench [--paths relay,rtcp,rtcp-tls,...,failover] [--quick] [--repeat N]
  * [--json PATH]`; with `--repeat N` every path is measured N times, interleaved, and the
  * table shows medians.
  * Writes bench/results/<timestamp>.json and bench/results/latest.json (or only PATH).
@@ -32,21 +38,34 @@
 
 import { parseArgs } from "node:util";
 import type {
+  FailoverResult,
   PingPongResult,
   SessionsResult,
   SetupRateResult,
   ThroughputResult,
 } from "./measure.ts";
-import { type Chain, PATH_NAMES, type PathName, startPath, startTarget } from "./paths.ts";
+import {
+  type Chain,
+  PATH_NAMES,
+  type PathName,
+  REGISTRY_TTL_MS,
+  startFailoverCluster,
+  startPath,
+  startTarget,
+} from "./paths.ts";
 import { type Child, ChildGroup, projectPath } from "./procs.ts";
 import { CLIENT_TIMEOUT_MS, runClient, spawnClient } from "./run_client.ts";
 import {
+  failoverHasFailures,
+  type FailoverTrial,
   type Figure,
+  formatFailover,
   formatTable,
   hasFailures,
   type PathResult,
   type SessionsFigure,
   summarize,
+  summarizeFailover,
   writeJson,
 } from "./report.ts";
 
@@ -66,6 +85,15 @@ interface Settings {
   settleMs: number;
   /** How long the chain's CPU use is then sampled. */
   idleWindowMs: number;
+  /** Failover trials per round, each on a fresh cluster. */
+  failoverTrials: number;
+  /**
+   * Longest wait for the first session after the kill: above the registry's TTL, so that a
+   * DP that keeps trying the dead one until its entry expires still yields a figure.
+   */
+  failoverTimeoutMs: number;
+  /** Longest one failover session may take before it counts as failed and the next one starts. */
+  failoverAttemptMs: number;
 }
 
 const FULL: Settings = {
@@ -76,6 +104,9 @@ const FULL: Settings = {
   sessionBytes: 1024,
   settleMs: 500,
   idleWindowMs: 1000,
+  failoverTrials: 5,
+  failoverTimeoutMs: 30_000,
+  failoverAttemptMs: 1000,
 };
 const QUICK: Settings = {
   seconds: 0.5,
@@ -85,11 +116,21 @@ const QUICK: Settings = {
   sessionBytes: 1024,
   settleMs: 100,
   idleWindowMs: 300,
+  failoverTrials: 1,
+  failoverTimeoutMs: 30_000,
+  failoverAttemptMs: 1000,
 };
 
+/** Not a path: the failover figure, also run whenever `rtcp-cluster` is selected. */
+const FAILOVER = "failover";
+
+/** What `--paths` may list. */
+const ITEMS: readonly string[] = [...PATH_NAMES, FAILOVER];
+
 const USAGE = `Usage: deno task bench [--paths ${
-  PATH_NAMES.join(",")
-}] [--quick] [--repeat N] [--json PATH]`;
+  ITEMS.join(",")
+}] [--quick] [--repeat N] [--json PATH]
+("${FAILOVER}" is the failover figure; it runs too when rtcp-cluster is selected)`;
 
 /** A short one-line-per-cause description of an error for the table. */
 function brief(err: unknown): string {
@@ -219,6 +260,53 @@ async function measurePath(run: PathRun, round: number): Promise<PathResult> {
   };
 }
 
+/**
+ * One failover trial on a fresh cluster: the client kills the victim DP itself (so that the
+ * clock starts at the signal), then the survivors are checked as after any figure.
+ */
+async function failoverTrial(
+  target: string,
+  settings: Settings,
+  round: number,
+): Promise<FailoverTrial> {
+  await using group = new ChildGroup();
+  let cluster;
+  try {
+    cluster = await startFailoverCluster(group, target);
+  } catch (err) {
+    return { round, error: `Cannot start the cluster: ${brief(err)}` };
+  }
+  let figure: Figure<FailoverResult>;
+  try {
+    figure = await runClient<FailoverResult>(
+      group,
+      "failover",
+      cluster.entry,
+      [
+        "--kill",
+        String(cluster.victim.pid),
+        "--timeout",
+        String(settings.failoverTimeoutMs),
+        "--attempt-timeout",
+        String(settings.failoverAttemptMs),
+      ],
+      // Before the kill and after it, each up to failoverTimeoutMs, plus the client's start.
+      2 * settings.failoverTimeoutMs + 30_000,
+      { allowRun: true },
+    );
+  } catch (err) {
+    figure = { error: brief(err) };
+  }
+  const problems = await aftermath(cluster.survivors, settings);
+  if (!("error" in figure)) {
+    const victim = await cluster.victim.kill();
+    if (victim.signal !== "SIGKILL") {
+      problems.push(`${cluster.victim.name} was not ended by the client's SIGKILL`);
+    }
+  }
+  return { round, ...figure, ...(problems.length > 0 ? { problems } : {}) };
+}
+
 async function gitCommit(): Promise<string | undefined> {
   try {
     const out = await new Deno.Command("git", {
@@ -257,12 +345,14 @@ export async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const paths = values.paths.split(",").map((p) => p.trim()).filter((p) => p !== "");
-  const unknown = paths.filter((p) => !(PATH_NAMES as readonly string[]).includes(p));
-  if (unknown.length > 0 || paths.length === 0) {
+  const items = values.paths.split(",").map((p) => p.trim()).filter((p) => p !== "");
+  const unknown = items.filter((p) => !ITEMS.includes(p));
+  if (unknown.length > 0 || items.length === 0) {
     console.error(`Unknown path: "${unknown.join(",")}"\n${USAGE}`);
     return 2;
   }
+  const paths = items.filter((p) => p !== FAILOVER);
+  const withFailover = items.includes(FAILOVER) || items.includes("rtcp-cluster");
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) {
     console.error(`Bad --repeat "${values.repeat}": expected a whole number from 1\n${USAGE}`);
@@ -271,19 +361,30 @@ export async function main(args: string[]): Promise<number> {
   const settings = values.quick ? QUICK : FULL;
   const started = new Date();
   const results: PathResult[] = [];
+  const failover: FailoverTrial[] = [];
   {
     await using group = new ChildGroup();
     const target = await startTarget(group);
     for (let round = 1; round <= repeat; round++) {
+      const of = repeat > 1 ? ` (round ${round})` : "";
       // Each round starts one path later, so that no path always runs first or last.
       const order = paths.map((_, i) => paths[(i + round - 1) % paths.length] as PathName);
       for (const path of order) {
-        console.error(`bench: measuring ${path}${repeat > 1 ? ` (round ${round})` : ""}…`);
+        console.error(`bench: measuring ${path}${of}…`);
         results.push(await measurePath({ path, target: target.addr, settings }, round));
+      }
+      if (withFailover) {
+        console.error(`bench: measuring failover${of}, ${settings.failoverTrials} trials…`);
+        for (let trial = 0; trial < settings.failoverTrials; trial++) {
+          failover.push(await failoverTrial(target.addr, settings, round));
+        }
       }
     }
   }
-  console.log(formatTable(results));
+  if (results.length > 0) console.log(formatTable(results));
+  if (withFailover) {
+    console.log(`${results.length > 0 ? "\n" : ""}${formatFailover(failover, REGISTRY_TTL_MS)}`);
+  }
   const report = {
     started: started.toISOString(),
     seconds: (Date.now() - started.getTime()) / 1000,
@@ -296,6 +397,15 @@ export async function main(args: string[]): Promise<number> {
     settings,
     summary: summarize(results),
     results,
+    ...(withFailover
+      ? {
+        failover: {
+          registryTtlMs: REGISTRY_TTL_MS,
+          summary: summarizeFailover(failover),
+          trials: failover,
+        },
+      }
+      : {}),
   };
   const files = values.json !== undefined
     ? [values.json]
@@ -304,7 +414,7 @@ export async function main(args: string[]): Promise<number> {
     );
   for (const file of files) await writeJson(file, report);
   console.error(`bench: wrote ${files.join(", ")}`);
-  return hasFailures(results) ? 1 : 0;
+  return hasFailures(results) || failoverHasFailures(failover) ? 1 : 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -206,3 +206,113 @@ export async function openSessions(
     close: () => conns.forEach(closeQuietly),
   };
 }
+
+/**
+ * One tiny session: connect, echo 1 byte, close; throws if that fails or takes longer than
+ * `timeoutMs` in all.
+ */
+export async function echoOnce(addr: Addr, timeoutMs: number): Promise<void> {
+  const deadline = new AbortController();
+  let conn: Deno.TcpConn | undefined;
+  const timer = setTimeout(() => {
+    deadline.abort();
+    if (conn !== undefined) closeQuietly(conn);
+  }, timeoutMs);
+  try {
+    conn = await Deno.connect({ ...addr, signal: deadline.signal });
+    conn.setNoDelay(true);
+    await writeAll(conn, new Uint8Array([Mode.echo, 0x2a]));
+    const reply = await readFull(conn, new Uint8Array(1));
+    if (reply[0] !== 0x2a) throw new Error(`Echo came back as ${reply[0]}`);
+  } catch (err) {
+    if (deadline.signal.aborted) throw new Deno.errors.TimedOut(`No echo within ${timeoutMs} ms`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    if (conn !== undefined) closeQuietly(conn);
+  }
+}
+
+/** Options of {@link failover}. */
+export interface FailoverOptions {
+  /** The process to SIGKILL: the discover point holding the name next to another that does. */
+  victimPid: number;
+  /** Longest a single session may take before it counts as failed. */
+  attemptTimeoutMs: number;
+  /** Longest to wait for the first session after the kill, and for one before it. */
+  timeoutMs: number;
+  /** Sessions run (and required to succeed) before the kill, after the first one. */
+  warmup: number;
+  /** Sessions run after the first success, to see whether the survivor keeps serving. */
+  after: number;
+}
+
+/** Result of {@link failover}. */
+export interface FailoverResult {
+  /** Milliseconds from sending SIGKILL to the end of the first session that succeeded. */
+  ms: number;
+  /** For comparison: the median milliseconds of a session before the kill (the warm-up ones). */
+  sessionMs: number;
+  /** Sessions tried after the kill up to and including the first that succeeded. */
+  attempts: number;
+  /** Distinct errors of the failed attempts, with how often each occurred. */
+  errors: Record<string, number>;
+  /** Of {@link FailoverOptions.after} sessions right after the first success, how many did. */
+  afterOk: number;
+  /** How many sessions ran after the first success. */
+  afterCount: number;
+}
+
+function errorKey(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}
+
+/**
+ * Failover as a client sees it: once sessions through `addr` work, SIGKILLs
+ * `options.victimPid`, then opens tiny echo sessions one after another, with no pause, until
+ * one succeeds; the time from the kill to that success is the figure.
+ */
+export async function failover(addr: Addr, options: FailoverOptions): Promise<FailoverResult> {
+  const sessionsUntil = async (deadline: number, what: string) => {
+    const errors: Record<string, number> = {};
+    for (let attempts = 1;; attempts++) {
+      try {
+        await echoOnce(addr, options.attemptTimeoutMs);
+        return { attempts, errors };
+      } catch (err) {
+        const key = errorKey(err);
+        errors[key] = (errors[key] ?? 0) + 1;
+        if (performance.now() > deadline) {
+          throw new Error(
+            `No session succeeded ${what} within ${options.timeoutMs} ms (${attempts} tried; ${
+              Object.entries(errors).map(([e, n]) => `${n}x ${e}`).join("; ")
+            })`,
+          );
+        }
+      }
+    }
+  };
+  await sessionsUntil(performance.now() + options.timeoutMs, "before the kill");
+  const warm: number[] = [];
+  for (let i = 0; i < options.warmup; i++) {
+    const start = performance.now();
+    await echoOnce(addr, options.attemptTimeoutMs);
+    warm.push(performance.now() - start);
+  }
+  const sessionMs = quantile(warm.sort((a, b) => a - b), 0.5);
+  const killed = performance.now();
+  Deno.kill(options.victimPid, "SIGKILL");
+  const { attempts, errors } = await sessionsUntil(killed + options.timeoutMs, "after the kill");
+  const ms = performance.now() - killed;
+  let afterOk = 0;
+  for (let i = 0; i < options.after; i++) {
+    try {
+      await echoOnce(addr, options.attemptTimeoutMs);
+      afterOk++;
+    } catch (err) {
+      const key = `after the first success: ${errorKey(err)}`;
+      errors[key] = (errors[key] ?? 0) + 1;
+    }
+  }
+  return { ms, sessionMs, attempts, errors, afterOk, afterCount: options.after };
+}

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { KvRegistry } from "../lib/dp/kv_registry.ts";
 import { type Child, type ChildGroup, projectPath } from "./procs.ts";
 
 /** Names of the paths a bench can measure. */
@@ -17,6 +18,7 @@ export const PATH_NAMES = [
   "rtcp-connect",
   "rtcp-connect-tls",
   "rtcp-ws-connect",
+  "rtcp-cluster",
 ] as const;
 
 /** One of {@link PATH_NAMES}. */
@@ -178,6 +180,143 @@ export function startConnect(
   }));
 }
 
+/** How long a dead discover point stays listed in a bench cluster's registry (dp.ts's default). */
+export const REGISTRY_TTL_MS = 10_000;
+
+/** How long a cluster may take until its registry lists the name at every DP expected. */
+const REGISTRY_READY_TIMEOUT_MS = 30_000;
+
+/** How often the registry is read while waiting for that. */
+const REGISTRY_POLL_MS = 20;
+
+/**
+ * A registry shared by the discover points of a bench cluster: a Deno KV file in a fresh
+ * directory under bench/results (the one place the bench may write), removed once the
+ * group's processes are gone.
+ */
+export interface ClusterRegistry {
+  /** The directory: all a cluster DP may read or write. */
+  dir: string;
+  /** The KV file, for `--registry kv:FILE`. */
+  file: string;
+}
+
+/** A fresh {@link ClusterRegistry} for the processes of `group`. */
+export async function makeClusterRegistry(group: ChildGroup): Promise<ClusterRegistry> {
+  const results = projectPath("bench/results");
+  await Deno.mkdir(results, { recursive: true });
+  const dir = await Deno.makeTempDir({ dir: results, prefix: "cluster-" });
+  group.defer(async () => {
+    try {
+      await Deno.remove(dir, { recursive: true });
+    } catch {
+      // Gone already, or still open somewhere: a leftover under bench/results (ignored by git).
+    }
+  });
+  return { dir, file: `${dir}/registry.sqlite3` };
+}
+
+/** A started cluster DP: its link port (also what it advertises) and public port, if any. */
+export interface ClusterDp extends Listening {
+  /** Its public port for `SERVICE_NAME`, if started with one. */
+  publicAddr?: string;
+}
+
+/**
+ * A discover point in `group` that is a member of the cluster on `registry`, advertising its
+ * own link port (`--advertise 127.0.0.1:0`); with `publicPort`, it exposes `SERVICE_NAME` on
+ * a public port too.
+ */
+export async function startClusterDp(
+  group: ChildGroup,
+  name: string,
+  registry: ClusterRegistry,
+  publicPort: boolean,
+): Promise<ClusterDp> {
+  const child = group.spawn({
+    name,
+    script: "dp.ts",
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      ...(publicPort ? ["--expose", `${SERVICE_NAME}=0`] : []),
+      "--registry",
+      `kv:${registry.file}`,
+      "--registry-ttl",
+      String(REGISTRY_TTL_MS),
+      "--advertise",
+      "127.0.0.1:0",
+    ],
+    allowRead: [registry.dir],
+    allowWrite: [registry.dir],
+  });
+  // dp.ts prints the public port, then "Listening on".
+  const publicAddr = publicPort ? (await child.waitFor(PUBLIC_PORT))[1] : undefined;
+  return { ...await listening(child), ...(publicAddr ? { publicAddr } : {}) };
+}
+
+/**
+ * Waits until `registry` lists `SERVICE_NAME` as held by every DP in `holders`: from then on
+ * a client entering at any other member is carried to them. Read through the registry's own
+ * API, as an observer that holds nothing, so that no session runs before the measurement.
+ */
+export async function awaitHolders(
+  registry: ClusterRegistry,
+  holders: readonly ClusterDp[],
+): Promise<void> {
+  const ports = holders.map((dp) => dp.addr.slice(dp.addr.lastIndexOf(":")));
+  await using kv = await KvRegistry.open(registry.file, { ttl: REGISTRY_TTL_MS });
+  const observer = await kv.join({ instance: `bench-observer-${crypto.randomUUID()}` }, () => {});
+  try {
+    const deadline = Date.now() + REGISTRY_READY_TIMEOUT_MS;
+    let listed: string[] = [];
+    while (Date.now() < deadline) {
+      listed = (await observer.holders(SERVICE_NAME)).flatMap((h) => h.address ?? []);
+      if (ports.every((port) => listed.some((address) => address.endsWith(port)))) return;
+      await new Promise((resolve) => setTimeout(resolve, REGISTRY_POLL_MS));
+    }
+    throw new Error(
+      `The registry did not list "${SERVICE_NAME}" at ${
+        holders.map((dp) => dp.addr).join(" and ")
+      } within ${REGISTRY_READY_TIMEOUT_MS} ms (listed: ${listed.join(", ") || "none"})`,
+    );
+  } finally {
+    await observer.leave();
+  }
+}
+
+/** A started failover setup: where clients enter, the DP to kill, and the rest. */
+export interface FailoverCluster {
+  /** The public port of the entry DP ("host:port"), which holds no link of the name. */
+  entry: string;
+  /** One of the two DPs holding the name. */
+  victim: Child;
+  /** Every other process: entry DP, the other holder, `expose`. */
+  survivors: Child[];
+}
+
+/**
+ * The failover setup in `group`: DPs `dp-a` and `dp-b` sharing a registry, both holding
+ * `SERVICE_NAME` through one multi-homed `cli.ts expose --dp A --dp B`, and a third, `dp-c`,
+ * whose public port is the entry; `dp-a` is the victim. Ready once the registry lists both.
+ */
+export async function startFailoverCluster(
+  group: ChildGroup,
+  target: string,
+): Promise<FailoverCluster> {
+  const registry = await makeClusterRegistry(group);
+  const [a, b, c] = await Promise.all([
+    startClusterDp(group, "dp-a", registry, false),
+    startClusterDp(group, "dp-b", registry, false),
+    startClusterDp(group, "dp-c", registry, true),
+  ]);
+  const expose = await startExpose(group, a, target, ["--dp", b.addr]);
+  await awaitHolders(registry, [a, b]);
+  return { entry: c.publicAddr!, victim: a.child, survivors: [c.child, b.child, expose] };
+}
+
 /** Starts path `name` in `group`, leading to the target at `target`. */
 export async function startPath(
   name: PathName,
@@ -222,6 +361,18 @@ export async function startPath(
         startConnect(group, dp, link),
       ]);
       return { entry: connect.addr, members: [connect.child, dp.child, expose] };
+    }
+    case "rtcp-cluster": {
+      // dp-b holds no link of the name: it looks the name up in the registry and carries each
+      // session to dp-a over a DP-to-DP link of its own.
+      const registry = await makeClusterRegistry(group);
+      const [a, b] = await Promise.all([
+        startClusterDp(group, "dp-a", registry, false),
+        startClusterDp(group, "dp-b", registry, true),
+      ]);
+      const expose = await startExpose(group, a, target);
+      await awaitHolders(registry, [a]);
+      return { entry: b.publicAddr!, members: [b.child, a.child, expose] };
     }
   }
 }

@@ -52,6 +52,10 @@ export interface SpawnOptions {
   stdin?: boolean;
   /** Absolute paths the child may read (`--allow-read=...`); none by default. */
   allowRead?: string[];
+  /** Absolute paths the child may write (`--allow-write=...`); none by default. */
+  allowWrite?: string[];
+  /** Let the child run programs and send signals (`--allow-run`). @default false */
+  allowRun?: boolean;
 }
 
 /** A running Deno child process whose stdout is read line by line. */
@@ -85,20 +89,24 @@ export class Child implements AsyncDisposable {
   }
 
   /**
-   * Starts `deno run --allow-net [--allow-read=PATHS] <script> <args>` with piped stdout and
-   * stderr.
+   * Starts `deno run --allow-net [--allow-read=PATHS] [--allow-write=PATHS] [--allow-run]
+   * <script> <args>` with piped stdout and stderr.
    */
   static spawn(options: SpawnOptions): Child {
     const allowRead = options.allowRead ?? [];
+    const allowWrite = options.allowWrite ?? [];
     const process = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "--allow-net",
         ...(allowRead.length > 0 ? [`--allow-read=${allowRead.join(",")}`] : []),
+        ...(allowWrite.length > 0 ? [`--allow-write=${allowWrite.join(",")}`] : []),
+        ...(options.allowRun ? ["--allow-run"] : []),
         projectPath(options.script),
         ...(options.args ?? []),
       ],
-      // The project root, so that deno.json (and its import map) applies to the child.
+      // The project root, so that deno.json (its import map, and `"unstable": ["kv"]` for the
+      // cluster registry) applies to the child.
       cwd: projectPath(""),
       stdin: options.stdin ? "piped" : "null",
       stdout: "piped",
@@ -241,6 +249,7 @@ async function readCpuSeconds(pid: number): Promise<number | undefined> {
  */
 export class ChildGroup implements AsyncDisposable {
   #children: Child[] = [];
+  #cleanups: (() => Promise<void>)[] = [];
 
   /** Spawns a child and adds it to the group. */
   spawn(options: SpawnOptions): Child {
@@ -249,10 +258,18 @@ export class ChildGroup implements AsyncDisposable {
     return child;
   }
 
-  /** Kills and awaits every child, newest first. */
+  /** Runs `cleanup` (e.g. removing a directory the children used) once they are all gone. */
+  defer(cleanup: () => Promise<void>): void {
+    this.#cleanups.push(cleanup);
+  }
+
+  /** Kills and awaits every child, newest first, then runs the deferred cleanups, newest first. */
   async killAll(): Promise<void> {
     for (const child of this.#children.reverse()) await child.kill();
     this.#children = [];
+    const cleanups = this.#cleanups.reverse();
+    this.#cleanups = [];
+    for (const cleanup of cleanups) await cleanup();
   }
 
   /** Same as {@link ChildGroup.killAll}, for `await using`. */

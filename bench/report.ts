@@ -5,6 +5,7 @@
  */
 
 import type {
+  FailoverResult,
   PingPongResult,
   SessionsResult,
   SetupRateResult,
@@ -74,14 +75,16 @@ function sumRss(figure: SessionsFigure | undefined, key: "idleKiB" | "heldKiB") 
   return figure.rss.reduce((sum, p) => sum + (p[key] ?? NaN), 0) / 1024;
 }
 
-/** MiB of chain process `name` (e.g. "dp"), or undefined if the path has none or it is unknown. */
-function processRss(
-  figure: SessionsFigure | undefined,
-  name: string,
-  key: "idleKiB" | "heldKiB",
-): number | undefined {
-  const kib = figure?.rss.find((p) => p.name === name)?.[key];
-  return kib === undefined ? undefined : kib / 1024;
+/** Whether chain process `name` is a discover point: "dp", or "dp-a", "dp-b"... in a cluster. */
+function isDiscoverPoint(name: string): boolean {
+  return name === "dp" || name.startsWith("dp-");
+}
+
+/** MiB of the chain's discover points together, or undefined if it has none or one is unknown. */
+function dpRss(figure: SessionsFigure | undefined, key: "idleKiB" | "heldKiB"): number | undefined {
+  const dps = figure?.rss.filter((p) => isDiscoverPoint(p.name)) ?? [];
+  if (dps.length === 0) return undefined;
+  return dps.reduce((sum, p) => sum + (p[key] ?? NaN), 0) / 1024;
 }
 
 /** One row of the table: a figure derived from a path's results. */
@@ -126,7 +129,7 @@ const METRICS: readonly Metric[] = [
     key: "dpRssHeldMiB",
     label: "DP RSS held MiB",
     digits: 1,
-    get: (r) => processRss(ok(r.sessions), "dp", "heldKiB"),
+    get: (r) => dpRss(ok(r.sessions), "heldKiB"),
   },
 ];
 
@@ -257,6 +260,86 @@ export function hasFailures(results: readonly PathResult[]): boolean {
       return figure !== undefined && ("error" in figure || figure.problems !== undefined);
     }) || (ok(r.sessions)?.ok ?? 0) < (ok(r.sessions)?.count ?? 0)
   );
+}
+
+/** One failover trial: a fresh cluster, one DP holding the name killed. */
+export type FailoverTrial = Figure<FailoverResult> & {
+  /** Which round of the run (1 unless `--repeat` was given). */
+  round: number;
+};
+
+/** The failover figure over all trials. */
+export interface FailoverSummary {
+  /** Median milliseconds from SIGKILL to the first session served elsewhere. */
+  ms?: number;
+  /** Every trial's milliseconds, in order (failed trials left out). */
+  trials: number[];
+  /** Every trial's sessions tried after the kill, the successful one included. */
+  attempts: number[];
+  /** Median over the trials of a session's milliseconds before the kill, for comparison. */
+  sessionMs?: number;
+}
+
+/** The median failover time and every trial's figures. */
+export function summarizeFailover(trials: readonly FailoverTrial[]): FailoverSummary {
+  const done = trials.flatMap((t) => ok<FailoverResult>(t) ?? []);
+  const ms = done.map((t) => t.ms);
+  return {
+    ms: median(ms),
+    trials: ms,
+    attempts: done.map((t) => t.attempts),
+    sessionMs: median(done.map((t) => t.sessionMs)),
+  };
+}
+
+/** Whether a failover trial failed, left problems, or lost a session after failing over. */
+function failoverFailed(trial: FailoverTrial): boolean {
+  const result = ok<FailoverResult>(trial);
+  return result === undefined || trial.problems !== undefined ||
+    result.afterOk < result.afterCount;
+}
+
+/** The failover section printed under the table. */
+export function formatFailover(trials: readonly FailoverTrial[], ttlMs: number): string {
+  const summary = summarizeFailover(trials);
+  const out = [
+    `Failover (client → dp-c → dp-a | dp-b → expose --dp A --dp B → target; SIGKILL dp-a; ` +
+    `registry TTL ${ttlMs} ms):`,
+    `  failover ms  ${summary.ms === undefined ? "—" : summary.ms.toFixed(1)}` +
+    ` (median of ${summary.trials.length}: ${
+      summary.trials.map((ms) => ms.toFixed(1)).join(", ")
+    }; a session before the kill: ${summary.sessionMs?.toFixed(1) ?? "?"} ms)`,
+    `  sessions tried until one succeeded: ${summary.attempts.join(", ") || "—"}`,
+  ];
+  const where = (t: FailoverTrial, i: number) =>
+    `  trial ${i + 1}${t.round > 1 ? ` (round ${t.round})` : ""}`;
+  const failures = trials.flatMap((t, i) => {
+    const result = ok<FailoverResult>(t);
+    return [
+      ...("error" in t ? [`${where(t, i)}: ${t.error}`] : []),
+      ...(t.problems ?? []).map((p) => `${where(t, i)} afterwards: ${p}`),
+      ...(result !== undefined && result.afterOk < result.afterCount
+        ? [
+          `${where(t, i)}: ${result.afterOk} of ${result.afterCount} sessions after the first ` +
+          "success succeeded",
+        ]
+        : []),
+    ];
+  });
+  // Failed attempts before the first success are part of failing over, not failures.
+  const attempts = trials.flatMap((t, i) =>
+    Object.entries(ok<FailoverResult>(t)?.errors ?? {}).map(([e, n]) =>
+      `${where(t, i)}: ${n}x ${e}`
+    )
+  );
+  if (attempts.length > 0) out.push("  failed sessions on the way:", ...attempts);
+  if (failures.length > 0) out.push("", "Failover failures:", ...failures);
+  return out.join("\n");
+}
+
+/** True if any failover trial failed (see {@link formatFailover}). */
+export function failoverHasFailures(trials: readonly FailoverTrial[]): boolean {
+  return trials.some(failoverFailed);
 }
 
 /** KiB as MiB with one decimal, or "?" when unknown. */

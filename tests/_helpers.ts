@@ -497,3 +497,20 @@ export const IS_ALOHA = (name: string): string =>
 /** An indirect client's Aloha for `name`, as hand-written protocol text. */
 export const IC_ALOHA = (name: string): string =>
   `0\n{"V":10000,"R":3,"N":${JSON.stringify(name)}}\n`;
+
+/**
+ * Waits until `condition()` holds, looking again every few milliseconds; fails
+ * with `what` after `ms`. For state with no event to wait on (a pool's size
+ * in another component): it orders nothing, it only waits for a fact.
+ */
+export async function eventually(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  ms = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

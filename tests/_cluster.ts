@@ -1,0 +1,544 @@
+/**
+ * Helpers for the cluster tests that run real processes: `dp.ts` members that
+ * share a Deno KV registry file, a multi-homed `cli.ts expose`, a hard kill,
+ * `deno serve deploy.ts` instances on a shared KV file, a round-robin TCP
+ * balancer (Deno Deploy's router: instances that cannot be addressed), a
+ * black-hole TCP listener, registry entries written by a child process, and
+ * echo sessions whose outcome is classified rather than thrown.
+ * @module
+ */
+
+import type { IndirectConn } from "../mod.ts";
+import { randomBytes } from "./_helpers.ts";
+import { CLI_PATH, Program, spawnDp, within } from "./_programs.ts";
+import { DEPLOY_PATH } from "./_ws.ts";
+
+// ---- processes ------------------------------------------------------------------
+
+/** A `dp.ts` member of a cluster, as {@linkcode spawnMember} returns it. */
+export type Member = Program & { address: string; port: number };
+
+/** Options of {@linkcode spawnMember}. */
+export interface MemberOptions {
+  /** The port to listen on (0 picks one); a restarted member passes its old one. */
+  port?: number;
+  /** `--registry-ttl` in ms; the DP's default (10 s) when absent. */
+  ttl?: number;
+  /** More `dp.ts` flags. */
+  extra?: string[];
+}
+
+/**
+ * Spawns `dp.ts --registry kv:FILE --advertise 127.0.0.1:0` (its own port),
+ * allowed to read and write only the registry file's directory `dir`.
+ */
+export function spawnMember(
+  dir: string,
+  file: string,
+  { port = 0, ttl, extra = [] }: MemberOptions = {},
+): Promise<Member> {
+  return spawnDp(
+    [
+      "--registry",
+      `kv:${file}`,
+      "--advertise",
+      "127.0.0.1:0",
+      ...(ttl === undefined ? [] : ["--registry-ttl", String(ttl)]),
+      ...extra,
+    ],
+    { port, permissions: [`--allow-read=${dir}`, `--allow-write=${dir}`] },
+  );
+}
+
+/**
+ * Sends SIGKILL (no shutdown, no registry cleanup) and waits for the exit and
+ * the end of the output. Disposing the program afterwards does nothing more.
+ */
+export async function killHard(program: Program): Promise<Deno.CommandStatus> {
+  try {
+    program.child.kill("SIGKILL");
+  } catch {
+    // It has already exited.
+  }
+  return await program.stop();
+}
+
+/**
+ * Spawns `cli.ts expose` with one `--dp` per discover point (a pool at each)
+ * and waits for its `Exposing` line, which comes once a first DP took the name.
+ */
+export async function spawnMultiExpose(
+  dps: readonly string[],
+  name: string,
+  to: string,
+  extra: string[] = [],
+): Promise<Program> {
+  const expose = new Program(
+    CLI_PATH,
+    ["expose", ...dps.flatMap((dp) => ["--dp", dp]), "--name", name, "--to", to, ...extra],
+    ["--allow-net"],
+  );
+  try {
+    await expose.printed(/^Exposing .*$/);
+    return expose;
+  } catch (error) {
+    await expose.stop();
+    throw error;
+  }
+}
+
+/** Matches the listener's log line `Registered "NAME" at "DP"`. */
+export function registeredLine(name: string, dp: string): RegExp {
+  const quote = (text: string) => JSON.stringify(text).replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`Registered ${quote(name)} at ${quote(dp)}`);
+}
+
+/** How many lines so far match `regex`. */
+export function countLines(program: Program, regex: RegExp): number {
+  return program.stderr.lines.filter((line) => regex.test(line)).length;
+}
+
+/** `deno serve deploy.ts` that may read and write `dir` (a KV file there is its registry). */
+export class KvDeployProgram extends Program {
+  /** Spawns it with `env` added to its environment. */
+  constructor(dir: string, env: Record<string, string>) {
+    super(
+      DEPLOY_PATH,
+      [],
+      [
+        "--allow-net",
+        "--allow-env",
+        `--allow-read=${dir}`,
+        `--allow-write=${dir}`,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+      ],
+      { subcommand: "serve", env: { NO_COLOR: "1", ...env } },
+    );
+  }
+
+  /** The port from `deno serve: Listening on http://127.0.0.1:PORT/`. */
+  async port(): Promise<number> {
+    const listening = /Listening on http:\/\/127\.0\.0\.1:(\d+)\//;
+    try {
+      const match = await within(
+        Promise.any([this.stderr.waitFor(listening), this.stdout.waitFor(listening)]),
+        "deno serve to listen",
+      );
+      return Number(match[1]);
+    } catch (error) {
+      throw new Error(
+        `${(error as Error).message}; stderr:\n${this.stderr.text}\nstdout:\n${this.stdout.text}`,
+      );
+    }
+  }
+}
+
+/** A holder entry for {@linkcode writeHolders}: `["rtcp", "holds", name, instance]`. */
+export interface FakeHolder {
+  name: string;
+  instance: string;
+  address: string;
+  /** Milliseconds it stays listed. */
+  ttl: number;
+}
+
+/**
+ * Writes holder entries into a KV registry file from a child process (the
+ * test process cannot write files), in the shape the discover points write.
+ */
+export async function writeHolders(dir: string, file: string, holders: FakeHolder[]): Promise<void> {
+  const code = `
+    const kv = await Deno.openKv(${JSON.stringify(file)});
+    for (const { name, instance, address, ttl } of ${JSON.stringify(holders)}) {
+      await kv.set(["rtcp", "holds", name, instance], { address, expires: Date.now() + ttl }, {
+        expireIn: ttl,
+      });
+    }
+    kv.close();
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--unstable-kv", `--allow-read=${dir}`, `--allow-write=${dir}`, code],
+    stdin: "null",
+  }).output();
+  if (!output.success) {
+    throw new Error(`Cannot write registry entries: ${new TextDecoder().decode(output.stderr)}`);
+  }
+}
+
+// ---- TCP in the test process ------------------------------------------------------
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
+  }
+}
+
+/** Copies `from` to `to` until EOF, then half-closes `to`; on failure, closes both. */
+async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
+      for (let written = 0; written < n;) written += await to.write(buffer.subarray(written, n));
+    }
+    await to.closeWrite();
+  } catch {
+    closeQuietly(from);
+    closeQuietly(to);
+  }
+}
+
+/**
+ * A round-robin TCP balancer on 127.0.0.1: the n-th accepted connection is
+ * piped to target n mod (number of targets). It stands for Deno Deploy's
+ * router: a client cannot choose, or even name, the instance it lands on.
+ */
+export class RoundRobinBalancer implements AsyncDisposable {
+  readonly #listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  readonly #targets: readonly number[];
+  readonly #conns = new Set<Deno.Conn>();
+  readonly #pipes = new Set<Promise<void>>();
+  readonly #loop: Promise<void>;
+  /** Connections sent to each target so far. */
+  readonly counts: number[];
+  #next = 0;
+
+  /** Starts balancing over the ports `targets` (on 127.0.0.1). */
+  constructor(targets: readonly number[]) {
+    this.#targets = targets;
+    this.counts = targets.map(() => 0);
+    this.#loop = this.#acceptAll();
+  }
+
+  /** The port clients dial. */
+  get port(): number {
+    return this.#listener.addr.port;
+  }
+
+  async #acceptAll(): Promise<void> {
+    try {
+      for await (const conn of this.#listener) {
+        const index = this.#next++ % this.#targets.length;
+        this.counts[index]!++;
+        const pipe = this.#serve(conn, this.#targets[index]!).finally(() => {
+          this.#pipes.delete(pipe);
+        });
+        this.#pipes.add(pipe);
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BadResource)) throw error;
+    }
+  }
+
+  async #serve(down: Deno.TcpConn, port: number): Promise<void> {
+    this.#conns.add(down);
+    let up: Deno.TcpConn;
+    try {
+      up = await Deno.connect({ hostname: "127.0.0.1", port });
+    } catch {
+      closeQuietly(down);
+      this.#conns.delete(down);
+      return;
+    }
+    this.#conns.add(up);
+    down.setNoDelay(true);
+    up.setNoDelay(true);
+    await Promise.all([copy(down, up), copy(up, down)]);
+    for (const conn of [down, up]) {
+      closeQuietly(conn);
+      this.#conns.delete(conn);
+    }
+  }
+
+  /** Stops accepting, cuts every connection still piped, and waits for the pipes. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    await this.#loop;
+    for (const conn of this.#conns) closeQuietly(conn);
+    await Promise.all(this.#pipes);
+  }
+}
+
+/**
+ * A TCP listener that accepts connections and never says a word: a discover
+ * point that hangs. Its connections stay open until dispose.
+ */
+export class BlackHole implements AsyncDisposable {
+  readonly #listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  readonly #conns = new Set<Deno.Conn>();
+  readonly #drains = new Set<Promise<void>>();
+  readonly #loop: Promise<void>;
+  /** Connections accepted so far. */
+  accepted = 0;
+
+  constructor() {
+    this.#loop = this.#acceptAll();
+  }
+
+  /** `"127.0.0.1:<port>"`. */
+  get address(): string {
+    return `127.0.0.1:${this.#listener.addr.port}`;
+  }
+
+  async #acceptAll(): Promise<void> {
+    try {
+      for await (const conn of this.#listener) {
+        this.accepted++;
+        this.#conns.add(conn);
+        const drain = this.#drain(conn).finally(() => this.#drains.delete(drain));
+        this.#drains.add(drain);
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BadResource)) throw error;
+    }
+  }
+
+  /** Reads (and drops) whatever comes, so the peer never blocks on writing. */
+  async #drain(conn: Deno.Conn): Promise<void> {
+    const buffer = new Uint8Array(16 * 1024);
+    try {
+      while ((await conn.read(buffer)) !== null) { /* drop */ }
+    } catch {
+      // Closed by dispose, or reset by the peer.
+    } finally {
+      closeQuietly(conn);
+      this.#conns.delete(conn);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    await this.#loop;
+    for (const conn of this.#conns) closeQuietly(conn);
+    await Promise.all(this.#drains);
+  }
+}
+
+// ---- sessions ---------------------------------------------------------------------
+
+/** How one echo session ended. */
+export type Outcome =
+  /** Every byte came back, in order, then EOF. */
+  | { kind: "exact" }
+  /** It failed with an error (opening it, writing or reading). */
+  | { kind: "error"; error: Error }
+  /** EOF came early: what arrived was a correct prefix, and no error was raised. */
+  | { kind: "short"; received: number }
+  /** Bytes came back that were not sent (or more than were sent). */
+  | { kind: "corrupt"; received: number; at: number }
+  /** Nothing ended it within the guard; it was closed by the test. */
+  | { kind: "hung" };
+
+/** Compares what came back with what was sent. */
+function judge(sent: Uint8Array, received: Uint8Array): Outcome {
+  const common = Math.min(sent.length, received.length);
+  for (let i = 0; i < common; i++) {
+    if (sent[i] !== received[i]) return { kind: "corrupt", received: received.length, at: i };
+  }
+  if (received.length > sent.length) {
+    return { kind: "corrupt", received: received.length, at: sent.length };
+  }
+  if (received.length < sent.length) return { kind: "short", received: received.length };
+  return { kind: "exact" };
+}
+
+/** Milliseconds after which a session counts as hung: a guard, far above any expected run. */
+export const HANG_GUARD_MS = 45_000;
+
+/**
+ * Opens a session with `open`, writes `size` random bytes (then half-closes)
+ * while reading until EOF, and says how it ended. Never throws; always closes
+ * what it opened.
+ */
+export async function echoSession(
+  open: () => Promise<IndirectConn>,
+  size: number,
+): Promise<Outcome> {
+  const data = randomBytes(size);
+  let conn: IndirectConn;
+  try {
+    conn = await open();
+  } catch (error) {
+    return { kind: "error", error: error as Error };
+  }
+  let hung = false;
+  const guard = setTimeout(() => {
+    hung = true;
+    try {
+      conn.close();
+    } catch {
+      // Closed already.
+    }
+  }, HANG_GUARD_MS);
+  const writer = conn.writable.getWriter();
+  const reader = conn.readable.getReader();
+  try {
+    const [written, read] = await Promise.allSettled([
+      (async () => {
+        for (let offset = 0; offset < data.length; offset += 64 * 1024) {
+          await writer.write(data.slice(offset, offset + 64 * 1024));
+        }
+        await writer.close();
+      })(),
+      (async () => {
+        const chunks: Uint8Array[] = [];
+        let length = 0;
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          chunks.push(value);
+          length += value.length;
+        }
+        const out = new Uint8Array(length);
+        let offset = 0;
+        for (const chunk of chunks) {
+          out.set(chunk, offset);
+          offset += chunk.length;
+        }
+        return out;
+      })(),
+    ]);
+    if (hung) return { kind: "hung" };
+    if (read.status === "fulfilled") {
+      const verdict = judge(data, read.value);
+      // Wrong bytes are wrong whatever else happened; a short read with an error is an error.
+      if (verdict.kind === "corrupt" || written.status === "fulfilled") return verdict;
+      return { kind: "error", error: written.reason as Error };
+    }
+    return { kind: "error", error: read.reason as Error };
+  } finally {
+    clearTimeout(guard);
+    writer.releaseLock();
+    reader.releaseLock();
+    try {
+      conn.close();
+    } catch {
+      // Closed already.
+    }
+  }
+}
+
+/** The same over a plain TCP connection (to a `cli.ts connect` forwarder). */
+export async function tcpEchoSession(port: number, size: number): Promise<Outcome> {
+  const data = randomBytes(size);
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  } catch (error) {
+    return { kind: "error", error: error as Error };
+  }
+  let hung = false;
+  const guard = setTimeout(() => {
+    hung = true;
+    closeQuietly(conn);
+  }, HANG_GUARD_MS);
+  try {
+    const [written, read] = await Promise.allSettled([
+      (async () => {
+        for (let offset = 0; offset < data.length;) {
+          offset += await conn.write(data.subarray(offset, offset + 64 * 1024));
+        }
+        await conn.closeWrite();
+      })(),
+      (async () => {
+        const out = new Uint8Array(data.length + 1);
+        let length = 0;
+        const buffer = new Uint8Array(64 * 1024);
+        for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+          if (length + n > out.length) return out.slice(0, out.length); // Too many: corrupt.
+          out.set(buffer.subarray(0, n), length);
+          length += n;
+        }
+        return out.slice(0, length);
+      })(),
+    ]);
+    if (hung) return { kind: "hung" };
+    if (read.status === "fulfilled") {
+      const verdict = judge(data, read.value);
+      if (verdict.kind === "corrupt" || written.status === "fulfilled") return verdict;
+      return { kind: "error", error: written.reason as Error };
+    }
+    return { kind: "error", error: read.reason as Error };
+  } finally {
+    clearTimeout(guard);
+    closeQuietly(conn);
+  }
+}
+
+/** Counts outcomes by kind, with the distinct error messages. */
+export function summarize(outcomes: readonly Outcome[]): {
+  exact: number;
+  error: number;
+  short: number;
+  corrupt: number;
+  hung: number;
+  errors: string[];
+} {
+  const count = (kind: Outcome["kind"]) => outcomes.filter((o) => o.kind === kind).length;
+  const errors = new Set<string>();
+  for (const outcome of outcomes) {
+    if (outcome.kind === "error") errors.add(`${outcome.error.name}: ${outcome.error.message}`);
+  }
+  return {
+    exact: count("exact"),
+    error: count("error"),
+    short: count("short"),
+    corrupt: count("corrupt"),
+    hung: count("hung"),
+    errors: [...errors],
+  };
+}
+
+/** Throws unless `outcome` is exact, saying what went wrong. */
+export function assertExact(outcome: Outcome, what: string): void {
+  if (outcome.kind === "exact") return;
+  const detail = outcome.kind === "error"
+    ? `${outcome.error.name}: ${outcome.error.message}`
+    : JSON.stringify(outcome);
+  throw new Error(`${what}: expected the exact echo, got ${outcome.kind} (${detail})`);
+}
+
+// ---- polling --------------------------------------------------------------------
+
+/**
+ * Runs `attempt` until it returns without throwing, pausing `pause` ms between
+ * tries, for at most `deadline` ms; then throws with the last error. Returns
+ * the value, the number of tries and the time it took (to be reported, not asserted).
+ */
+export async function retryUntil<T>(
+  what: string,
+  attempt: () => Promise<T>,
+  { deadline = 15_000, pause = 50 }: { deadline?: number; pause?: number } = {},
+): Promise<{ value: T; tries: number; elapsed: number }> {
+  const start = performance.now();
+  let last: unknown;
+  for (let tries = 1;; tries++) {
+    try {
+      return { value: await attempt(), tries, elapsed: performance.now() - start };
+    } catch (error) {
+      last = error;
+    }
+    if (performance.now() - start >= deadline) {
+      throw new Error(
+        `${what}: still failing after ${tries} tries in ${deadline} ms: ${
+          (last as Error)?.message ?? last
+        }`,
+        { cause: last },
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, pause));
+  }
+}
+
+/** {@linkcode echoSession}, thrown as an error unless exact: for use with {@linkcode retryUntil}. */
+export async function exactEcho(
+  open: () => Promise<IndirectConn>,
+  size: number,
+  what: string,
+): Promise<void> {
+  assertExact(await echoSession(open, size), what);
+}
