@@ -644,7 +644,7 @@ async function runExpose(options: ExposeOptions): Promise<number> {
       });
       return 1;
     }
-    console.log(`Exposing "${name}" at ${dp} to ${to}`);
+    console.log(`Exposing "${name}" at ${dp.join(", ")} to ${to}`);
     const accepting = (async () => {
       for await (const session of listener) {
         const target = targets.get(session.sessionId);

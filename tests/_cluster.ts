@@ -149,7 +149,11 @@ export interface FakeHolder {
  * Writes holder entries into a KV registry file from a child process (the
  * test process cannot write files), in the shape the discover points write.
  */
-export async function writeHolders(dir: string, file: string, holders: FakeHolder[]): Promise<void> {
+export async function writeHolders(
+  dir: string,
+  file: string,
+  holders: FakeHolder[],
+): Promise<void> {
   const code = `
     const kv = await Deno.openKv(${JSON.stringify(file)});
     for (const { name, instance, address, ttl } of ${JSON.stringify(holders)}) {

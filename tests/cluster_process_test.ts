@@ -185,7 +185,9 @@ Deno.test("SIGKILL of a member under load: sessions end exact or with an error, 
         retryUntil("a new session at DP2", () => servedAt(dp2.address, "DP2")),
       ]);
       console.log(
-        `after SIGKILL: DP3 served a new session ${atDp3.value.toFixed(0)} ms after the kill (${atDp3.tries} tries), DP2 ${
+        `after SIGKILL: DP3 served a new session ${
+          atDp3.value.toFixed(0)
+        } ms after the kill (${atDp3.tries} tries), DP2 ${
           atDp2.value.toFixed(0)
         } ms (${atDp2.tries} tries)`,
       );
@@ -264,14 +266,22 @@ Deno.test("a member restarted on its old port is rejoined by expose and carries 
     members.push(newDp1);
     assert.equal(newDp1.address, dp1.address);
 
-    await within(expose.stderr.waitFor(atDp1, seen + 1), "expose to register at the new DP1", 60_000);
+    await within(
+      expose.stderr.waitFor(atDp1, seen + 1),
+      "expose to register at the new DP1",
+      60_000,
+    );
     console.log(
-      `expose rejoined the restarted DP1 ${(performance.now() - restartedAt).toFixed(0)} ms after it started`,
+      `expose rejoined the restarted DP1 ${
+        (performance.now() - restartedAt).toFixed(0)
+      } ms after it started`,
     );
 
     // A client entering at the new DP1, and one at DP3.
-    await retryUntil("a session at the new DP1", () =>
-      exactEcho(via(newDp1.address), 256 * KIB, "new DP1"));
+    await retryUntil(
+      "a session at the new DP1",
+      () => exactEcho(via(newDp1.address), 256 * KIB, "new DP1"),
+    );
     await retryUntil("a session at DP3", () => exactEcho(via(dp3.address), 256 * KIB, "DP3"));
 
     // DP2 leaves (gracefully: its entries go at once). Only the new DP1 holds svc now.

@@ -203,6 +203,12 @@ const DEFAULT_LIMITS: Limits = {
   maxLinkQueueBytes: 16 * 1024 * 1024,
 };
 
+/**
+ * Milliseconds to reach another member and exchange Alohas: one that does not
+ * answer costs a client this much before the next holder is tried.
+ */
+const MEMBER_DIAL_MS = 3_000;
+
 /** Milliseconds a member that did not answer is tried after the others. */
 const SILENT_MS = 10_000;
 
@@ -626,11 +632,11 @@ export class DiscoverPoint implements AsyncDisposable {
     return this.#closing ? "The discover point is shutting down" : this.#gate.enter(source);
   }
 
-  #deadline(reason: string): Deadline {
+  #deadline(reason: string, ms: number = this.#limits.handshakeTimeout): Deadline {
     const controller = new AbortController();
     const timer = setTimeout(
       () => controller.abort(new ProtocolError(`Cannot handshake: ${reason}`)),
-      this.#limits.handshakeTimeout,
+      ms,
     );
     return { signal: controller.signal, cancel: () => clearTimeout(timer) };
   }
@@ -904,7 +910,10 @@ export class DiscoverPoint implements AsyncDisposable {
         ...(client.key === undefined ? {} : { key: client.key }),
       }),
     };
-    const deadline = this.#deadline(`no answer from "${address}"`);
+    const deadline = this.#deadline(
+      `no answer from "${address}" within ${MEMBER_DIAL_MS} ms`,
+      Math.min(MEMBER_DIAL_MS, this.#limits.handshakeTimeout),
+    );
     let link: Link;
     try {
       link = await dialDiscoverPoint(address, {
