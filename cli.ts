@@ -37,7 +37,12 @@ import {
 import { pkcs8ToPem } from "./lib/link/auth.ts";
 import { parseDiscoverPoint } from "./lib/transport/dial.ts";
 import { formatAddress, parseAddress } from "./lib/transport/tcp.ts";
-import { parseLogLevel, setUpLogging } from "./app/logging.ts";
+import { type LogFormat, parseLogFormat, parseLogLevel, setUpLogging } from "./app/logging.ts";
+import { versionLine } from "./app/version.ts";
+import { Backoff, sleep } from "./lib/_backoff.ts";
+import { dialDiscoverPoint } from "./lib/link/handshake.ts";
+import { DiscoverPointUnreachableError, type IndirectListener } from "./mod.ts";
+import { Role } from "./lib/wire/message.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
 
 const logger = getLogger(["rtcp", "cli"]);
@@ -56,10 +61,15 @@ Commands:
   pubkey     Prints the public key of a private key file
 
 Options:
-  -h, --help  Show this help; "rtcp <command> --help" shows a command's options`;
+  -h, --help  Show this help; "rtcp <command> --help" shows a command's options
+  --version   Print the version and exit`;
 
 const LOG_LEVEL_HELP =
-  "  --log-level L    trace, debug, info, warning, error or fatal (default info)";
+  `  --log-level L    trace, debug, info, warning, error or fatal (default info)
+  --log-format F   text (default) or json: one JSON object per line
+  --exit-on-failure
+                   Exit (status 1) when the discover point cannot be reached
+                   at start, instead of retrying until it answers (for supervisors)`;
 
 const DP_HELP = `  --dp ADDRESS     The discover point (required): HOST:PORT or tcp://HOST:PORT,
                    tls://HOST:PORT for TLS, ws://HOST:PORT/rtcp or
@@ -126,6 +136,17 @@ Prints the public key, "ed25519:<base64>", of the private key in FILE.
 Options:
   --key FILE   The private key (required)
   -h, --help   Show this help`;
+
+/**
+ * Delays between a forwarder's attempts to reach its discover point: capped at
+ * 4 s, so it is back within about 5 s of the DP's return; each delay is drawn
+ * from the upper half of its range, so thousands of servers do not redial at
+ * the same instant.
+ */
+const FORWARDER_BACKOFF = { initial: 250, max: 4_000 };
+
+/** Milliseconds `connect` gives its discover point to answer the check at start. */
+const DP_CHECK_TIMEOUT_MS = 5_000;
 
 /** Size of the buffer each direction of {@linkcode pipeBoth} reads into. */
 export const PIPE_BUFFER_BYTES = 256 * 1024;
@@ -266,6 +287,8 @@ class UsageError extends TypeError {
 interface DiscoverPointFlags {
   dp: string[];
   name: string;
+  /** `--exit-on-failure`: give up when no discover point answers at start. */
+  exitOnFailure: boolean;
   /** The path of `--key`. */
   keyFile?: string;
   /** The path of `--tls-ca`. */
@@ -285,8 +308,9 @@ type Command =
   | { command: "help"; usage: string }
   | { command: "keygen"; out: string; force: boolean }
   | { command: "pubkey"; key: string }
-  | { command: "expose"; options: ExposeOptions; level: string }
-  | { command: "connect"; options: ConnectCommandOptions; level: string };
+  | { command: "version" }
+  | { command: "expose"; options: ExposeOptions; level: string; format: LogFormat }
+  | { command: "connect"; options: ConnectCommandOptions; level: string; format: LogFormat };
 
 function address(
   command: string,
@@ -350,6 +374,7 @@ function parseKeyCommand(command: "keygen" | "pubkey", args: string[]): Command 
 function parseCommand(args: string[]): Command {
   const [command, ...rest] = args;
   if (command === "-h" || command === "--help") return { command: "help", usage: USAGE };
+  if (command === "--version") return { command: "version" };
   if (command === "keygen" || command === "pubkey") return parseKeyCommand(command, rest);
   if (command !== "expose" && command !== "connect") {
     const message = command === undefined
@@ -373,13 +398,17 @@ function parseCommand(args: string[]): Command {
         key: { type: "string" },
         "tls-ca": { type: "string" },
         "log-level": { type: "string", default: "info" },
+        "log-format": { type: "string", default: "text" },
+        "exit-on-failure": { type: "boolean", default: false },
         help: { type: "boolean", short: "h" },
+        version: { type: "boolean" },
       },
     }).values;
   } catch (error) {
     throw new UsageError((error as Error).message, usage);
   }
   if (values.help) return { command: "help", usage };
+  if (values.version) return { command: "version" };
   // One option table for both commands keeps parseArgs simple; reject the other's flags here.
   const foreign = command === "expose" ? "listen" : "to";
   if (values[foreign] !== undefined || (command === "connect" && values.pool !== undefined)) {
@@ -387,8 +416,10 @@ function parseCommand(args: string[]): Command {
     throw new UsageError(`Cannot run ${command}: unknown option --${flag}`, usage);
   }
   const level = values["log-level"];
+  let format: LogFormat;
   try {
     parseLogLevel(level);
+    format = parseLogFormat(values["log-format"]);
   } catch (error) {
     throw new UsageError((error as Error).message, usage);
   }
@@ -398,6 +429,7 @@ function parseCommand(args: string[]): Command {
   const dpFlags: DiscoverPointFlags = {
     dp: values.dp.map((dp) => discoverPoint(dp, usage)),
     name: required(command, "name", values.name, usage),
+    exitOnFailure: values["exit-on-failure"],
   };
   if (values.key !== undefined) dpFlags.keyFile = values.key;
   if (values["tls-ca"] !== undefined) {
@@ -413,11 +445,11 @@ function parseCommand(args: string[]): Command {
   }
   if (command === "connect") {
     const listen = address(command, "listen", values.listen, usage, true);
-    return { command, options: { ...dpFlags, listen }, level };
+    return { command, options: { ...dpFlags, listen }, level, format };
   }
   const to = address(command, "to", values.to, usage);
   const pool = values.pool === undefined ? { min: 1, max: 8 } : parsePool(values.pool, usage);
-  return { command, options: { ...dpFlags, to, pool }, level };
+  return { command, options: { ...dpFlags, to, pool }, level, format };
 }
 
 /** `--dp` as given, once it parses; a bare `host:port` keeps its old spelling. */
@@ -627,22 +659,44 @@ async function runExpose(options: ExposeOptions): Promise<number> {
       target.close();
     }, { once: true });
   };
-  const listener = listen({ dp, name, pool, admit, ...credentials });
+  const open = () => listen({ dp, name, pool, admit, backoff: FORWARDER_BACKOFF, ...credentials });
+  let listener = open();
   const stop = shutdownSignal();
+  const stopped = new AbortController();
+  void stop.received.then(() => stopped.abort());
   try {
-    try {
-      const early = await Promise.race([listener.ready.then(() => undefined), stop.received]);
-      if (early !== undefined) {
-        logger.info("Stopped on {signal} before registering", { signal: early });
-        return 0;
+    // Not reachable at start (not up yet, a typo, DNS): retry as after a lost link.
+    const backoff = new Backoff(FORWARDER_BACKOFF);
+    for (;;) {
+      try {
+        const early = await Promise.race([listener.ready.then(() => undefined), stop.received]);
+        if (early !== undefined) {
+          logger.info("Stopped on {signal} before registering", { signal: early });
+          return 0;
+        }
+        break;
+      } catch (error) {
+        if (options.exitOnFailure || !(error instanceof DiscoverPointUnreachableError)) {
+          logger.error("Cannot register {name} at {dp}: {message}", {
+            name,
+            dp: dp.join(", "),
+            message: messageOf(error),
+          });
+          return 1;
+        }
+        const delay = Math.round(backoff.next());
+        logger.warning("Cannot register {name} yet: {message}; retrying in {delay} ms", {
+          name,
+          message: messageOf(error),
+          delay,
+        });
+        await sleep(delay, stopped.signal);
+        if (stopped.signal.aborted) {
+          logger.info("Stopped before registering");
+          return 0;
+        }
+        listener = open();
       }
-    } catch (error) {
-      logger.error("Cannot register {name} at {dp}: {message}", {
-        name,
-        dp,
-        message: messageOf(error),
-      });
-      return 1;
     }
     console.log(`Exposing "${name}" at ${dp.join(", ")} to ${to}`);
     const accepting = (async () => {
@@ -690,10 +744,43 @@ async function runExpose(options: ExposeOptions): Promise<number> {
   }
 }
 
+/**
+ * Says at start whether each discover point answers (an Aloha exchange, no
+ * session), so a typo or a DP that is down shows at once, not at the first
+ * connection.
+ * @returns Whether every one answered.
+ */
+async function checkDiscoverPoints(
+  dps: readonly string[],
+  caCerts: readonly string[] | undefined,
+): Promise<boolean> {
+  const answers = await Promise.all(dps.map(async (dp) => {
+    try {
+      const link = await dialDiscoverPoint(dp, {
+        role: Role.IndirectClient,
+        name: "",
+        signal: AbortSignal.timeout(DP_CHECK_TIMEOUT_MS),
+        ...(caCerts ? { caCerts } : {}),
+      });
+      await link.close();
+      logger.info("Discover point {dp} answers", { dp });
+      return true;
+    } catch (error) {
+      logger.error("{message}; connections will fail until {dp} answers", {
+        dp,
+        message: messageOf(error),
+      });
+      return false;
+    }
+  }));
+  return answers.every(Boolean);
+}
+
 async function runConnect(options: ConnectCommandOptions): Promise<number> {
   const { dp, name } = options;
   const credentials = await readCredentials(options);
   if (credentials === undefined) return 1;
+  if (!await checkDiscoverPoints(dp, credentials.caCerts) && options.exitOnFailure) return 1;
   let server: Deno.TcpListener;
   try {
     server = Deno.listen(options.listen);
@@ -772,9 +859,13 @@ export async function main(args: string[]): Promise<number> {
     console.log(parsed.usage);
     return 0;
   }
+  if (parsed.command === "version") {
+    console.log(versionLine());
+    return 0;
+  }
   if (parsed.command === "keygen") return await runKeygen(parsed.out, parsed.force);
   if (parsed.command === "pubkey") return await runPubkey(parsed.key);
-  await setUpLogging(parseLogLevel(parsed.level));
+  await setUpLogging(parseLogLevel(parsed.level), parsed.format);
   return parsed.command === "expose"
     ? await runExpose(parsed.options)
     : await runConnect(parsed.options);

@@ -34,7 +34,8 @@ function wholeNumber(flag: string, value: string): number {
 }
 import { formatAddress } from "./lib/transport/tcp.ts";
 import { DP_FEATURES } from "./lib/link/link.ts";
-import { parseLogLevel, setUpLogging } from "./app/logging.ts";
+import { parseLogFormat, parseLogLevel, setUpLogging } from "./app/logging.ts";
+import { versionLine } from "./app/version.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
 
 const USAGE = `Usage: deno run --allow-net dp.ts [options]
@@ -100,6 +101,8 @@ Limits:
   --features LIST              Extensions to offer, comma-separated, or "none" for the
                                original protocol only (default ${DP_FEATURES.join(",")})
   --log-level L                trace, debug, info, warning, error or fatal (default info)
+  --log-format text|json       Log lines for people (default) or JSON Lines for pipelines
+  --version                    Print the version and exit
   -h, --help                   Show this help`;
 
 /** Flags that name files, and what reading them needs. */
@@ -185,6 +188,7 @@ async function loadFiles(options: DiscoverPointOptions, files: FileFlags): Promi
 interface Parsed {
   options: DiscoverPointOptions;
   level: string;
+  format: string;
   files: FileFlags;
   /** `--http`: the port for WebSocket links. */
   httpPort?: number;
@@ -194,7 +198,7 @@ interface Parsed {
   registryTtl?: number;
 }
 
-function parseOptions(args: string[]): Parsed | "help" {
+function parseOptions(args: string[]): Parsed | "help" | "version" {
   const { values } = parseArgs({
     args,
     strict: true,
@@ -204,6 +208,8 @@ function parseOptions(args: string[]): Parsed | "help" {
       port: { type: "string", short: "p", default: String(DEFAULT_PORT) },
       expose: { type: "string", multiple: true, default: [] },
       "log-level": { type: "string", default: "info" },
+      "log-format": { type: "string", default: "text" },
+      version: { type: "boolean" },
       help: { type: "boolean", short: "h" },
       features: { type: "string" },
       "max-window": { type: "string" },
@@ -226,6 +232,7 @@ function parseOptions(args: string[]): Parsed | "help" {
     },
   });
   if (values.help) return "help";
+  if (values.version) return "version";
   const options: DiscoverPointOptions = {
     hostname: values.hostname as string,
     port: wholeNumber("port", values.port as string),
@@ -258,7 +265,13 @@ function parseOptions(args: string[]): Parsed | "help" {
     }
     options.advertise = values.advertise as string;
   }
-  const parsed: Parsed = { options, level: values["log-level"] as string, files, registry };
+  const parsed: Parsed = {
+    options,
+    level: values["log-level"] as string,
+    format: values["log-format"] as string,
+    files,
+    registry,
+  };
   const ttl = optional("registry-ttl");
   if (ttl !== undefined) parsed.registryTtl = ttl;
   if (values.http !== undefined) parsed.httpPort = wholeNumber("http", values.http as string);
@@ -274,13 +287,17 @@ export async function main(args: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseOptions>;
   try {
     parsed = parseOptions(args);
-    if (parsed !== "help") {
-      await setUpLogging(parseLogLevel(parsed.level));
+    if (parsed !== "help" && parsed !== "version") {
+      await setUpLogging(parseLogLevel(parsed.level), parseLogFormat(parsed.format));
       await loadFiles(parsed.options, parsed.files);
     }
   } catch (error) {
     console.error(`${(error as Error).message}\n\n${USAGE}`);
     return 2;
+  }
+  if (parsed === "version") {
+    console.log(versionLine());
+    return 0;
   }
   if (parsed === "help") {
     console.log(USAGE);

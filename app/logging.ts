@@ -8,9 +8,28 @@ import {
   configure,
   defaultTextFormatter,
   isLogLevel,
+  jsonLinesFormatter,
   type LogLevel,
   type LogRecord,
+  type TextFormatter,
 } from "npm:@logtape/logtape@2.4.2";
+
+/** How log lines are written: text for people, JSON Lines for log pipelines. */
+export type LogFormat = "text" | "json";
+
+/** Log formats accepted by `--log-format`. */
+export const LOG_FORMATS: readonly LogFormat[] = ["text", "json"];
+
+/**
+ * Parses a `--log-format` value.
+ * @throws {TypeError} If it is not `text` or `json`.
+ */
+export function parseLogFormat(value: string): LogFormat {
+  if (value !== "text" && value !== "json") {
+    throw new TypeError(`Cannot use log format "${value}": expected text or json`);
+  }
+  return value;
+}
 
 /** Log levels accepted by `--log-level`. */
 export const LOG_LEVELS: readonly LogLevel[] = [
@@ -24,8 +43,8 @@ export const LOG_LEVELS: readonly LogLevel[] = [
 
 const encoder = new TextEncoder();
 
-function stderrSink(record: LogRecord): void {
-  Deno.stderr.writeSync(encoder.encode(defaultTextFormatter(record)));
+function stderrSink(format: TextFormatter): (record: LogRecord) => void {
+  return (record) => Deno.stderr.writeSync(encoder.encode(format(record)));
 }
 
 /**
@@ -41,11 +60,12 @@ export function parseLogLevel(value: string): LogLevel {
   return value;
 }
 
-/** Sends RTCP's logs at `level` and above to standard error. */
-export async function setUpLogging(level: LogLevel): Promise<void> {
+/** Sends RTCP's logs at `level` and above to standard error, one line each in `format`. */
+export async function setUpLogging(level: LogLevel, format: LogFormat = "text"): Promise<void> {
+  const formatter = format === "json" ? jsonLinesFormatter : defaultTextFormatter;
   await configure({
     reset: true,
-    sinks: { stderr: stderrSink },
+    sinks: { stderr: stderrSink(formatter) },
     loggers: [
       { category: ["rtcp"], lowestLevel: level, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
