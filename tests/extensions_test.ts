@@ -17,6 +17,7 @@ import {
   SessionClosedError,
 } from "../mod.ts";
 import { INITIAL_WINDOW, ReceiveWindow } from "../lib/link/flow.ts";
+import { FakeClock } from "./_clock.ts";
 import { ALL_FEATURES } from "../lib/link/link.ts";
 import {
   assertEchoes,
@@ -309,7 +310,7 @@ for (const link of LINK_KINDS) {
 
 // ---- 3. every mix of extensions ----------------------------------------------
 
-const FEATURE_SETS: Record<string, readonly string[]> = {
+const FEATURE_SETS: Record<string, typeof ALL_FEATURES> = {
   all: ALL_FEATURES,
   none: [],
   binary: ["binary"],
@@ -733,10 +734,13 @@ Deno.test("flow-control: a server that sends past its credit has its link ended,
 // ---- 6. the receive window's auto-tuning -------------------------------------
 
 Deno.test("ReceiveWindow doubles up to maxWindow while the reader drains each burst and the sender runs dry", () => {
-  const window = new ReceiveWindow(4 * MIB);
+  // Each round takes 10 ms of the window's clock: well within the 100 ms that makes it grow.
+  const clock = new FakeClock();
+  const window = new ReceiveWindow(4 * MIB, () => clock.now());
   let credit = INITIAL_WINDOW;
   const windows = [window.window];
   for (let round = 0; round < 8; round++) {
+    clock.advance(10);
     window.received(credit); // the sender spends all it may: it is about to stall
     credit = window.consumed(credit); // the reader keeps up: everything is consumed at once
     assert.equal(window.buffered, 0);
@@ -756,8 +760,9 @@ Deno.test("ReceiveWindow doubles up to maxWindow while the reader drains each bu
   ]);
 });
 
-Deno.test("ReceiveWindow does not grow for a slow reader", () => {
-  const window = new ReceiveWindow(4 * MIB);
+Deno.test("ReceiveWindow does not grow for a slow reader, however fast its clock says it reads", () => {
+  const clock = new FakeClock();
+  const window = new ReceiveWindow(4 * MIB, () => clock.now());
   window.received(INITIAL_WINDOW);
   let credited = 0;
   for (let step = 0; step < 1000; step++) {
@@ -806,10 +811,13 @@ Deno.test("ReceiveWindow never goes below the initial window, whatever maxWindow
 for (const [codec, messageBytes] of [["text", 64 * KIB], ["binary", 256 * KIB]] as const) {
   Deno.test(`ReceiveWindow grows to maxWindow when a keeping-up reader consumes ${codec} Data message by message`, () => {
     const maxWindow = 4 * MIB;
-    const window = new ReceiveWindow(maxWindow);
+    // A round trip of 1 ms on the window's clock, however long the machine takes.
+    const clock = new FakeClock();
+    const window = new ReceiveWindow(maxWindow, () => clock.now());
     let credit = INITIAL_WINDOW;
     let stalls = 0;
     for (let round = 0; round < 64 && window.window < maxWindow; round++) {
+      clock.advance(1);
       // One round trip: the sender sends all its credit in messages, then waits (stalls).
       const messages: number[] = [];
       for (; credit > 0; credit -= Math.min(messageBytes, credit)) {

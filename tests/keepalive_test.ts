@@ -2,6 +2,9 @@
  * The `keepalive` extension on real sockets: a link that goes silent without
  * closing (a blackholing proxy) is detected and replaced, a quiet but healthy
  * link is kept, and a peer that never announced keepalive never gets a Ping.
+ * Time is a {@linkcode FakeClock} shared by the discover point and the ends:
+ * intervals pass when a test advances it, never on their own, so the tests
+ * hold however loaded the machine is.
  */
 
 import assert from "node:assert/strict";
@@ -14,8 +17,12 @@ import {
   startDiscoverPoint,
 } from "./_helpers.ts";
 import { TcpProxy } from "./_proxy.ts";
+import { FakeClock } from "./_clock.ts";
 
-const KEEPALIVE = { interval: 100, timeout: 200 };
+/** Keepalive timing on a clock of its own, for one test. */
+function keepaliveOn(clock: FakeClock) {
+  return { interval: 100, timeout: 200, clock };
+}
 const PING = "7\n{}\n";
 const PONG = "8\n{}\n";
 
@@ -47,6 +54,8 @@ function isOrCausedBy(error: unknown, ...classes: (new (...args: never[]) => Err
 }
 
 Deno.test("keepalive: a silently dead link fails its session and the listener registers again", async (t) => {
+  const clock = new FakeClock();
+  const KEEPALIVE = keepaliveOn(clock);
   await using dp = await startDiscoverPoint({ keepalive: KEEPALIVE });
   await using proxy = new TcpProxy(dp.address, { record: true });
   const listener = listen({
@@ -66,6 +75,9 @@ Deno.test("keepalive: a silently dead link fails its session and the listener re
     await assertEchoes(client, "before the silence");
 
     proxy.blackhole(); // Both links now lose every byte, and neither socket closes.
+    // An interval of silence: every end sends a Ping, which is lost; a timeout more: all are dead.
+    clock.advance(KEEPALIVE.interval);
+    clock.advance(KEEPALIVE.timeout);
 
     await t.step("the client's session fails with TimedOut or ConnectionReset", async () => {
       const error = await settlesWithin(
@@ -103,6 +115,8 @@ Deno.test("keepalive: a silently dead link fails its session and the listener re
 });
 
 Deno.test("keepalive: an idle, healthy link answers Pings and is kept across many intervals", async () => {
+  const clock = new FakeClock();
+  const KEEPALIVE = keepaliveOn(clock);
   await using dp = await startDiscoverPoint({ keepalive: KEEPALIVE });
   await using proxy = new TcpProxy(dp.address, { record: true });
   const listener = listen({ dp: proxy.address, name: "idle", keepalive: KEEPALIVE });
@@ -118,13 +132,18 @@ Deno.test("keepalive: an idle, healthy link answers Pings and is kept across man
     // Idle now. Each round is a Ping one way and a Pong the other; five rounds span five intervals.
     const rounds = (transcript: string) =>
       Math.min(transcript.split(PING).length, transcript.split(PONG).length) - 1;
-    await settlesWithin(
-      Promise.all([
-        clientRoute.waitFor("either", (transcript) => rounds(transcript) >= 5),
-        serverRoute.waitFor("either", (transcript) => rounds(transcript) >= 5),
-      ]),
-      "five keepalive rounds on each link",
-    );
+    // Each advance by a timeout lets both ends of every link go silent for an interval: each
+    // sends one Ping, and before the next advance both Pongs must be back, or the link is dead.
+    for (let round = 1; round <= 5; round++) {
+      clock.advance(KEEPALIVE.timeout);
+      await settlesWithin(
+        Promise.all([
+          clientRoute.waitFor("either", (transcript) => rounds(transcript) >= 2 * round),
+          serverRoute.waitFor("either", (transcript) => rounds(transcript) >= 2 * round),
+        ]),
+        `keepalive round ${round} on each link`,
+      );
+    }
     assert.ok(!clientRoute.blackholed);
     assert.ok(rounds(clientRoute.transcript("either")) >= 5, "the client's route was cut");
     assert.ok(rounds(serverRoute.transcript("either")) >= 5, "the server's route was cut");
@@ -140,14 +159,20 @@ Deno.test("keepalive: an idle, healthy link answers Pings and is kept across man
 });
 
 Deno.test("keepalive: a peer that did not announce it never receives a Ping", async (t) => {
-  await using dp = await startDiscoverPoint({ keepalive: { interval: 30, timeout: 60 } });
+  const clock = new FakeClock();
+  await using dp = await startDiscoverPoint({ keepalive: { interval: 30, timeout: 60, clock } });
   // A raw indirect server without F, registered and idle.
   using server = await RawPeer.connect(dp.address);
   await server.send('0\n{"V":10000,"R":2,"N":"plain"}\n');
   const serverAloha = await server.expect();
   assert.equal(serverAloha.body.R, 4);
   assert.equal(serverAloha.body.F, undefined);
-  using listener = listen({ dp: dp.address, name: "echo" });
+  // The server end speaks every extension but keepalive, so no link here expects a Pong.
+  using listener = listen({
+    dp: dp.address,
+    name: "echo",
+    features: ["half-close", "flow-control", "binary"],
+  });
   const serving = serveEcho(listener);
   using client = await RawPeer.connect(dp.address);
   try {
@@ -162,6 +187,7 @@ Deno.test("keepalive: a peer that did not announce it never receives a Ping", as
     const serverNext = server.next();
     const clientNext = client.next();
     await t.step("nothing arrives on either link across ten intervals", async () => {
+      clock.advance(10 * 30);
       await Promise.all([
         assertNothingArrives(serverNext, 300),
         assertNothingArrives(clientNext, 300),
@@ -181,13 +207,17 @@ Deno.test("keepalive: a peer that did not announce it never receives a Ping", as
 });
 
 Deno.test("keepalive: the discover point drops a link that announced keepalive and never answers", async () => {
-  await using dp = await startDiscoverPoint({ keepalive: { interval: 30, timeout: 60 } });
+  const clock = new FakeClock();
+  await using dp = await startDiscoverPoint({ keepalive: { interval: 30, timeout: 60, clock } });
   using server = await RawPeer.connect(dp.address);
   await server.send('0\n{"V":10000,"R":2,"N":"mute","F":["keepalive"]}\n');
   const aloha = await server.expect();
   assert.deepEqual(aloha.body.F, ["keepalive"]);
   // It gets a Ping, stays mute, and the DP ends the link.
-  const seen = await settlesWithin(server.untilEnd(), "the DP to drop the mute link");
+  const ended = server.untilEnd();
+  clock.advance(30);
+  clock.advance(60);
+  const seen = await settlesWithin(ended, "the DP to drop the mute link");
   assert.deepEqual(seen, [{ type: 7, body: {} }]);
   assert.deepEqual([...dp.dp.servers], []);
 });

@@ -34,13 +34,19 @@ export class ReceiveWindow {
   #granted = INITIAL_WINDOW;
   #received = 0;
   #consumed = 0;
+  readonly #now: () => number;
   /** When the current measuring epoch began, and what was consumed since. */
-  #epochStart = performance.now();
+  #epochStart: number;
   #epochConsumed = 0;
 
-  /** Creates a window that may grow up to `maxWindow` bytes. */
-  constructor(maxWindow: number = MAX_WINDOW) {
+  /**
+   * Creates a window that may grow up to `maxWindow` bytes.
+   * @param now Where the time comes from (milliseconds): a test passes its own clock's.
+   */
+  constructor(maxWindow: number = MAX_WINDOW, now: () => number = () => performance.now()) {
     this.#maxWindow = Math.max(INITIAL_WINDOW, maxWindow);
+    this.#now = now;
+    this.#epochStart = now();
   }
 
   /** The current window in bytes. */
@@ -86,7 +92,7 @@ export class ReceiveWindow {
 
   /** A whole window was consumed: grow it if that was quick and the reader keeps up. */
   #measure(): void {
-    const now = performance.now();
+    const now = this.#now();
     const quick = now - this.#epochStart < GROW_WITHIN_MS;
     if (quick && this.buffered < this.#window / 2 && this.#window < this.#maxWindow) {
       this.#window = Math.min(this.#window * 2, this.#maxWindow);

@@ -5,7 +5,8 @@
  */
 
 import { abortable } from "../_abortable.ts";
-import { refTimer, TimedOut, unrefTimer } from "../_platform.ts";
+import { TimedOut } from "../_platform.ts";
+import { type Clock, SYSTEM_CLOCK, type TimerHandle } from "../_clock.ts";
 import { BinaryCodec, MAX_BINARY_DATA_BYTES } from "../wire/binary_codec.ts";
 import {
   type Codec,
@@ -36,8 +37,18 @@ export const Feature = {
   Relay: "relay",
 } as const;
 
+/** The name of an extension, as announced in Aloha `F`: a value of {@linkcode Feature}. */
+export type FeatureName = (typeof Feature)[keyof typeof Feature];
+
+/**
+ * An extension that an indirect server or client may offer (`features` of
+ * `listen()` and `connect()`): every {@linkcode FeatureName} but `relay`,
+ * which only discover points speak, to one another.
+ */
+export type EndFeature = Exclude<FeatureName, typeof Feature.Relay>;
+
 /** Every extension this implementation speaks, in the order it offers them. */
-export const ALL_FEATURES: readonly string[] = [
+export const ALL_FEATURES: readonly EndFeature[] = [
   Feature.HalfClose,
   Feature.Keepalive,
   Feature.FlowControl,
@@ -87,6 +98,8 @@ export interface KeepaliveOptions {
   interval?: number;
   /** Milliseconds to wait for any input after the Ping before the link is dropped. @default {10000} */
   timeout?: number;
+  /** Where the time comes from: a test drives its own clock. @default {the system clock} */
+  clock?: Clock;
 }
 
 /** A transport speaking RTCP messages. */
@@ -97,8 +110,9 @@ export class Link {
   readonly #maxLineBytes: number;
   #encoder: Codec;
   #features: ReadonlySet<string> = new Set();
-  readonly #keepalive: Required<KeepaliveOptions>;
-  #keepaliveTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #keepalive: Required<Omit<KeepaliveOptions, "clock">>;
+  readonly #clock: Clock;
+  #keepaliveTimer: TimerHandle | undefined;
   #lastInput = 0;
   #pinged = false;
   #deadError: Error | undefined;
@@ -115,6 +129,7 @@ export class Link {
       interval: options.keepalive?.interval ?? 15_000,
       timeout: options.keepalive?.timeout ?? 10_000,
     };
+    this.#clock = options.keepalive?.clock ?? SYSTEM_CLOCK;
     this.#maxLineBytes = options.maxLineBytes ?? MAX_LINE_BYTES;
     this.#closeTimeout = options.closeTimeout ?? 5_000;
     // Until the handshake is done only small messages are legal: a stranger gets a small buffer.
@@ -158,22 +173,22 @@ export class Link {
       this.#features.has(Feature.Binary) ? new BinaryCodec(options) : new TextCodec(options),
     );
     if (this.#features.has(Feature.Keepalive)) {
-      this.#lastInput = Date.now();
+      this.#lastInput = this.#clock.now();
       this.#schedule(this.#keepalive.interval);
     }
   }
 
   #schedule(ms: number): void {
-    clearTimeout(this.#keepaliveTimer);
-    this.#keepaliveTimer = setTimeout(() => this.#probe(), ms);
-    if (this.#unref) unrefTimer(this.#keepaliveTimer);
+    this.#clock.clearTimeout(this.#keepaliveTimer);
+    this.#keepaliveTimer = this.#clock.setTimeout(() => this.#probe(), ms);
+    if (this.#unref) this.#clock.unrefTimer?.(this.#keepaliveTimer);
   }
 
   /** Sends a Ping after `interval` of silence; drops the link after `timeout` more. */
   #probe(): void {
     // A reader held back by a slow session is not a silent peer: restart the clock.
-    if (!this.#reading) this.#lastInput = Date.now();
-    const silent = Date.now() - this.#lastInput;
+    if (!this.#reading) this.#lastInput = this.#clock.now();
+    const silent = this.#clock.now() - this.#lastInput;
     if (silent < this.#keepalive.interval && !this.#pinged) {
       this.#schedule(this.#keepalive.interval - silent);
       return;
@@ -199,7 +214,7 @@ export class Link {
     this.#unref = true;
     this.transport.unref();
     if (this.#keepaliveTimer !== undefined) {
-      unrefTimer(this.#keepaliveTimer);
+      this.#clock.unrefTimer?.(this.#keepaliveTimer);
     }
   }
 
@@ -208,7 +223,7 @@ export class Link {
     this.#unref = false;
     this.transport.ref();
     if (this.#keepaliveTimer !== undefined) {
-      refTimer(this.#keepaliveTimer);
+      this.#clock.refTimer?.(this.#keepaliveTimer);
     }
   }
 
@@ -249,7 +264,7 @@ export class Link {
         this.#decoder.finish();
         return null;
       }
-      this.#lastInput = Date.now();
+      this.#lastInput = this.#clock.now();
       this.#pinged = false;
       this.#decoder.push(chunk);
     }
@@ -267,7 +282,7 @@ export class Link {
   }
 
   #stopKeepalive(): void {
-    clearTimeout(this.#keepaliveTimer);
+    this.#clock.clearTimeout(this.#keepaliveTimer);
     this.#keepaliveTimer = undefined;
   }
 
