@@ -27,7 +27,7 @@
 
 import { connect as connectAny, type IndirectConnectOptions } from "./lib/indirect/connect.ts";
 import { parseDiscoverPoint } from "./lib/transport/dial.ts";
-import type { IndirectConn } from "./lib/indirect/session.ts";
+import type { IndirectConn } from "./lib/indirect/types.ts";
 
 /** Options of {@linkcode connect} in a web page: a WebSocket discover point and a name. */
 export type BrowserConnectOptions = Omit<IndirectConnectOptions, "caCerts">;
@@ -62,8 +62,10 @@ export async function connect(options: BrowserConnectOptions): Promise<IndirectC
 }
 
 export type { IndirectConnectOptions } from "./lib/indirect/connect.ts";
-export type { IndirectConn } from "./lib/indirect/session.ts";
-export type { KeepaliveOptions } from "./lib/link/link.ts";
+export type { IndirectConn } from "./lib/indirect/types.ts";
+export { Feature } from "./lib/link/link.ts";
+export type { EndFeature, FeatureName, KeepaliveOptions } from "./lib/link/link.ts";
+export type { Clock, TimerHandle } from "./lib/_clock.ts";
 export { generateIdentity, importIdentity } from "./lib/link/auth.ts";
 export type { Identity } from "./lib/link/auth.ts";
 export {
@@ -73,4 +75,4 @@ export {
   SessionRefusedError,
   VersionMismatchError,
 } from "./lib/errors.ts";
-export { BadResource, ConnectionReset, TimedOut, WriteZero } from "./lib/_platform.ts";
+export { BadResource, ConnectionReset, Interrupted, TimedOut, WriteZero } from "./lib/_platform.ts";

@@ -39,9 +39,10 @@ import { parseDiscoverPoint } from "./lib/transport/dial.ts";
 import { formatAddress, parseAddress } from "./lib/transport/tcp.ts";
 import { type LogFormat, parseLogFormat, parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { versionLine } from "./app/version.ts";
+import { runStatus } from "./app/status_command.ts";
 import { Backoff, sleep } from "./lib/_backoff.ts";
 import { dialDiscoverPoint } from "./lib/link/handshake.ts";
-import { DiscoverPointUnreachableError, type IndirectListener } from "./mod.ts";
+import { DiscoverPointUnreachableError } from "./mod.ts";
 import { Role } from "./lib/wire/message.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
 
@@ -59,6 +60,8 @@ Commands:
              through a discover point
   keygen     Writes a new Ed25519 private key and prints its public key
   pubkey     Prints the public key of a private key file
+  status     Prints a discover point's names, links and sessions, read from
+             its admin endpoint (dp.ts --admin)
 
 Options:
   -h, --help  Show this help; "rtcp <command> --help" shows a command's options
@@ -309,6 +312,7 @@ type Command =
   | { command: "keygen"; out: string; force: boolean }
   | { command: "pubkey"; key: string }
   | { command: "version" }
+  | { command: "status"; args: string[] }
   | { command: "expose"; options: ExposeOptions; level: string; format: LogFormat }
   | { command: "connect"; options: ConnectCommandOptions; level: string; format: LogFormat };
 
@@ -376,10 +380,11 @@ function parseCommand(args: string[]): Command {
   if (command === "-h" || command === "--help") return { command: "help", usage: USAGE };
   if (command === "--version") return { command: "version" };
   if (command === "keygen" || command === "pubkey") return parseKeyCommand(command, rest);
+  if (command === "status") return { command, args: rest };
   if (command !== "expose" && command !== "connect") {
     const message = command === undefined
       ? "Cannot run: expected a command"
-      : `Cannot run "${command}": expected the command expose, connect, keygen or pubkey`;
+      : `Cannot run "${command}": expected the command expose, connect, keygen, pubkey or status`;
     throw new UsageError(message, USAGE);
   }
   const usage = command === "expose" ? EXPOSE_USAGE : CONNECT_USAGE;
@@ -865,6 +870,7 @@ export async function main(args: string[]): Promise<number> {
   }
   if (parsed.command === "keygen") return await runKeygen(parsed.out, parsed.force);
   if (parsed.command === "pubkey") return await runPubkey(parsed.key);
+  if (parsed.command === "status") return await runStatus(parsed.args);
   await setUpLogging(parseLogLevel(parsed.level), parsed.format);
   return parsed.command === "expose"
     ? await runExpose(parsed.options)

@@ -37,6 +37,13 @@ import { DP_FEATURES } from "./lib/link/link.ts";
 import { parseLogFormat, parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { versionLine } from "./app/version.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
+import {
+  type AdminServer,
+  type AdminSetting,
+  parseAdminAddress,
+  readAdminToken,
+  serveAdmin,
+} from "./app/admin_server.ts";
 
 const USAGE = `Usage: deno run --allow-net dp.ts [options]
 
@@ -59,6 +66,13 @@ Security (files need --allow-read=FILE):
   --unlisted open|refuse       Names not in --names: open to anyone (default), or refused
   --tls-cert FILE              Serve the link port over TLS with this PEM certificate
   --tls-key FILE               ... and this PEM private key (both or neither)
+
+Admin (see "Operating a DP" in the README):
+  --admin HOST:PORT            Serve /metrics (Prometheus), /status (JSON) and a live
+                               status page at / over HTTP on this address; off by
+                               default. Keep it on loopback, or give a token
+  --admin-token-file FILE      Admin requests then need "Authorization: Bearer TOKEN",
+                               TOKEN being the file's content (16+ characters)
 
 Cluster (several DPs as one; see the README):
   --registry memory|kv:PATH|kv:URL
@@ -90,6 +104,8 @@ Limits:
                                0 for no limit (default 1024)
   --max-buffered-bytes N       Bytes waiting in sessions, all together; new sessions
                                are refused above it (default 1073741824)
+  --max-metric-names N         Names with admin metrics of their own; the others count
+                               together as name="_other" (default 1000)
   --idle-timeout MS            Close sessions silent both ways this long; 0 for never
                                (default 0)
   --max-link-queue-bytes N     Bytes queued to one peer that does not read before it
@@ -113,6 +129,7 @@ interface FileFlags {
   tlsKey?: string;
   clusterKey?: string;
   clusterCa?: string;
+  adminTokenFile?: string;
 }
 
 function parseFeatures(value: string): string[] {
@@ -196,6 +213,8 @@ interface Parsed {
   registry: RegistrySetting;
   /** `--registry-ttl`. */
   registryTtl?: number;
+  /** `--admin`, with the token once `--admin-token-file` is read. */
+  admin?: AdminSetting;
 }
 
 function parseOptions(args: string[]): Parsed | "help" | "version" {
@@ -226,6 +245,8 @@ function parseOptions(args: string[]): Parsed | "help" | "version" {
       "registry-ttl": { type: "string" },
       "cluster-key": { type: "string" },
       "cluster-ca": { type: "string" },
+      admin: { type: "string" },
+      "admin-token-file": { type: "string" },
       ...Object.fromEntries(
         Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: "string" as const }]),
       ),
@@ -275,6 +296,13 @@ function parseOptions(args: string[]): Parsed | "help" | "version" {
   const ttl = optional("registry-ttl");
   if (ttl !== undefined) parsed.registryTtl = ttl;
   if (values.http !== undefined) parsed.httpPort = wholeNumber("http", values.http as string);
+  if (values.admin !== undefined) parsed.admin = parseAdminAddress(values.admin as string);
+  if (values["admin-token-file"] !== undefined) {
+    if (parsed.admin === undefined) {
+      throw new TypeError("Cannot use --admin-token-file without --admin HOST:PORT");
+    }
+    files.adminTokenFile = values["admin-token-file"] as string;
+  }
   return parsed;
 }
 
@@ -290,6 +318,12 @@ export async function main(args: string[]): Promise<number> {
     if (parsed !== "help" && parsed !== "version") {
       await setUpLogging(parseLogLevel(parsed.level), parseLogFormat(parsed.format));
       await loadFiles(parsed.options, parsed.files);
+      if (parsed.admin && parsed.files.adminTokenFile !== undefined) {
+        parsed.admin = {
+          ...parsed.admin,
+          token: await readAdminToken(parsed.files.adminTokenFile),
+        };
+      }
     }
   } catch (error) {
     console.error(`${(error as Error).message}\n\n${USAGE}`);
@@ -343,18 +377,33 @@ export async function main(args: string[]): Promise<number> {
       return 1;
     }
   }
+  let admin: AdminServer | undefined;
+  if (parsed.admin !== undefined) {
+    try {
+      admin = await serveAdmin(dp, parsed.admin);
+    } catch (error) {
+      logger.fatal("Cannot serve the admin endpoint on {address}: {message}", {
+        address: formatAddress({ transport: "tcp", ...parsed.admin }),
+        message: (error as Error).message,
+      });
+      await Promise.all([dp.close(), http?.shutdown()]);
+      registry?.close();
+      return 1;
+    }
+  }
   // Listen for signals before saying we are ready: a supervisor may stop us at once.
   const stop = shutdownSignal();
   for (const [name, addr] of dp.publicAddrs) {
     console.log(`Public port for "${name}" on ${formatAddress(addr)}`);
   }
   if (http) console.log(`WebSocket links on ws://${formatAddress(http.addr)}${LINK_PATH}`);
+  if (admin) console.log(`Admin on http://${formatAddress(admin.addr)}/`);
   console.log(`Listening on ${formatAddress(dp.addr)}`);
 
   const signal = await stop.received;
   stop.dispose();
   logger.info("Shutting down on {signal}", { signal });
-  await Promise.all([dp.close(), http?.shutdown()]);
+  await Promise.all([dp.close(), http?.shutdown(), admin?.close()]);
   registry?.close();
   return 0;
 }

@@ -6,6 +6,9 @@
  * discover point (`dp`) and a `name`, `listen()` registers the name and
  * accepts connections routed through the discover point, and `connect()`
  * reaches that server by name, from anywhere that can reach the discover point.
+ * What they return behaves like Deno's own connections and listeners (the
+ * README's API section lists the few differences). The wire codec, for tools
+ * that speak RTCP themselves, is `@x/rtcp/codec`.
  *
  * @example An indirect echo server and a client
  * ```ts ignore
@@ -25,23 +28,41 @@
 export { listen } from "./lib/indirect/listen.ts";
 export type {
   DirectListenOptions,
-  IndirectListener,
   IndirectListenOptions,
   ListenOptions,
   PoolBounds,
   SessionRequest,
 } from "./lib/indirect/listen.ts";
 export type { BackoffOptions } from "./lib/_backoff.ts";
-export type { KeepaliveOptions } from "./lib/link/link.ts";
+export { Feature } from "./lib/link/link.ts";
+export type { EndFeature, FeatureName, KeepaliveOptions } from "./lib/link/link.ts";
+export type { Clock, TimerHandle } from "./lib/_clock.ts";
 export { connect } from "./lib/indirect/connect.ts";
 export type {
   ConnectOptions,
   DirectConnectOptions,
   IndirectConnectOptions,
 } from "./lib/indirect/connect.ts";
-export type { IndirectConn } from "./lib/indirect/session.ts";
+export type { IndirectConn, IndirectListener } from "./lib/indirect/types.ts";
 export { DEFAULT_PORT, DiscoverPoint } from "./lib/dp/discover_point.ts";
 export type { DiscoverPointOptions, DiscoverPointStats } from "./lib/dp/discover_point.ts";
+export type {
+  DiscoverPointMetrics,
+  DiscoverPointStatus,
+  LinkRole,
+  LinkStatus,
+  LinkTransport,
+  MemoryCounts,
+  NameCounts,
+  NameStatus,
+  SessionStatus,
+  StatusOptions,
+} from "./lib/dp/report.ts";
+export { REFUSAL_REASONS } from "./lib/dp/counters.ts";
+export type { RefusalReason } from "./lib/dp/counters.ts";
+export { AdminEndpoint } from "./lib/dp/admin.ts";
+export type { AdminOptions, AdminSample, AdminSource } from "./lib/dp/admin.ts";
+export { prometheusText } from "./lib/dp/prometheus.ts";
 export {
   formatPublicKey,
   generateIdentity,
@@ -71,33 +92,3 @@ export {
   SessionRefusedError,
   VersionMismatchError,
 } from "./lib/errors.ts";
-export {
-  MAX_DATA_BYTES,
-  MAX_LINE_BYTES,
-  MessageDecoderStream,
-  MessageEncoderStream,
-  TextCodec,
-} from "./lib/wire/codec.ts";
-export type {
-  Codec,
-  MessageDecoderOptions,
-  MessageEncoderStreamOptions,
-  TextCodecOptions,
-} from "./lib/wire/codec.ts";
-export { ByteQueue } from "./lib/wire/_bytes.ts";
-export { MessageType, Role, VERSION } from "./lib/wire/message.ts";
-export type {
-  AcceptedMessage,
-  AckMessage,
-  AlohaMessage,
-  AuthMessage,
-  CloseMessage,
-  ConnectMessage,
-  CreditMessage,
-  DataMessage,
-  EndMessage,
-  Message,
-  MoreMessage,
-  PingMessage,
-  PongMessage,
-} from "./lib/wire/message.ts";

@@ -56,6 +56,7 @@ export const LIMIT_FLAGS = {
   "max-links-per-ip": "maxLinksPerSource",
   "max-handshakes-per-ip": "maxHandshakesPerSource",
   "max-buffered-bytes": "maxBufferedBytes",
+  "max-metric-names": "maxMetricNames",
   "idle-timeout": "idleTimeout",
   "max-link-queue-bytes": "maxLinkQueueBytes",
   "shutdown-grace": "shutdownGrace",

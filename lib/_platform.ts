@@ -33,6 +33,10 @@ export const ConnectionReset: typeof Deno.errors.ConnectionReset = deno?.errors?
 export const BadResource: typeof Deno.errors.BadResource = deno?.errors?.BadResource ??
   standIn("BadResource");
 
+/** `Deno.errors.Interrupted`, or a stand-in of that name outside Deno: a pending read or write cut short by `close()`. */
+export const Interrupted: typeof Deno.errors.Interrupted = deno?.errors?.Interrupted ??
+  standIn("Interrupted");
+
 /** `Deno.errors.WriteZero`, or a stand-in of that name outside Deno: the peer does not read. */
 export const WriteZero: typeof Deno.errors.WriteZero = deno?.errors?.WriteZero ??
   standIn("WriteZero");

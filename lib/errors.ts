@@ -6,6 +6,8 @@
  * @module
  */
 
+import { BadResource } from "./_platform.ts";
+
 /** A peer sent a message that is malformed or does not fit the protocol state. */
 export class ProtocolError extends Error {
   /** Creates a protocol error whose message says what was wrong. */
@@ -36,8 +38,16 @@ export class SessionRefusedError extends Error {
   }
 }
 
-/** A session was used after it was closed. */
-export class SessionClosedError extends Error {
+/**
+ * A session can no longer do what was asked of it: it was closed (by this
+ * end, by the peer or by the discover point), or its write side was. The
+ * message says which, with the reason the peer or the discover point gave.
+ *
+ * It is a `Deno.errors.BadResource`, the class a `Deno.Conn` throws when used
+ * after `close()`. (Where a `Deno.Conn` throws `BrokenPipe` instead — a write
+ * after `closeWrite()` or after the peer closed — a session throws this too.)
+ */
+export class SessionClosedError extends BadResource {
   /** Creates an error saying which use came too late. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);

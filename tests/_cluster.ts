@@ -64,6 +64,32 @@ export async function killHard(program: Program): Promise<Deno.CommandStatus> {
 }
 
 /**
+ * Sends SIGTERM and waits up to `graceMs` for the exit; a program still
+ * running then gets SIGKILL. Says which signal ended it.
+ */
+export async function stopOrKill(
+  program: Program,
+  graceMs = 5000,
+): Promise<{ by: "SIGTERM" | "SIGKILL"; status: Deno.CommandStatus }> {
+  try {
+    program.child.kill("SIGTERM");
+  } catch {
+    // It has already exited.
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const grace = new Promise<"grace">((resolve) =>
+    timer = setTimeout(() => resolve("grace"), graceMs)
+  );
+  try {
+    const first = await Promise.race([program.child.status, grace]);
+    if (first !== "grace") return { by: "SIGTERM", status: await program.stop() };
+  } finally {
+    clearTimeout(timer);
+  }
+  return { by: "SIGKILL", status: await killHard(program) };
+}
+
+/**
  * Spawns `cli.ts expose` with one `--dp` per discover point (a pool at each)
  * and waits for its `Exposing` line, which comes once a first DP took the name.
  */
@@ -414,6 +440,110 @@ export async function echoSession(
       return { kind: "error", error: written.reason as Error };
     }
     return { kind: "error", error: read.reason as Error };
+  } finally {
+    clearTimeout(guard);
+    writer.releaseLock();
+    reader.releaseLock();
+    try {
+      conn.close();
+    } catch {
+      // Closed already.
+    }
+  }
+}
+
+/** How a {@linkcode heldEchoSession} ended, and how its reader learnt it. */
+export interface HeldOutcome {
+  outcome: Outcome;
+  /** `"eof"` if the reader saw the end as a clean EOF, else the read error's name. */
+  readEnd: string;
+}
+
+/**
+ * An echo session held open in the middle: it sends half of `size` random
+ * bytes and reads their echo, waits for `gate`, then sends the rest,
+ * half-closes and reads to EOF. Sessions like this are in flight when `gate`
+ * resolves (say, when a discover point is killed). `held` is called once it
+ * waits at the gate. Never throws.
+ */
+export async function heldEchoSession(
+  open: () => Promise<IndirectConn>,
+  size: number,
+  gate: Promise<void>,
+  held: () => void = () => {},
+): Promise<HeldOutcome> {
+  const data = randomBytes(size);
+  const half = Math.floor(size / 2);
+  let conn: IndirectConn;
+  try {
+    conn = await open();
+  } catch (error) {
+    held();
+    await gate;
+    return { outcome: { kind: "error", error: error as Error }, readEnd: "never opened" };
+  }
+  let hung = false;
+  let guard: ReturnType<typeof setTimeout> | undefined;
+  const writer = conn.writable.getWriter();
+  const reader = conn.readable.getReader();
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  let readEnd = "eof";
+  const readUpTo = async (target: number) => {
+    while (length < target) {
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await reader.read();
+      } catch (error) {
+        readEnd = (error as Error).name;
+        throw error;
+      }
+      if (result.done) return;
+      chunks.push(result.value);
+      length += result.value.length;
+    }
+  };
+  const received = () => {
+    const out = new Uint8Array(length);
+    let offset = 0;
+    for (const chunk of chunks) {
+      out.set(chunk, offset);
+      offset += chunk.length;
+    }
+    return out;
+  };
+  try {
+    const first = await Promise.allSettled([writer.write(data.slice(0, half)), readUpTo(half)]);
+    held();
+    await gate;
+    guard = setTimeout(() => {
+      hung = true;
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+    }, HANG_GUARD_MS);
+    const failed = first.find((result) => result.status === "rejected");
+    if (failed) return { outcome: { kind: "error", error: failed.reason as Error }, readEnd };
+    const [written, read] = await Promise.allSettled([
+      (async () => {
+        for (let offset = half; offset < data.length; offset += 64 * 1024) {
+          await writer.write(data.slice(offset, Math.min(data.length, offset + 64 * 1024)));
+        }
+        await writer.close();
+      })(),
+      readUpTo(Infinity),
+    ]);
+    if (hung) return { outcome: { kind: "hung" }, readEnd };
+    if (read.status === "rejected") {
+      return { outcome: { kind: "error", error: read.reason as Error }, readEnd };
+    }
+    const verdict = judge(data, received());
+    if (verdict.kind === "corrupt" || written.status === "fulfilled") {
+      return { outcome: verdict, readEnd };
+    }
+    return { outcome: { kind: "error", error: written.reason as Error }, readEnd };
   } finally {
     clearTimeout(guard);
     writer.releaseLock();

@@ -514,3 +514,34 @@ export async function eventually(
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+/**
+ * A predicate for `assert.rejects`: the error a read gets from a session the
+ * discover point cut short (a lost link, a limit), with a reason matching `reason`.
+ */
+export function cutShort(reason: RegExp): (error: unknown) => boolean {
+  return (error) => {
+    assert.ok(error instanceof Deno.errors.ConnectionReset, String(error));
+    assert.match(error.message, /was cut short: /);
+    assert.match(error.message, reason);
+    return true;
+  };
+}
+
+/** Reads `readable` to its end or its error: the bytes that came, and the error if any. */
+export async function readUntilEnd(
+  readable: ReadableStream<Uint8Array>,
+): Promise<{ bytes: Uint8Array; error: unknown }> {
+  const chunks: Uint8Array[] = [];
+  const reader = readable.getReader();
+  try {
+    for (let next = await reader.read(); !next.done; next = await reader.read()) {
+      chunks.push(next.value);
+    }
+    return { bytes: concatBytes(chunks), error: undefined };
+  } catch (error) {
+    return { bytes: concatBytes(chunks), error };
+  } finally {
+    reader.releaseLock();
+  }
+}

@@ -11,6 +11,7 @@ import {
   CLI_PATH,
   EchoServer,
   type Output,
+  Program,
   readAllFrom as readAll,
   readExactlyFrom as readExactly,
   runScript,
@@ -261,7 +262,7 @@ Deno.test("cli.ts expose closes its sessions on SIGTERM and the client sees the 
   );
 });
 
-Deno.test("cli.ts expose exits 1 when the discover point cannot be reached", async () => {
+Deno.test("cli.ts expose --exit-on-failure exits 1 when the discover point cannot be reached", async () => {
   const { code, stdout, stderr } = await run([
     "expose",
     "--dp",
@@ -270,10 +271,34 @@ Deno.test("cli.ts expose exits 1 when the discover point cannot be reached", asy
     "x",
     "--to",
     "127.0.0.1:5432",
+    "--exit-on-failure",
   ]);
   assert.equal(code, 1);
   assert.equal(stdout, "");
   assert.match(stderr, /Cannot register "x" at .*Connection refused/);
+});
+
+Deno.test("cli.ts expose started before its discover point retries, says so, and serves once it is up", async () => {
+  await using echo = new EchoServer();
+  const address = unusedAddress();
+  const port = Number(address.split(":")[1]);
+  const expose = new Program(
+    CLI_PATH,
+    ["expose", "--dp", address, "--name", "early", "--to", echo.address],
+    ["--allow-net"],
+  );
+  try {
+    await expose.logged(/Cannot register "early" yet: .*retrying in \d+ ms/);
+    await using dp = await spawnDp([], { port });
+    await expose.printed(/^Exposing "early" at /);
+    const session = await connect({ dp: dp.address, name: "early" });
+    const payload = randomBytes(10_000);
+    await writeAll(session, payload);
+    assert.deepEqual(await readExactly(session, payload.length), payload);
+    session.close();
+  } finally {
+    await expose.stop();
+  }
 });
 
 Deno.test("cli.ts expose registers again after the discover point restarts", async () => {

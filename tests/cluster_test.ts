@@ -129,10 +129,8 @@ Deno.test("cluster: a relayed session goes no further, so two DPs that each beli
     "the refusal",
   );
   assert.ok(refusal instanceof SessionRefusedError, String(refusal));
-  assert.match(
-    refusal.message,
-    /No indirect server is registered as "ghost" at the discover point it was relayed to/,
-  );
+  // B refused the relayed session instead of carrying it back to A: it settled, with a reason.
+  assert.match(refusal.message, /No indirect server is registered as "ghost"/);
 });
 
 Deno.test("cluster: a registry entry that points nowhere costs a retry, and alone a clean refusal", async () => {
@@ -160,6 +158,27 @@ Deno.test("cluster: a registry entry that points nowhere costs a retry, and alon
       error instanceof SessionRefusedError &&
       /the discover points that hold it do not answer/.test(error.message),
   );
+  listener.close();
+  await served;
+});
+
+Deno.test("cluster: a stale entry naming a live DP that does not hold the name sends the client on to the next holder", async () => {
+  await using holder = await startDiscoverPoint({ registry: new MemoryRegistry() });
+  const listener = listen({ dp: holder.address, name: "svc" });
+  const served = serveEcho(listener);
+  await settlesWithin(listener.ready, "the registration");
+  // Say a DP restarted on the address of one that held "svc": it answers, but holds nothing.
+  await using restarted = await startDiscoverPoint({ registry: new MemoryRegistry() });
+  await using entry = await startDiscoverPoint({
+    registry: new FixedRegistry([
+      { instance: "old", address: restarted.address },
+      { instance: "live", address: holder.address },
+    ]),
+  });
+  for (let i = 0; i < 6; i++) {
+    using conn = await connect({ dp: entry.address, name: "svc" });
+    await assertEchoes(conn, `session ${i}`);
+  }
   listener.close();
   await served;
 });

@@ -23,10 +23,12 @@ import {
   assertEchoes,
   assertNothingArrives,
   concatBytes,
+  cutShort,
   type InProcessDiscoverPoint,
   randomBytes,
   readAll,
   readExactly,
+  readUntilEnd,
   settlesWithin,
   startDiscoverPoint,
   writeAll,
@@ -575,7 +577,10 @@ for (const [label, bad, reason] of BAD_FRAMES) {
       const rest = await settlesWithin(raw.untilEnd(), "the DP to end the server's link");
       assert.deepEqual(rest.map(describe), []);
       // Its session ends with a Close whose reason says what the server did wrong.
-      assert.equal((await settlesWithin(reader.read(), "EOF for its client")).done, true);
+      await assert.rejects(
+        settlesWithin(reader.read(), "its client's read to fail"),
+        cutShort(reason),
+      );
       await client.closed;
       await assert.rejects(client.write(new Uint8Array(1)), closedWith(reason));
       reader.releaseLock();
@@ -621,7 +626,10 @@ for (const [label, bad, reason] of BAD_FRAMES) {
       await raw.send(bad);
       const rest = await settlesWithin(raw.untilEnd(), "the DP to end the client's link");
       assert.deepEqual(rest.map(describe), []);
-      assert.equal((await settlesWithin(reader.read(), "EOF for its server")).done, true);
+      await assert.rejects(
+        settlesWithin(reader.read(), "its server's read to fail"),
+        cutShort(reason),
+      );
       await server.closed;
       await assert.rejects(server.write(new Uint8Array(1)), closedWith(reason));
       reader.releaseLock();
@@ -673,7 +681,11 @@ Deno.test("flow-control: a client that sends past its credit has its link ended,
     }
 
     // The server gets what the DP accepted (a prefix, within the credit), then a Close saying why.
-    const delivered = await settlesWithin(readAll(server.readable), "EOF for the server");
+    const { bytes: delivered, error } = await settlesWithin(
+      readUntilEnd(server.readable),
+      "the end for the server",
+    );
+    cutShort(/exceeded its flow-control credit/)(error);
     assert.ok(delivered.length <= 2 * INITIAL_WINDOW, `${delivered.length} bytes delivered`);
     assert.deepEqual(delivered, data.subarray(0, delivered.length));
     await server.closed;
@@ -713,7 +725,11 @@ Deno.test("flow-control: a server that sends past its credit has its link ended,
       assert.ok(message.kind === "text" && message.type === 6, describe(message));
     }
 
-    const delivered = await settlesWithin(readAll(client.readable), "EOF for the client");
+    const { bytes: delivered, error } = await settlesWithin(
+      readUntilEnd(client.readable),
+      "the end for the client",
+    );
+    cutShort(/greedy.*exceeded its flow-control credit/)(error);
     assert.ok(delivered.length <= 2 * INITIAL_WINDOW, `${delivered.length} bytes delivered`);
     assert.deepEqual(delivered, data.subarray(0, delivered.length));
     await client.closed;

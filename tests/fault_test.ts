@@ -16,6 +16,7 @@ import {
 } from "../mod.ts";
 import {
   concatBytes,
+  cutShort,
   DP_PATH,
   IC_ALOHA,
   randomBytes,
@@ -276,7 +277,7 @@ Deno.test("listen() pool: a cut link ends its own sessions only, and the listene
 
     await t.step("the cut link's client sees its session end, with the reason", async () => {
       const outcome = await settlesWithin(readOutcome(clientA), "the client's read to end");
-      assert.equal(outcome, "end");
+      assert.ok(cutShort(/"pair" (closed its link|link failed)/)(outcome));
       await assert.rejects(a.client.write(new Uint8Array(1)), (error: Error) => {
         assert.ok(error instanceof SessionClosedError, error);
         assert.match(error.message, /"pair" closed its link/);
@@ -327,7 +328,8 @@ Deno.test("IndirectConn on the server reads EOF when its client's link vanishes 
   const reader = server.readable.getReader();
   assert.deepEqual(await readExactly(reader, 2), new TextEncoder().encode("hi"));
   peer.close();
-  assert.equal(await settlesWithin(readOutcome(reader), "the server's read to end"), "end");
+  const outcome = await settlesWithin(readOutcome(reader), "the server's read to end");
+  assert.ok(cutShort(/without a Close/)(outcome));
   await settlesWithin(server.closed, "the server session to close");
   await assert.rejects(server.write(new Uint8Array(1)), (error: Error) => {
     assert.ok(error instanceof SessionClosedError, error);
@@ -439,8 +441,8 @@ Deno.test("DiscoverPoint.close() ends every session with its reason and refuses 
     await t.step("every open session ends on both sides, with the DP's reason", async () => {
       for (const { client, server } of sessions) {
         for (const conn of [client, server]) {
-          const outcome = await settlesWithin(readOutcome(conn.readable.getReader()), "EOF");
-          assert.equal(outcome, "end");
+          const outcome = await settlesWithin(readOutcome(conn.readable.getReader()), "the end");
+          assert.ok(cutShort(/shutting down/)(outcome));
           await settlesWithin(conn.closed, "the session to close");
           await assert.rejects(conn.write(new Uint8Array(1)), (error: Error) => {
             assert.ok(error instanceof SessionClosedError, error);

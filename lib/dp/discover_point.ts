@@ -16,6 +16,17 @@ import { Gate, type Verdict } from "./gate.ts";
 import { type LinkPort, listenTlsLinks } from "./tls_port.ts";
 import { type HttpHandler, LINK_PATH, webSocketLinkHandler } from "./http.ts";
 import { BufferBudget } from "./pipe.ts";
+import { Counters, DEFAULT_MAX_COUNTED_NAMES, type RefusalReason } from "./counters.ts";
+import {
+  collectMetrics,
+  collectStatus,
+  type DiscoverPointMetrics,
+  type DiscoverPointStatus,
+  type LinkInfo,
+  type LinkTransport,
+  type ReportSource,
+  type StatusOptions,
+} from "./report.ts";
 import { type NamePolicy, OPEN_NAMES } from "./policy.ts";
 import {
   type Holder,
@@ -34,13 +45,17 @@ import { MAX_LINE_BYTES } from "../wire/codec.ts";
 import {
   type AlohaMessage,
   type AuthMessage,
+  clipReason,
   type ConnectMessage,
   MAX_NAME_LENGTH,
+  type Message,
   MessageType,
   messageTypeName,
   Role,
 } from "../wire/message.ts";
 import { formatAddress, TcpTransport, type Transport } from "../transport/tcp.ts";
+import { WebSocketTransport } from "../transport/websocket.ts";
+import { NodeSocketTransport } from "../transport/node_socket.ts";
 import { parseDiscoverPoint } from "../transport/dial.ts";
 
 const logger = getLogger(["rtcp", "dp"]);
@@ -102,6 +117,12 @@ export interface DiscoverPointOptions {
   maxBufferedBytes?: number;
   /** Milliseconds without a byte either way after which a session is closed; 0 for never. @default {0} */
   idleTimeout?: number;
+  /**
+   * Most names with counters of their own in {@linkcode DiscoverPoint.metrics};
+   * the others count together under `_other`.
+   * @default {1000}
+   */
+  maxMetricNames?: number;
   /**
    * Bytes queued towards one link or connection above which its peer is taken
    * to be not reading, and it is dropped. Data waits at 1 MiB on TCP and TLS
@@ -200,8 +221,15 @@ const DEFAULT_LIMITS: Limits = {
   maxHandshakesPerSource: 1024,
   maxBufferedBytes: 1024 ** 3,
   idleTimeout: 0,
+  maxMetricNames: DEFAULT_MAX_COUNTED_NAMES,
   maxLinkQueueBytes: 16 * 1024 * 1024,
 };
+
+/**
+ * How a relayed session's refusal ends when the member does not hold the
+ * name (a stale registry entry): the entering member then tries the next one.
+ */
+const NOT_HELD_HERE = "at the discover point it was relayed to";
 
 /**
  * Milliseconds to reach another member and exchange Alohas: one that does not
@@ -220,6 +248,19 @@ const IDLE_SWEEPS_PER_TIMEOUT = 4;
 
 /** A client end the router can route: it records its Connect while the Ack is awaited. */
 type RoutedClient = ClientEnd & { pending: PendingConnect | undefined };
+
+/** Why a session cannot be taken now: the reason the client is told, and how it counts. */
+interface Refusal {
+  readonly reason: string;
+  readonly kind: RefusalReason;
+}
+
+/** What a link that came in runs over, by its transport's class. */
+function transportOf(transport: Transport): LinkTransport {
+  if (transport instanceof WebSocketTransport) return "ws";
+  if (transport instanceof NodeSocketTransport) return "tls";
+  return "tcp";
+}
 
 /** `items` in random order: sessions spread over the members that hold a name. */
 function shuffled<T>(items: readonly T[]): T[] {
@@ -288,6 +329,10 @@ export class DiscoverPoint implements AsyncDisposable {
   readonly #clusterCaCerts: readonly string[] | undefined;
   #membership: Membership | undefined;
   readonly #links = new Set<Link>();
+  /** When each link came, over what, and what it is: for the reports. */
+  readonly #linkInfo = new WeakMap<Link, LinkInfo>();
+  readonly #counters: Counters;
+  #startedAt: number | undefined;
   readonly #clients = new Set<SocketClient | LinkClient>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #settings: SessionSettings;
@@ -322,7 +367,12 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#clusterCaCerts = options.clusterCaCerts;
     this.#names = options.names ?? OPEN_NAMES;
     this.#tls = options.tls;
-    this.#settings = { maxWindow: options.maxWindow, budget: new BufferBudget() };
+    this.#counters = new Counters(limits.maxMetricNames);
+    this.#settings = {
+      maxWindow: options.maxWindow,
+      budget: new BufferBudget(),
+      counters: this.#counters,
+    };
     this.#gate = new Gate({
       names: this.#names,
       dpName: this.#name,
@@ -331,6 +381,7 @@ export class DiscoverPoint implements AsyncDisposable {
       maxHandshakesPerSource: limits.maxHandshakesPerSource,
       registryRefusal: (name) => this.#registryRefusal(name),
       clusterKey: options.clusterKey?.publicKey,
+      onProofFailed: () => this.#counters.proofsFailed++,
     });
     if (options.names !== undefined && !this.#features.includes(Feature.Auth)) {
       throw new TypeError(
@@ -372,6 +423,7 @@ export class DiscoverPoint implements AsyncDisposable {
       this.#publicListeners.clear();
       throw error;
     }
+    this.#startedAt = Date.now();
     for (const [name, listener] of this.#publicListeners) {
       this.#track(this.#acceptLoop(listener, (conn) => this.#servePublic(name, conn)));
     }
@@ -422,14 +474,15 @@ export class DiscoverPoint implements AsyncDisposable {
       transport: this.#transportOptions,
       onLink: (transport) => void this.serveLink(transport),
       onHandshakeError: (peer, message) => {
+        this.#counters.handshakesFailed++;
         logger.warn("Closed link from {peer}: TLS handshake failed: {message}", { peer, message });
       },
       // A TLS handshake counts as a link and as a handshake from its address, as a link does.
       enter: (source) => {
         const refusal = this.#enter(source);
-        if (refusal !== undefined) return refusal;
-        const tooMany = this.#gate.beginHandshake(source);
-        if (tooMany !== undefined) this.#gate.leave(source);
+        const tooMany = refusal ?? this.#gate.beginHandshake(source);
+        if (refusal === undefined && tooMany !== undefined) this.#gate.leave(source);
+        if (tooMany !== undefined) this.#counters.handshakesFailed++;
         return tooMany;
       },
       leave: (source) => {
@@ -479,6 +532,42 @@ export class DiscoverPoint implements AsyncDisposable {
       forwarded,
       bufferedBytes: this.#settings.budget.bytes,
       maxSessionBufferedBytes,
+    };
+  }
+
+  /**
+   * Counts and counters for an operator (what `/metrics` serves): names,
+   * links by role and transport, sessions open and opened, refusals by
+   * reason, failed handshakes and proofs, bytes by name, the buffer against
+   * its budget, and the process's memory.
+   */
+  metrics(): DiscoverPointMetrics {
+    return collectMetrics(this.#reportSource());
+  }
+
+  /**
+   * The {@linkcode metrics}, with every name's links (peer, since,
+   * extensions, transport, key) and sessions (client, since, bytes each
+   * way), within bounds (what `/status` serves).
+   */
+  status(options?: StatusOptions): DiscoverPointStatus {
+    return collectStatus(this.#reportSource(), options);
+  }
+
+  #reportSource(): ReportSource {
+    let publicClients = 0;
+    for (const client of this.#clients) if (client instanceof SocketClient) publicClients++;
+    return {
+      dpName: this.#name,
+      startedAt: this.#startedAt,
+      pools: this.#pools,
+      forwarded: this.#forwarded,
+      links: this.#links,
+      linkInfo: this.#linkInfo,
+      publicClients,
+      counters: this.#counters,
+      bufferedBytes: this.#settings.budget.bytes,
+      maxBufferedBytes: this.#limits.maxBufferedBytes,
     };
   }
 
@@ -543,12 +632,20 @@ export class DiscoverPoint implements AsyncDisposable {
     const source = transport.remoteAddr.hostname;
     const refusal = this.#enter(source);
     if (refusal !== undefined) {
+      this.#counters.handshakesFailed++;
       logger.warn("Refused link from {peer}: {reason}", { peer: link.peer, reason: refusal });
       refuse(link, new ProtocolError(refusal));
       await link.linger();
       return;
     }
+    const info: LinkInfo = {
+      since: Date.now(),
+      transport: transportOf(transport),
+      role: "handshake",
+    };
+    this.#linkInfo.set(link, info);
     this.#links.add(link);
+    let established = false;
     const deadline = this.#deadline(
       `no complete handshake within ${this.#limits.handshakeTimeout} ms (limit handshakeTimeout)`,
     );
@@ -576,6 +673,8 @@ export class DiscoverPoint implements AsyncDisposable {
         if (proof) link.send({ type: MessageType.Accepted, reason: refusal ?? "" });
         if (refusal !== undefined) throw new ProtocolError(refusal);
         handshakeDone();
+        established = true;
+        info.role = "server";
         await this.#serveServer(link, aloha.name, key);
       } else {
         const connect = await link.nextWithin(deadline.signal);
@@ -590,6 +689,9 @@ export class DiscoverPoint implements AsyncDisposable {
         }
         const relayed = link.features.has(Feature.Relay);
         const verdict = await this.#gate.connection(aloha, connect, proof, source, relayed);
+        established = true;
+        info.role = relayed ? "peer_dp" : "client";
+        if (relayed) this.#counters.relayedSessions++;
         await this.#serveClient(link, aloha, connect.name, verdict, relayed);
       }
     } catch (error) {
@@ -600,6 +702,7 @@ export class DiscoverPoint implements AsyncDisposable {
     } finally {
       const cut = deadline.signal.aborted;
       handshakeDone();
+      if (!established) this.#counters.handshakesFailed++;
       // A refusal or a protocol error has its reason queued: let the peer read it. A link cut by
       // the deadline still has a read pending, and has nothing to read anyway.
       if (cut) link.abort();
@@ -669,7 +772,8 @@ export class DiscoverPoint implements AsyncDisposable {
 
   async #serveServer(link: Link, name: string, key: string | undefined): Promise<void> {
     const pool = this.#pools.get(name) ?? [];
-    const server = new ServerLink(name, link, this.#settings, key);
+    const traffic = this.#counters.acquire(name);
+    const server = new ServerLink(name, link, this.#settings, key, traffic);
     pool.push(server);
     if (pool.length === 1) {
       this.#pools.set(name, pool);
@@ -688,13 +792,15 @@ export class DiscoverPoint implements AsyncDisposable {
       reason = `Indirect server "${name}" link failed: ${(error as Error).message}`;
       throw error;
     } finally {
+      this.#counters.release(traffic);
       pool.splice(pool.indexOf(server), 1);
       if (pool.length === 0 && this.#pools.get(name) === pool) {
         this.#pools.delete(name);
         this.#askedMore.delete(name);
         this.#membership?.release(name);
       }
-      server.end(this.#closing ? "The discover point is shutting down" : reason);
+      if (this.#closing) server.end("The discover point is shutting down", "shutting_down");
+      else server.end(reason);
       logger.info("Unregistered a link of {name} from {peer} ({links} left)", {
         name,
         peer: link.peer,
@@ -720,6 +826,7 @@ export class DiscoverPoint implements AsyncDisposable {
           name,
           reason: refusal,
         });
+        this.#counters.refused("policy");
         client.refused(refusal);
       }
       await client.run();
@@ -738,6 +845,7 @@ export class DiscoverPoint implements AsyncDisposable {
     const source = conn.remoteAddr.hostname;
     const refusal = this.#enter(source);
     if (refusal !== undefined) {
+      this.#counters.refused(this.#closing ? "shutting_down" : "limit");
       logger.warn("Refused {client} on the public port of {name}: {reason}", {
         client: client.label,
         name,
@@ -772,7 +880,7 @@ export class DiscoverPoint implements AsyncDisposable {
     const pending: PendingConnect = { client, abandoned: false, timer: undefined };
     client.pending = pending;
     const refusal = this.#refusal(name);
-    if (refusal !== undefined) return this.#refuse(client, name, refusal);
+    if (refusal !== undefined) return this.#refuse(client, name, refusal.reason, refusal.kind);
     const pool = this.#pools.get(name);
     if (pool !== undefined) {
       const server = pool.reduce((best, link) => link.load < best.load ? link : best);
@@ -787,14 +895,17 @@ export class DiscoverPoint implements AsyncDisposable {
       return this.#refuse(
         client,
         name,
-        `No indirect server is registered as "${name}" at the discover point it was relayed to`,
+        `No indirect server is registered as "${name}" ${NOT_HELD_HERE}`,
+        "no_server",
       );
     }
     this.#track(this.#routeElsewhere(name, client, pending));
   }
 
-  #refuse(client: ClientEnd, name: string, reason: string): void {
+  #refuse(client: RoutedClient, name: string, reason: string, kind: RefusalReason): void {
     logger.info("Refused {client} for {name}: {reason}", { client: client.label, name, reason });
+    // A client that went away is not told, nor counted.
+    if (!client.pending?.abandoned) this.#counters.refused(kind);
     client.refused(reason);
   }
 
@@ -808,6 +919,7 @@ export class DiscoverPoint implements AsyncDisposable {
       const reason =
         `Indirect server "${name}" did not answer within ${ackTimeout} ms (limit ackTimeout)`;
       logger.warn("Refused {client}: {reason}", { client: client.label, reason });
+      this.#counters.refused("ack_timeout");
       client.refused(reason);
       // Still no Ack after as long again: the server fails its duty, and its link goes.
       pending.timer = setTimeout(() => {
@@ -841,29 +953,44 @@ export class DiscoverPoint implements AsyncDisposable {
         client,
         name,
         `Cannot look "${name}" up in the cluster registry (${message}); try again`,
+        "cluster",
       );
     }
     if (pending.abandoned) return;
     // A holder whose recorded key could not own the name here is not given its sessions.
     holders = holders.filter((holder) => this.#names.registration(name, holder.key) === undefined);
     if (holders.length === 0) {
-      return this.#refuse(client, name, `No indirect server is registered as "${name}"`);
-    }
-    const dialable = holders.filter((holder) => holder.address !== undefined);
-    for (const address of this.#dialOrder(dialable)) {
-      if (await this.#forward(address, name, client, pending)) {
-        this.#silent.delete(address);
-        return;
-      }
-      this.#silent.set(address, Date.now() + SILENT_MS);
-      if (pending.abandoned || this.#closing) return;
-    }
-    if (dialable.length === holders.length) {
       return this.#refuse(
         client,
         name,
-        `Cannot reach "${name}": the discover points that hold it do not answer; try again`,
+        `No indirect server is registered as "${name}"`,
+        "no_server",
       );
+    }
+    const dialable = holders.filter((holder) => holder.address !== undefined);
+    let silent = 0;
+    for (const address of this.#dialOrder(dialable)) {
+      const outcome = await this.#forward(address, name, client, pending);
+      if (outcome === "carried") {
+        this.#silent.delete(address);
+        return;
+      }
+      if (outcome === "silent") {
+        silent++;
+        this.#silent.set(address, Date.now() + SILENT_MS);
+      }
+      if (pending.abandoned || this.#closing) return;
+    }
+    if (dialable.length === holders.length) {
+      // Every holder was tried: some did not answer, the others hold the name no longer.
+      return silent > 0
+        ? this.#refuse(
+          client,
+          name,
+          `Cannot reach "${name}": the discover points that hold it do not answer; try again`,
+          "cluster",
+        )
+        : this.#refuse(client, name, `No indirect server is registered as "${name}"`, "no_server");
     }
     // Held only where nobody can dial (Deno Deploy instances): ask for a link to come here.
     const arrived = await this.#waitForLink(name);
@@ -873,6 +1000,7 @@ export class DiscoverPoint implements AsyncDisposable {
         client,
         name,
         `No link of "${name}" reached this discover point within ${this.#limits.ackTimeout} ms (limit ackTimeout); its server may be at the top of its pool`,
+        "ack_timeout",
       );
     }
     this.#route(name, client, true);
@@ -893,14 +1021,15 @@ export class DiscoverPoint implements AsyncDisposable {
   /**
    * Carries the session to the member at `address`, as an indirect client
    * of it that offers `relay`, so that it goes no further.
-   * @returns Whether the Connect went out; `false` if that member could not be reached.
+   * @returns `"carried"` once the session is the member's to answer (opened or refused there);
+   * `"silent"` if it could not be reached; `"not-held"` if it does not hold the name after all.
    */
   async #forward(
     address: string,
     name: string,
     client: RoutedClient,
     pending: PendingConnect,
-  ): Promise<boolean> {
+  ): Promise<"carried" | "silent" | "not-held"> {
     const identity = this.#clusterKey;
     const connect: ConnectMessage = {
       type: MessageType.Connect,
@@ -936,22 +1065,76 @@ export class DiscoverPoint implements AsyncDisposable {
         address,
         message: (error as Error).message,
       });
-      return false;
+      return "silent";
     } finally {
       deadline.cancel();
     }
-    const upstream = new ServerLink(name, link, this.#settings);
+    // The holder's answer first: one that does not hold the name after all (its entry is stale,
+    // say a restarted DP on the same address) sends the client on to the next holder.
+    const waited = this.#deadline(
+      `no Ack from "${address}"`,
+      this.#limits.ackTimeout + MEMBER_DIAL_MS,
+    );
+    let answer: Message | null;
+    try {
+      answer = await link.nextWithin(waited.signal);
+    } catch (error) {
+      answer = null;
+      logger.warn("Cannot carry {client} for {name} to {address}: {message}", {
+        client: client.label,
+        name,
+        address,
+        message: (error as Error).message,
+      });
+    } finally {
+      waited.cancel();
+    }
+    if (answer?.type !== MessageType.Ack) {
+      link.abort();
+      return "silent";
+    }
+    if (answer.sessionId === -1) {
+      void link.close();
+      if (answer.reason.endsWith(NOT_HELD_HERE)) return "not-held";
+      if (!pending.abandoned) {
+        this.#refuse(
+          client,
+          name,
+          clipReason(answer.reason) || `"${name}" refused the session`,
+          "server_refused",
+        );
+      }
+      return "carried";
+    }
+    const upstream = new ServerLink(
+      name,
+      link,
+      this.#settings,
+      undefined,
+      this.#counters.acquire(name),
+    );
     upstream.onIdle = () => void link.close();
+    this.#linkInfo.set(link, {
+      since: Date.now(),
+      transport: parseDiscoverPoint(address).scheme,
+      role: "peer_dp",
+    });
     this.#links.add(link);
     this.#forwarded.add(upstream);
-    this.#awaitAck(upstream, pending);
+    this.#counters.forwardedSessions++;
+    upstream.pending.push(pending);
+    try {
+      upstream.acknowledge(answer);
+    } catch (error) {
+      upstream.fail(error as Error);
+    }
     logger.debug("Carrying {client} for {name} to {address}", {
       client: client.label,
       name,
       address,
     });
     this.#track(this.#serveForwarded(upstream, address));
-    return true;
+    return "carried";
   }
 
   async #serveForwarded(upstream: ServerLink, address: string): Promise<void> {
@@ -969,7 +1152,9 @@ export class DiscoverPoint implements AsyncDisposable {
         message: (error as Error).message,
       });
     } finally {
-      upstream.end(this.#closing ? "The discover point is shutting down" : reason);
+      this.#counters.release(upstream.traffic!);
+      if (this.#closing) upstream.end("The discover point is shutting down", "shutting_down");
+      else upstream.end(reason);
       await upstream.link.close();
       this.#forwarded.delete(upstream);
       this.#links.delete(upstream.link);
@@ -1029,25 +1214,43 @@ export class DiscoverPoint implements AsyncDisposable {
   }
 
   /** Why a session to `name` cannot be taken now, if it cannot; whether a link holds `name` is not asked. */
-  #refusal(name: string): string | undefined {
-    if (this.#closing) return "The discover point is shutting down";
+  #refusal(name: string): Refusal | undefined {
+    if (this.#closing) {
+      return { reason: "The discover point is shutting down", kind: "shutting_down" };
+    }
     const pool = this.#pools.get(name) ?? [];
     const limits = this.#limits;
     const pending = pool.reduce((sum, link) => sum + link.waiting, 0);
     if (pending >= limits.maxPendingPerServer) {
-      return `Too many connections waiting for "${name}" (limit maxPendingPerServer = ${limits.maxPendingPerServer})`;
+      return {
+        reason:
+          `Too many connections waiting for "${name}" (limit maxPendingPerServer = ${limits.maxPendingPerServer})`,
+        kind: "limit",
+      };
     }
     const load = pool.reduce((sum, link) => sum + link.sessions.size + link.waiting, 0);
     if (load >= limits.maxSessionsPerServer) {
-      return `Too many sessions to "${name}" (limit maxSessionsPerServer = ${limits.maxSessionsPerServer})`;
+      return {
+        reason:
+          `Too many sessions to "${name}" (limit maxSessionsPerServer = ${limits.maxSessionsPerServer})`,
+        kind: "limit",
+      };
     }
     let total = 0;
     for (const link of this.#serverLinks()) total += link.load;
     if (total >= limits.maxSessions) {
-      return `Too many sessions on this discover point (limit maxSessions = ${limits.maxSessions})`;
+      return {
+        reason:
+          `Too many sessions on this discover point (limit maxSessions = ${limits.maxSessions})`,
+        kind: "limit",
+      };
     }
     if (this.#settings.budget.bytes >= limits.maxBufferedBytes) {
-      return `The discover point is short of buffer space (limit maxBufferedBytes = ${limits.maxBufferedBytes}); try again later`;
+      return {
+        reason:
+          `The discover point is short of buffer space (limit maxBufferedBytes = ${limits.maxBufferedBytes}); try again later`,
+        kind: "buffer",
+      };
     }
     return undefined;
   }
@@ -1067,7 +1270,7 @@ export class DiscoverPoint implements AsyncDisposable {
     const reason = "The discover point is shutting down";
     for (const server of [...this.#serverLinks()]) {
       for (const session of [...server.sessions.values()]) session.abort(reason);
-      server.end(reason);
+      server.end(reason, "shutting_down");
     }
     for (const waiters of [...this.#waiting.values()]) for (const done of waiters) done(false);
     const leaving = this.#membership?.leave().catch((error) => {

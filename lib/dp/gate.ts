@@ -35,6 +35,8 @@ export interface GateOptions {
    * for the client it carries (Connect `K` and `P`).
    */
   readonly clusterKey?: string | undefined;
+  /** Called for every proof that does not hold (for the discover point's counters). */
+  readonly onProofFailed?: (() => void) | undefined;
 }
 
 /** What the gate decided about a registration or a session. */
@@ -233,6 +235,7 @@ export class Gate {
       });
     } catch (error) {
       this.#failedProofs.failed(source);
+      this.#options.onProofFailed?.();
       const key = `ed25519:${auth.key.slice(0, 64)}`;
       logger.warn("Failed proof for {name} as {role} from {source} with key {key}: {message}", {
         name,

@@ -60,6 +60,12 @@ export class BufferBudget {
   bytes = 0;
 }
 
+/** A running count of the bytes pipes delivered: one name's, in one direction. */
+export class ByteMeter {
+  /** Bytes delivered so far. */
+  bytes = 0;
+}
+
 /** Bytes a pipe buffers from a source without flow control before asking it to wait. */
 const STALL_BYTES = INITIAL_WINDOW;
 
@@ -93,17 +99,27 @@ export class Pipe {
   #join: Uint8Array<ArrayBuffer> | undefined;
   #joined = 0;
   readonly #budget: BufferBudget;
+  readonly #meter: ByteMeter | undefined;
+  #delivered = 0;
   /** Set when bytes arrive; the discover point's idle sweep reads and clears it. */
   touched = false;
 
   /**
    * Joins `source` to `sink`; `maxWindow` bounds the window granted to the
-   * source; `budget` counts the bytes waiting here with all other pipes'.
+   * source; `budget` counts the bytes waiting here with all other pipes';
+   * `meter` counts the bytes delivered with those of the same name and direction.
    */
-  constructor(source: PipeSource, sink: PipeSink, maxWindow?: number, budget?: BufferBudget) {
+  constructor(
+    source: PipeSource,
+    sink: PipeSink,
+    maxWindow?: number,
+    budget?: BufferBudget,
+    meter?: ByteMeter,
+  ) {
     this.#source = source;
     this.#sink = sink;
     this.#budget = budget ?? new BufferBudget();
+    this.#meter = meter;
     this.#window = source.flowControl ? new ReceiveWindow(maxWindow) : undefined;
     this.#credit = sink.flowControl ? new SendCredit() : undefined;
   }
@@ -116,6 +132,11 @@ export class Pipe {
   /** Bytes waiting in this pipe. */
   get buffered(): number {
     return this.#queued;
+  }
+
+  /** Bytes handed to the sink so far. */
+  get delivered(): number {
+    return this.#delivered;
   }
 
   /**
@@ -255,6 +276,8 @@ export class Pipe {
       this.#credit?.spend(size);
       this.#queued -= size;
       this.#budget.bytes -= size;
+      this.#delivered += size;
+      if (this.#meter) this.#meter.bytes += size;
       this.#consumed(size);
       if (full) return full;
     }

@@ -10,6 +10,7 @@
 import { getLogger } from "../_log.ts";
 import { RecentSet } from "../_recent_set.ts";
 import { BufferBudget, Pipe, type PipeSink, type PipeSource, routeFromEnd } from "./pipe.ts";
+import type { Counters, NameTraffic, RefusalReason } from "./counters.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Link } from "../link/link.ts";
 import {
@@ -115,18 +116,21 @@ export class DiscoverPointSession {
   readonly toServer: Pipe;
   /** Server bytes on their way to the client. */
   readonly toClient: Pipe;
+  /** When the session opened (`Date.now()`). */
+  readonly since: number = Date.now();
   /** When the idle sweep last saw bytes move (`Date.now()`). */
-  idleSince: number = Date.now();
+  idleSince: number = this.since;
   readonly #serverEnd: ServerEnd;
 
-  /** Joins `client` to `server` as session `id`. */
+  /** Joins `client` to `server` as session `id`; its bytes count into the server's name. */
   constructor(id: number, server: ServerLink, client: ClientEnd, settings: SessionSettings) {
     this.id = id;
     this.client = client;
     const serverEnd = new ServerEnd(server, id, this);
     this.#serverEnd = serverEnd;
-    this.toServer = new Pipe(client, serverEnd, settings.maxWindow, settings.budget);
-    this.toClient = new Pipe(serverEnd, client, settings.maxWindow, settings.budget);
+    const { maxWindow, budget } = settings;
+    this.toServer = new Pipe(client, serverEnd, maxWindow, budget, server.traffic?.toServer);
+    this.toClient = new Pipe(serverEnd, client, maxWindow, budget, server.traffic?.toClient);
   }
 
   /** Ends the session at once on both sides with `reason`, dropping queued bytes (shutdown). */
@@ -156,6 +160,8 @@ export interface SessionSettings {
   readonly maxWindow?: number | undefined;
   /** The discover point's count of bytes waiting in pipes. */
   readonly budget: BufferBudget;
+  /** The discover point's counters (refusals), if it keeps them. */
+  readonly counters?: Counters | undefined;
 }
 
 /** The discover point's side of one indirect server link. */
@@ -170,6 +176,8 @@ export class ServerLink {
   readonly pending: PendingConnect[] = [];
   /** The key the server proved for its name, if any. */
   readonly key: string | undefined;
+  /** The name's counters, which this link's sessions add to, if the discover point keeps them. */
+  readonly traffic: NameTraffic | undefined;
   /**
    * Called once when the link has no session and no Connect left: a link
    * that carries one session (to another discover point) ends then.
@@ -185,11 +193,13 @@ export class ServerLink {
     link: Link,
     settings: SessionSettings = { budget: new BufferBudget() },
     key?: string,
+    traffic?: NameTraffic,
   ) {
     this.name = name;
     this.link = link;
     this.#settings = settings;
     this.key = key;
+    this.traffic = traffic;
   }
 
   /**
@@ -253,7 +263,7 @@ export class ServerLink {
   async #route(): Promise<void> {
     for (let message = await this.link.next(); message !== null; message = await this.link.next()) {
       if (message.type === MessageType.Ack) {
-        this.#acknowledge(message);
+        this.acknowledge(message);
         this.#checkIdle();
         continue;
       }
@@ -288,7 +298,12 @@ export class ServerLink {
     }
   }
 
-  #acknowledge(ack: AckMessage): void {
+  /**
+   * Takes the Ack of the oldest pending Connect: opens its session, or passes
+   * its refusal on.
+   * @throws {ProtocolError} If no Connect waits, or the number is already open.
+   */
+  acknowledge(ack: AckMessage): void {
     const head = this.pending.shift();
     if (head === undefined) {
       throw new ProtocolError(
@@ -298,6 +313,7 @@ export class ServerLink {
     clearTimeout(head.timer);
     if (ack.sessionId === -1) {
       if (!head.abandoned) {
+        this.#settings.counters?.refused("server_refused");
         head.client.refused(
           clipReason(ack.reason) || `Indirect server "${this.name}" refused the session`,
         );
@@ -307,7 +323,10 @@ export class ServerLink {
     // Numbers are this link's own: each client link carries one session, and the discover point
     // keeps a table per server link, so replicas of one name never collide.
     if (this.sessions.has(ack.sessionId)) {
-      if (!head.abandoned) head.client.refused(`Indirect server "${this.name}" sent a bad Ack`);
+      if (!head.abandoned) {
+        this.#settings.counters?.refused("link_lost");
+        head.client.refused(`Indirect server "${this.name}" sent a bad Ack`);
+      }
       throw new ProtocolError(
         `Cannot accept Ack for session ${ack.sessionId}: that number is already open on this link`,
       );
@@ -324,6 +343,7 @@ export class ServerLink {
     }
     const session = new DiscoverPointSession(ack.sessionId, this, head.client, this.#settings);
     this.sessions.set(ack.sessionId, session);
+    if (this.traffic) this.traffic.sessions++;
     logger.debug("Session {id} of {name} opened for {client}", {
       id: ack.sessionId,
       name: this.name,
@@ -332,11 +352,16 @@ export class ServerLink {
     head.client.accepted(session);
   }
 
-  /** The link ended: every session and pending Connect ends with `reason`. */
-  end(reason: string): void {
+  /**
+   * The link ended: every session and pending Connect ends with `reason`.
+   * @param kind What the refusals of pending Connects count as.
+   */
+  end(reason: string, kind: RefusalReason = "link_lost"): void {
     for (const pending of this.pending.splice(0)) {
       clearTimeout(pending.timer);
-      if (!pending.abandoned) pending.client.refused(reason);
+      if (pending.abandoned) continue;
+      this.#settings.counters?.refused(kind);
+      pending.client.refused(reason);
     }
     for (const session of this.sessions.values()) session.serverClosed(reason);
     this.sessions.clear();

@@ -9,10 +9,10 @@ import { TimedOut } from "../_platform.ts";
 import type { Identity } from "../link/auth.ts";
 import { DiscoverPointUnreachableError, ProtocolError, SessionRefusedError } from "../errors.ts";
 import { dialDiscoverPoint } from "../link/handshake.ts";
-import { ALL_FEATURES, type KeepaliveOptions } from "../link/link.ts";
+import { ALL_FEATURES, type EndFeature, type KeepaliveOptions } from "../link/link.ts";
 import { MessageType, messageTypeName, Role } from "../wire/message.ts";
 import { SessionMux } from "./mux.ts";
-import type { IndirectConn } from "./session.ts";
+import type { IndirectConn } from "./types.ts";
 
 const logger = getLogger(["rtcp", "connect"]);
 
@@ -40,9 +40,10 @@ export interface IndirectConnectOptions {
   maxWindow?: number;
   /**
    * Extensions to offer (PROTOCOL.md Part 3); `[]` speaks Parts 1 and 2 only.
-   * @default {["half-close", "keepalive", "flow-control", "binary"]}
+   * `"auth"` is offered only with a `key`.
+   * @default {["half-close", "keepalive", "flow-control", "binary", "auth", "pool"]}
    */
-  features?: readonly string[];
+  features?: readonly EndFeature[];
   /** Keepalive timing, when the discover point agrees on it. @default {{ interval: 15000, timeout: 10000 }} */
   keepalive?: KeepaliveOptions;
   /** Cancels the attempt. */
@@ -165,6 +166,13 @@ export function connect(options: DirectConnectOptions): Promise<Deno.TcpConn>;
  * @throws {Deno.errors.TimedOut} If the session did not open within `timeout`.
  */
 export function connect(options: IndirectConnectOptions): Promise<IndirectConn>;
+/**
+ * Either of the above, as `options` says: plain TCP when they name a port, a
+ * session through a discover point when they name a `dp`.
+ * @param options A host and port for a direct client, or a discover point and a name.
+ * @returns A `Deno.TcpConn`, or an {@linkcode IndirectConn}.
+ */
+export function connect(options: ConnectOptions): Promise<Deno.TcpConn | IndirectConn>;
 export function connect(options: ConnectOptions): Promise<Deno.TcpConn | IndirectConn> {
   if ("dp" in options) return connectIndirect(options);
   return Deno.connect(options);

@@ -9,11 +9,12 @@ import { Backoff, type BackoffOptions, sleep } from "../_backoff.ts";
 import type { Identity } from "../link/auth.ts";
 import { parseDiscoverPoint } from "../transport/dial.ts";
 import { VersionMismatchError } from "../errors.ts";
+import { BadResource, Interrupted } from "../_platform.ts";
 import { dialDiscoverPoint } from "../link/handshake.ts";
-import { ALL_FEATURES, type KeepaliveOptions } from "../link/link.ts";
+import { ALL_FEATURES, type EndFeature, type KeepaliveOptions } from "../link/link.ts";
 import { type ConnectMessage, MAX_NAME_LENGTH, MessageType, Role } from "../wire/message.ts";
 import { SessionMux } from "./mux.ts";
-import type { IndirectConn } from "./session.ts";
+import type { IndirectConn, IndirectListener } from "./types.ts";
 import { parseAddress } from "../transport/tcp.ts";
 
 const logger = getLogger(["rtcp", "listen"]);
@@ -108,9 +109,10 @@ export interface IndirectListenOptions {
   maxWindow?: number;
   /**
    * Extensions to offer (PROTOCOL.md Part 3); `[]` speaks Parts 1 and 2 only.
-   * @default {["half-close", "keepalive", "flow-control", "binary"]}
+   * `"auth"` is offered only with a `key`.
+   * @default {["half-close", "keepalive", "flow-control", "binary", "auth", "pool"]}
    */
-  features?: readonly string[];
+  features?: readonly EndFeature[];
   /** Keepalive timing on links to a discover point that agreed on it. @default {{ interval: 15000, timeout: 10000 }} */
   keepalive?: KeepaliveOptions;
   /** Closes the listener when aborted. */
@@ -165,17 +167,10 @@ function reasonOf(error: unknown): string {
 }
 
 /**
- * An indirect server's listener, shaped like `Deno.Listener`. Each accepted
- * connection is a session that a client opened through the discover point.
- *
- * Registration runs in the background: a first registration that fails (the
- * discover point unreachable, the version refused) rejects `accept()` and
- * `ready` with that error. After that, lost links are replaced with backoff
- * (unless `reconnect: false`), and `accept()` keeps working. Sessions on a
- * lost link fail with `Deno.errors.ConnectionReset`; others continue.
- * `close()` refuses new sessions and leaves accepted ones open, as TCP does.
+ * The listener behind an {@linkcode IndirectListener}: it keeps the pool of
+ * links registered and hands out the sessions that arrive on them.
  */
-export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAddr> {
+class IndirectServer implements IndirectListener {
   /** The discover point's address. */
   readonly addr: Deno.NetAddr;
   /** Resolves once the name is registered on a first link; rejects if that fails. */
@@ -335,7 +330,7 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
       };
       if (signal.aborted) {
         link.abort();
-        return new Deno.errors.BadResource("Listener has been closed");
+        return new BadResource("Listener has been closed");
       }
       if (this.#unref) link.unref();
       this.#links.add(entry);
@@ -484,23 +479,37 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
     if (conn) return Promise.resolve(conn);
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) {
-      return Promise.reject(new Deno.errors.BadResource("Listener has been closed"));
+      return Promise.reject(new BadResource("Listener has been closed"));
     }
     const waiter = Promise.withResolvers<IndirectConn>();
     this.#waiters.push(waiter);
     return waiter.promise;
   }
 
-  /** Yields sessions until the listener is closed; throws the registration error. */
-  async *[Symbol.asyncIterator](): AsyncIterableIterator<IndirectConn> {
-    for (;;) {
-      try {
-        yield await this.accept();
-      } catch (error) {
-        if (error instanceof Deno.errors.BadResource) return;
-        throw error;
+  /**
+   * The next session, as `Deno.Listener`'s iterator does: done once the
+   * listener is closed; the registration error rejects it.
+   */
+  async next(): Promise<IteratorResult<IndirectConn, undefined>> {
+    try {
+      return { value: await this.accept(), done: false };
+    } catch (error) {
+      if (error instanceof BadResource || error instanceof Interrupted) {
+        return { value: undefined, done: true };
       }
+      throw error;
     }
+  }
+
+  /** Closes the listener, as `Deno.Listener`'s iterator does when a `for await` loop is left. */
+  return(): Promise<IteratorResult<IndirectConn, undefined>> {
+    this.close();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  /** The listener itself, as on `Deno.Listener`: leaving a `for await` loop closes it. */
+  [Symbol.asyncIterator](): this {
+    return this;
   }
 
   /**
@@ -512,9 +521,9 @@ export class IndirectListener implements Deno.Listener<IndirectConn, Deno.NetAdd
     if (this.#closed) return;
     this.#closed = true;
     this.#stop.abort();
-    const closed = new Deno.errors.BadResource("Listener has been closed");
+    const closed = new BadResource("Listener has been closed");
     for (const waiter of this.#waiters.splice(0)) waiter.reject(closed);
-    for (const conn of this.#queue.splice(0)) conn.close();
+    for (const conn of this.#queue.splice(0)) conn[Symbol.dispose]();
     for (const entry of this.#links) {
       entry.draining = true;
       if (entry.mux.size === 0) void entry.mux.link.close();
@@ -559,7 +568,14 @@ export function listen(options: DirectListenOptions): Deno.TcpListener;
  * @returns A listener shaped like `Deno.Listener`.
  */
 export function listen(options: IndirectListenOptions): IndirectListener;
+/**
+ * Either of the above, as `options` says: a direct server when they name a
+ * port, an indirect one when they name a `dp`.
+ * @param options A port for a direct server, or a discover point and a name.
+ * @returns A `Deno.TcpListener`, or an {@linkcode IndirectListener}.
+ */
+export function listen(options: ListenOptions): Deno.TcpListener | IndirectListener;
 export function listen(options: ListenOptions): Deno.TcpListener | IndirectListener {
-  if ("dp" in options) return new IndirectListener(options);
+  if ("dp" in options) return new IndirectServer(options);
   return Deno.listen(options);
 }

@@ -9,7 +9,7 @@ import { ConnectionReset } from "../_platform.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Link } from "../link/link.ts";
 import { type ConnectMessage, MessageType, messageTypeName } from "../wire/message.ts";
-import { IndirectConn, type SessionCarrier } from "./session.ts";
+import { IndirectSession, type SessionCarrier } from "./session.ts";
 
 const logger = getLogger(["rtcp", "mux"]);
 
@@ -29,7 +29,7 @@ export interface SessionMuxOptions {
 export class SessionMux implements SessionCarrier {
   /** The link underneath. */
   readonly link: Link;
-  readonly #sessions = new Map<number, IndirectConn>();
+  readonly #sessions = new Map<number, IndirectSession>();
   readonly #options: SessionMuxOptions;
 
   /** Creates the table for `link`; call {@linkcode run} to start routing. */
@@ -64,8 +64,8 @@ export class SessionMux implements SessionCarrier {
   }
 
   /** Creates and registers session `sessionId`, before its Ack is sent. */
-  open(sessionId: number, remoteAddr?: Deno.NetAddr, clientKey?: string): IndirectConn {
-    const session = new IndirectConn(this, sessionId, {
+  open(sessionId: number, remoteAddr?: Deno.NetAddr, clientKey?: string): IndirectSession {
+    const session = new IndirectSession(this, sessionId, {
       localAddr: this.link.transport.localAddr,
       remoteAddr: remoteAddr ?? this.link.transport.remoteAddr,
       clientKey,

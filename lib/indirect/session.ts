@@ -1,16 +1,22 @@
 /**
  * One tunnelled session at an end (indirect server or client): its state,
- * its streams, and the `Deno.Conn` surface over them.
+ * the peer's bytes waiting to be read, and the `Deno.Conn` surface over them.
  * @module
  */
 
 import { recycle } from "../wire/_frame_pool.ts";
 import { FrameReader } from "../transport/_frame_reader.ts";
+import { ConnectionReset, Interrupted } from "../_platform.ts";
 import { SessionClosedError } from "../errors.ts";
 import { ReceiveWindow, SendCredit } from "../link/flow.ts";
 import { type Message, MessageType } from "../wire/message.ts";
+import type { IndirectConn } from "./types.ts";
 
-/** Bytes the readable side buffers before the link stops reading for it. */
+/**
+ * Bytes of the peer's that a session holds unread before the link stops
+ * reading for it (without the `flow-control` extension; with it, the window
+ * bounds them).
+ */
 export const READ_HIGH_WATER_MARK = 256 * 1024;
 
 /** What a session needs from the link that carries it. */
@@ -45,7 +51,7 @@ const NEXT: Record<SessionState, readonly SessionState[]> = {
   closed: [],
 };
 
-/** Addresses of an {@linkcode IndirectConn}. */
+/** Addresses of an {@linkcode IndirectSession}. */
 export interface IndirectConnAddresses {
   /** Local end of the link that carries the session. */
   localAddr: Deno.NetAddr;
@@ -56,65 +62,74 @@ export interface IndirectConnAddresses {
 }
 
 /**
- * A connection tunnelled through a discover point, shaped like `Deno.Conn`.
+ * The session behind an {@linkcode IndirectConn}: the link's mux feeds it
+ * (`deliver`, `endedByPeer`, `closedByPeer`, `credited`, `abort`), the
+ * application uses the `IndirectConn` surface.
  *
- * The peer's Close ends `readable` (EOF); a lost link errors it with
- * `Deno.errors.ConnectionReset`. Without the `half-close` extension (a peer
- * that speaks the original protocol), `closeWrite()` only ends the local
- * writable: the original protocol cannot tell the peer.
+ * The peer's bytes wait in one queue, the inbox, that every way of reading
+ * takes from in turn: `read()`, the `readable` stream (created on first use,
+ * it holds nothing itself), and `writeTo()`. So, as on a `Deno.TcpConn`, none
+ * of them locks out the others. Writes go out one after another, whole,
+ * whether they come from `write()` or from the `writable` stream.
  */
-export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
+export class IndirectSession implements IndirectConn {
   /** The session number (`X`) the indirect server assigned. */
   readonly sessionId: number;
   /** Local end of the link that carries the session. */
   readonly localAddr: Deno.NetAddr;
   /** The far end: the client as the discover point saw it, or the discover point. */
   readonly remoteAddr: Deno.NetAddr;
-  /**
-   * On an indirect server: the key (`ed25519:…`) the client proved to the
-   * discover point (extension `auth`), or `undefined`. Always `undefined` on a client.
-   */
+  /** On an indirect server: the key the client proved, or `undefined`. */
   readonly clientKey: string | undefined;
-  /** Bytes from the peer. */
-  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
-  /** Bytes to the peer; closing it is `closeWrite()`. */
-  readonly writable: WritableStream<Uint8Array>;
   /** Resolves once the session has ended, whichever way. */
   readonly closed: Promise<void>;
 
   readonly #carrier: SessionCarrier;
   readonly #ended = Promise.withResolvers<void>();
   #state: SessionState = "open";
-  #controller!: ReadableByteStreamController;
-  #readEnded = false;
+  /** Whether `close()` (or dispose) was called: reads and writes fail with BadResource. */
+  #closedByUser = false;
+  /** What a write fails with once the session is no longer open. */
+  #failure: Error | undefined;
   #writeEnded = false;
   #sentEnd = false;
-  #pullWaiter: PromiseWithResolvers<void> | undefined;
-  /** Why the readable failed (it is then errored), once it has. */
-  #readError: Error | undefined;
-  /**
-   * While {@linkcode writeTo} runs: the peer's bytes waiting for it, which
-   * bypass the readable (one promise per chunk instead of a stream's machinery).
-   */
-  #direct: Uint8Array<ArrayBuffer>[] | undefined;
-  /** Bytes in `#direct`. */
-  #directBytes = 0;
-  /** Whether {@linkcode writeTo} runs: bytes count as consumed once its sink has them. */
-  #forwarding = false;
-  /** Bytes in the sink's write that {@linkcode writeTo} is waiting for. */
-  #sinkBytes = 0;
-  /** Wakes {@linkcode writeTo} when bytes or the end arrive. */
-  #directWaiter: PromiseWithResolvers<void> | undefined;
-  #failure: Error | undefined;
-  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  #leftover: Uint8Array | undefined;
-  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   /** With `flow-control`: what we may receive, and what we may send. */
   readonly #window: ReceiveWindow | undefined;
   readonly #credit: SendCredit | undefined;
-  /** Bytes handed to the readable, and how many of those were reported consumed. */
-  #enqueued = 0;
+
+  // The read side.
+  /** The peer's bytes not yet read, in order; the first may be partly read. */
+  readonly #inbox: Uint8Array<ArrayBuffer>[] = [];
+  #inboxBytes = 0;
+  /** No more bytes will arrive: the peer ended its direction, or the session ended. */
+  #readEnded = false;
+  /** Why reading fails, once it does: the link broke, or this end closed the session. */
+  #readError: Error | undefined;
+  /** Closed with a reason before the peer's End: reading fails with this once the inbox is read. */
+  #cut: Error | undefined;
+  /** Whether this end closed the session while reads may have waited: they fail with Interrupted. */
+  #stopped = false;
+  /** Wakes `read()` and `writeTo()` calls that wait for bytes or the end. */
+  readonly #takers: (() => void)[] = [];
+  /** Bytes in the sink's write that {@linkcode writeTo} is waiting for. */
+  #sinkBytes = 0;
+  /** Bytes delivered so far, and how many of those were reported consumed (flow control). */
+  #delivered = 0;
   #reported = 0;
+  /** Without flow control: settles once the reader has caught up, to let the link read on. */
+  #hold: PromiseWithResolvers<void> | undefined;
+  #readable: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
+  #controller: ReadableByteStreamController | undefined;
+  /** The readable asked for bytes that were not there yet. */
+  #streamWants = false;
+  /** The readable is closed, errored or cancelled. */
+  #streamDone = false;
+
+  // The write side.
+  #writable: WritableStream<Uint8Array> | undefined;
+  /** Writes queued or in progress, and the settling of the last one (the next one starts after it). */
+  #writesPending = 0;
+  #lastWrite: Promise<void> = Promise.resolve();
 
   /** Creates the session; its carrier routes messages for `sessionId` to it. */
   constructor(carrier: SessionCarrier, sessionId: number, addresses: IndirectConnAddresses) {
@@ -128,26 +143,33 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
       this.#window = new ReceiveWindow(carrier.maxWindow);
       this.#credit = new SendCredit();
     }
-    this.readable = new ReadableStream({
+  }
+
+  /**
+   * Bytes from the peer, as a byte stream that takes from the same queue as
+   * `read()`. Cancelling it closes the session; its end does not.
+   */
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    return this.#readable ??= new ReadableStream({
       type: "bytes",
       start: (controller) => {
         this.#controller = controller;
       },
-      pull: () => {
-        this.#wake();
-        if (!this.#forwarding) this.#returnCredit();
-      },
+      pull: () => this.#pull(),
       cancel: () => {
-        this.#readEnded = true;
-        this.#wake();
-        this.#returnCredit(this.#enqueued);
+        this.#streamDone = true;
+        this.#closeWith("");
       },
-    }, { highWaterMark: READ_HIGH_WATER_MARK });
-    this.writable = new WritableStream<Uint8Array>({
-      write: (chunk) => this.#write(chunk),
-      close: () => this.closeWrite(),
-      abort: (reason) =>
-        this.#closeWith(reason instanceof Error ? reason.message : "writer aborted"),
+    }, { highWaterMark: 0 });
+  }
+
+  /** Bytes to the peer, in turn with `write()`. Closing it is `closeWrite()`; aborting it closes the session. */
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= new WritableStream<Uint8Array>({
+      write: (chunk) => this.#queueWrite(chunk),
+      close: () => this.#endWrite(),
+      // As Deno closes its connection (the peer reads EOF): the abort's reason stays here.
+      abort: () => this.#closeWith(""),
     });
   }
 
@@ -159,28 +181,11 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     }
     this.#state = next;
     if (next === "closed") {
-      this.#wake();
+      this.#release();
       this.#credit?.cancel();
       this.#carrier.release(this.sessionId);
       this.#ended.resolve();
     }
-  }
-
-  #wake(): void {
-    const waiter = this.#pullWaiter;
-    this.#pullWaiter = undefined;
-    waiter?.resolve();
-  }
-
-  #wakeWriter(): void {
-    const waiter = this.#directWaiter;
-    this.#directWaiter = undefined;
-    waiter?.resolve();
-  }
-
-  /** Bytes in the readable's queue. */
-  get #readableQueued(): number {
-    return READ_HIGH_WATER_MARK - (this.#controller.desiredSize ?? READ_HIGH_WATER_MARK);
   }
 
   // ---- messages from the link -------------------------------------------
@@ -191,31 +196,22 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
    */
   deliver(bytes: Uint8Array<ArrayBuffer>): Promise<void> | undefined {
     this.#window?.received(bytes.length);
-    this.#enqueued += bytes.length;
-    if (this.#state !== "open" || this.#readEnded || bytes.length === 0) {
-      this.#returnCredit(this.#enqueued); // Nobody will read these: consumed at once.
+    this.#delivered += bytes.length;
+    if (bytes.length === 0) return undefined;
+    if (this.#state !== "open" || this.#readEnded) {
+      this.#consumed(); // Nobody will read these: consumed at once.
       return undefined;
     }
-    if (this.#direct) {
-      this.#direct.push(bytes);
-      this.#directBytes += bytes.length;
-      this.#wakeWriter();
-      if (this.#window || this.#directBytes + this.#sinkBytes <= READ_HIGH_WATER_MARK) {
-        return undefined;
-      }
-      this.#pullWaiter ??= Promise.withResolvers<void>();
-      return this.#pullWaiter.promise;
-    }
-    this.#controller.enqueue(bytes);
-    if (this.#window) {
-      // The window bounds the buffer: never hold the link. A reader that was waiting took the
-      // bytes straight away, which counts as consumed.
-      this.#returnCredit();
+    this.#inbox.push(bytes);
+    this.#inboxBytes += bytes.length;
+    if (this.#streamWants) this.#feedStream();
+    this.#wakeTakers();
+    // With flow control the window bounds the inbox: never hold the link.
+    if (this.#window || this.#inboxBytes + this.#sinkBytes <= READ_HIGH_WATER_MARK) {
       return undefined;
     }
-    if ((this.#controller.desiredSize ?? 1) > 0) return undefined;
-    this.#pullWaiter ??= Promise.withResolvers<void>();
-    return this.#pullWaiter.promise;
+    this.#hold ??= Promise.withResolvers<void>();
+    return this.#hold.promise;
   }
 
   /** The peer granted `bytes` more credit. */
@@ -223,14 +219,67 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     this.#credit?.add(bytes);
   }
 
+  /** The peer sent End: its direction is finished. */
+  endedByPeer(): void {
+    if (this.#state !== "open") return;
+    this.#endInput();
+    if (this.#sentEnd) this.#sendClose("");
+  }
+
+  /** The peer sent Close, or the discover point answered ours. */
+  closedByPeer(reason: string): void {
+    if (this.#state === "closed") return;
+    this.#failure ??= new SessionClosedError(
+      `Cannot write to session ${this.sessionId}: the peer closed it${reason ? `: ${reason}` : ""}`,
+    );
+    if (reason === "" || this.#readEnded || !this.#carrier.halfClose) this.#endInput();
+    else {
+      // Cut short (a lost server link, a limit): what arrived stays readable, and then reading
+      // fails with the reason instead of ending, so a cut stream never passes for a whole one.
+      // Only where half-close is agreed: there a whole stream ends with End, and a reason means
+      // trouble; a peer of Parts 1 and 2 may give a reason to any Close.
+      this.#cut = new ConnectionReset(`Session ${this.sessionId} was cut short: ${reason}`);
+      if (this.#inboxBytes === 0) this.#failInput(this.#cut);
+      else this.#wakeTakers();
+    }
+    this.#moveTo("closed");
+  }
+
+  /** The inbox is read and the session was cut: reading fails from now on. */
+  #failIfCut(): void {
+    if (this.#cut !== undefined && this.#inboxBytes === 0) this.#failInput(this.#cut);
+  }
+
   /**
-   * Reports consumption to the flow-control window and sends the credit it returns.
-   * @param consumed Total bytes consumed so far; by default, what left the readable's queue.
+   * The link broke: writes fail with `error`, and so do reads (unread bytes
+   * are dropped) unless the peer had ended its direction already.
    */
-  #returnCredit(consumed?: number): void {
+  abort(error: Error): void {
+    if (this.#state === "closed") return;
+    this.#failure ??= error;
+    if (!this.#readEnded) this.#failInput(error);
+    this.#moveTo("closed");
+  }
+
+  // ---- the read side ------------------------------------------------------
+
+  /** Bytes left the inbox (read, forwarded or dropped): credit may go back, the link may read on. */
+  #consumed(): void {
+    if (this.#window) this.#returnCredit();
+    else if (this.#inboxBytes + this.#sinkBytes <= READ_HIGH_WATER_MARK) this.#release();
+  }
+
+  /** Lets a held link read on. */
+  #release(): void {
+    const hold = this.#hold;
+    this.#hold = undefined;
+    hold?.resolve();
+  }
+
+  /** Reports consumption to the flow-control window and sends the credit it returns. */
+  #returnCredit(): void {
     if (this.#window === undefined || this.#state !== "open") return;
-    const total = consumed ??
-      this.#enqueued - this.#readableQueued - this.#directBytes - this.#sinkBytes;
+    const total = this.#delivered - this.#inboxBytes - this.#sinkBytes;
     const delta = total - this.#reported;
     if (delta <= 0) return;
     this.#reported = total;
@@ -243,59 +292,207 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     }
   }
 
-  /** The peer sent End: its direction is finished. */
-  endedByPeer(): void {
-    if (this.#state !== "open") return;
-    this.#endReadable();
-    if (this.#sentEnd) this.#closeWith("");
+  #wakeTakers(): void {
+    const takers = this.#takers;
+    // A woken call goes on in a later microtask, so the list cannot change under this loop.
+    for (let i = 0; i < takers.length; i++) takers[i]!();
+    takers.length = 0;
   }
 
-  /** The peer sent Close, or the discover point answered ours. */
-  closedByPeer(reason: string): void {
-    if (this.#state === "closed") return;
-    this.#failure ??= new SessionClosedError(
-      `Cannot write to session ${this.sessionId}: the peer closed it${reason ? `: ${reason}` : ""}`,
-    );
-    this.#endReadable();
-    this.#moveTo("closed");
+  /** Resolves when bytes arrive or reading ends. */
+  #input(): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#takers.push(resolve);
+    return promise;
   }
 
-  /** The link broke: both streams fail with `error`. */
-  abort(error: Error): void {
-    if (this.#state === "closed") return;
-    this.#failure ??= error;
-    this.#failReadable(error);
-    this.#moveTo("closed");
+  /** Takes `count` bytes off the front of the inbox's first chunk. */
+  #take(count: number): void {
+    const head = this.#inbox[0]!;
+    this.#inboxBytes -= count;
+    if (count === head.length) this.#inbox.shift();
+    else this.#inbox[0] = head.subarray(count);
   }
 
-  #endReadable(): void {
+  /** No more bytes will come; those in the inbox stay readable, then the end. */
+  #endInput(): void {
     if (this.#readEnded) return;
     this.#readEnded = true;
-    this.#controller.close();
-    // A BYOB reader may be parked on a request that close() cannot answer.
-    this.#controller.byobRequest?.respond(0);
-    this.#wakeWriter();
+    if (this.#streamWants && this.#inboxBytes === 0) this.#closeStream();
+    this.#wakeTakers();
   }
 
-  #failReadable(error: Error): void {
-    if (this.#readEnded) return;
+  /** Reading fails with `error` from now on: unread bytes are dropped. */
+  #failInput(error: Error, streamError: Error = error): void {
+    if (this.#readError) return;
     this.#readEnded = true;
     this.#readError = error;
-    this.#controller.error(error);
-    this.#wakeWriter();
+    this.#inbox.length = 0;
+    this.#inboxBytes = 0;
+    this.#consumed();
+    if (this.#controller && !this.#streamDone) {
+      this.#streamDone = true;
+      this.#streamWants = false;
+      this.#controller.error(streamError);
+    }
+    this.#wakeTakers();
   }
 
-  // ---- the application's side ---------------------------------------------
+  /**
+   * This end closed the session: reads from now on fail with BadResource,
+   * and those waiting now with Interrupted, as on a `Deno.Conn`.
+   */
+  #stopInput(): void {
+    if (this.#readError) return;
+    this.#stopped = true;
+    const closed = new SessionClosedError(
+      `Cannot read from session ${this.sessionId}: it was closed`,
+    );
+    this.#failInput(closed, this.#streamWants ? this.#interrupted("reading") : closed);
+  }
+
+  #interrupted(what: string): Error {
+    return new Interrupted(`Stopped ${what} session ${this.sessionId}: it was closed`);
+  }
+
+  /** The readable wants bytes. */
+  #pull(): void {
+    if (this.#inboxBytes > 0) this.#feedStream();
+    else if (this.#cut !== undefined && this.#readError === undefined) this.#failInput(this.#cut);
+    else if (this.#readError) {
+      this.#streamDone = true;
+      this.#controller!.error(this.#readError);
+    } else if (this.#readEnded) this.#closeStream();
+    else this.#streamWants = true;
+  }
+
+  /** Hands the readable's pending read the inbox's first chunk (or what its buffer holds of it). */
+  #feedStream(): void {
+    const controller = this.#controller!;
+    const head = this.#inbox[0]!;
+    this.#streamWants = false;
+    const request = controller.byobRequest;
+    if (request?.view) {
+      const view = request.view;
+      const count = Math.min(view.byteLength, head.length);
+      new Uint8Array(view.buffer, view.byteOffset, count).set(head.subarray(0, count));
+      this.#take(count);
+      request.respond(count);
+    } else {
+      this.#take(head.length);
+      controller.enqueue(head); // Handed over whole: no copy.
+    }
+    this.#consumed();
+  }
+
+  #closeStream(): void {
+    this.#streamWants = false;
+    this.#streamDone = true;
+    const controller = this.#controller!;
+    controller.close();
+    // A BYOB reader may be parked on a request that close() cannot answer.
+    controller.byobRequest?.respond(0);
+  }
+
+  /**
+   * Reads into `p`.
+   * @returns The number of bytes read, or `null` at end of stream.
+   */
+  async read(p: Uint8Array): Promise<number | null> {
+    if (p.length === 0) return 0;
+    for (;;) {
+      if (this.#closedByUser) {
+        throw new SessionClosedError(`Cannot read from session ${this.sessionId}: it was closed`);
+      }
+      const head = this.#inbox[0];
+      if (head !== undefined) {
+        const count = Math.min(p.length, head.length);
+        p.set(count === head.length ? head : head.subarray(0, count));
+        this.#take(count);
+        // The chunk was ours alone and is copied out: its memory serves again.
+        if (count === head.length) recycle(head);
+        this.#consumed();
+        return count;
+      }
+      this.#failIfCut();
+      if (this.#readError) throw this.#readError;
+      if (this.#readEnded) return null;
+      await this.#input();
+      if (this.#stopped) throw this.#interrupted("reading");
+    }
+  }
+
+  /**
+   * Writes everything the peer sends to `sink` until the end of the stream,
+   * without copying it first. For forwarders; like Go's `io.WriterTo`. The
+   * sink must be done with the bytes once its `write()` resolves, as a
+   * `Deno.Conn` is. What the sink did not take (it threw) stays readable.
+   * @param sink Where the bytes go, e.g. a `Deno.TcpConn`.
+   * @param progress Called with the size of each piece written.
+   * @returns The number of bytes written.
+   */
+  async writeTo(
+    sink: { write(p: Uint8Array): Promise<number> },
+    progress?: (bytes: number) => void,
+  ): Promise<number> {
+    let total = 0;
+    for (;;) {
+      if (this.#closedByUser) {
+        throw new SessionClosedError(`Cannot read from session ${this.sessionId}: it was closed`);
+      }
+      const chunk = this.#inbox.shift();
+      if (chunk === undefined) {
+        this.#failIfCut();
+        if (this.#readError) throw this.#readError;
+        if (this.#readEnded) return total;
+        await this.#input();
+        if (this.#stopped) throw this.#interrupted("reading");
+        continue;
+      }
+      // Bytes count as consumed once the sink has them.
+      this.#inboxBytes -= chunk.length;
+      this.#sinkBytes += chunk.length;
+      try {
+        // Inline rather than a helper: one promise less per chunk on the hot path.
+        for (let written = 0; written < chunk.length;) {
+          written += await sink.write(written === 0 ? chunk : chunk.subarray(written));
+        }
+      } finally {
+        this.#sinkBytes -= chunk.length;
+      }
+      total += chunk.length;
+      progress?.(chunk.length);
+      this.#consumed();
+      // The chunk was ours alone (deliver hands its buffer over): its memory serves again.
+      recycle(chunk);
+    }
+  }
+
+  // ---- the write side -----------------------------------------------------
+
+  /** Sends `chunk` after the writes before it. */
+  #queueWrite(chunk: Uint8Array): Promise<void> {
+    const write = this.#writesPending === 0
+      ? this.#write(chunk)
+      : this.#lastWrite.then(() => this.#write(chunk));
+    this.#writesPending++;
+    const settle = () => {
+      this.#writesPending--;
+    };
+    this.#lastWrite = write.then(settle, settle);
+    return write;
+  }
 
   async #write(chunk: Uint8Array): Promise<void> {
+    this.#checkWritable();
     let offset = 0;
     while (offset < chunk.length) {
-      this.#checkWritable();
       let size = Math.min(chunk.length - offset, this.#carrier.maxDataBytes);
       const credit = this.#credit;
       if (credit) {
         if (credit.available <= 0) {
           await credit.wait();
+          this.#checkStillWritable();
           continue;
         }
         size = Math.min(size, credit.available);
@@ -308,11 +505,18 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
         sessionId: this.sessionId,
         content,
       });
-      if (full) await full;
+      if (full) {
+        await full;
+        if (offset < chunk.length) this.#checkStillWritable();
+      }
     }
   }
 
+  /** Throws what a write fails with now, if it does. */
   #checkWritable(): void {
+    if (this.#closedByUser) {
+      throw new SessionClosedError(`Cannot write to session ${this.sessionId}: it was closed`);
+    }
     if (this.#state !== "open") {
       throw this.#failure ??
         new SessionClosedError(`Cannot write to session ${this.sessionId}: it is closed`);
@@ -324,38 +528,10 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
     }
   }
 
-  /** Sends Close with `reason` unless the session already ended. */
-  #closeWith(reason: string): void {
-    if (this.#state !== "open") return;
-    this.#failure ??= new SessionClosedError(`Cannot use session ${this.sessionId}: it was closed`);
-    this.#writeEnded = true;
-    this.#failReadable(this.#failure);
-    this.#moveTo("closing");
-    try {
-      this.#carrier.send({ type: MessageType.Close, sessionId: this.sessionId, reason });
-    } catch {
-      // The link is gone; its end closes this session for good.
-    }
-  }
-
-  /**
-   * Reads into `p`.
-   * @returns The number of bytes read, or `null` at end of stream.
-   */
-  async read(p: Uint8Array): Promise<number | null> {
-    if (p.length === 0) return 0;
-    let chunk = this.#leftover;
-    this.#leftover = undefined;
-    if (chunk === undefined) {
-      this.#reader ??= this.readable.getReader();
-      const result = await this.#reader.read();
-      if (result.done) return null;
-      chunk = result.value;
-    }
-    const count = Math.min(p.length, chunk.length);
-    p.set(chunk.subarray(0, count));
-    if (count < chunk.length) this.#leftover = chunk.subarray(count);
-    return count;
+  /** Like {@linkcode checkWritable}, for a write that was under way when `close()` came. */
+  #checkStillWritable(): void {
+    if (this.#closedByUser) throw this.#interrupted("writing to");
+    this.#checkWritable();
   }
 
   /**
@@ -404,90 +580,30 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   }
 
   /**
-   * Writes everything the peer sends to `sink` until the end of the stream,
-   * without copying it first. For forwarders; like Go's `io.WriterTo`. The
-   * sink must be done with the bytes once its `write()` resolves, as a
-   * `Deno.Conn` is.
-   * @param sink Where the bytes go, e.g. a `Deno.TcpConn`.
-   * @param progress Called with the size of each piece written.
-   * @returns The number of bytes written.
-   */
-  async writeTo(
-    sink: { write(p: Uint8Array): Promise<number> },
-    progress?: (bytes: number) => void,
-  ): Promise<number> {
-    let total = 0;
-    const leftover = this.#leftover;
-    this.#leftover = undefined;
-    if (leftover) total += await writeFully(sink, leftover, progress);
-    const reader = this.#reader ??= this.readable.getReader();
-    let direct: Uint8Array<ArrayBuffer>[] | undefined;
-    this.#forwarding = true;
-    try {
-      for (;;) {
-        let chunk: Uint8Array | undefined;
-        if (direct === undefined && (this.#readEnded || this.#readableQueued > 0)) {
-          // What the readable holds already, and an end it has seen, go through it.
-          const result = await reader.read();
-          if (result.done) return total;
-          chunk = result.value;
-        } else {
-          direct = this.#direct ??= [];
-          if (this.#readError) throw this.#readError;
-          chunk = direct.shift();
-          if (chunk === undefined) {
-            if (this.#readEnded) return total;
-            this.#directWaiter = Promise.withResolvers<void>();
-            await this.#directWaiter.promise;
-            continue;
-          }
-          this.#directBytes -= chunk.length;
-        }
-        this.#sinkBytes += chunk.length;
-        try {
-          // Inline rather than writeFully(): one promise less per chunk on the hot path.
-          for (let written = 0; written < chunk.length;) {
-            written += await sink.write(written === 0 ? chunk : chunk.subarray(written));
-          }
-        } finally {
-          this.#sinkBytes -= chunk.length;
-        }
-        total += chunk.length;
-        progress?.(chunk.length);
-        this.#forwarded(chunk);
-      }
-    } finally {
-      this.#forwarding = false;
-      this.#direct = undefined;
-      // The sink failed: what it did not take stays readable, in order.
-      for (const chunk of direct ?? []) {
-        this.#directBytes -= chunk.length;
-        if (!this.#readEnded) this.#controller.enqueue(chunk);
-      }
-      reader.releaseLock();
-      this.#reader = undefined;
-    }
-  }
-
-  /**
-   * After {@linkcode writeTo} wrote `chunk`: its bytes count as consumed
-   * (credit may go back), and its memory serves again, as the chunk was ours
-   * alone (the readable hands its buffers over).
-   */
-  #forwarded(chunk: Uint8Array): void {
-    if (this.#window) this.#returnCredit();
-    else if (this.#directBytes + this.#sinkBytes <= READ_HIGH_WATER_MARK) this.#wake();
-    recycle(chunk);
-  }
-
-  /**
-   * Writes all of `p`.
+   * Writes all of `p`, after the writes called before it.
    * @returns `p.length`.
    */
   async write(p: Uint8Array): Promise<number> {
-    this.#writer ??= this.writable.getWriter();
-    await this.#writer.write(p);
+    if (p.length === 0) {
+      if (this.#closedByUser) this.#checkWritable();
+      return 0;
+    }
+    await this.#queueWrite(p);
     return p.length;
+  }
+
+  /** Ends the write direction (sends End with `half-close`); nothing if it already ended. */
+  #endWrite(): void {
+    if (this.#state !== "open" || this.#writeEnded) return;
+    this.#writeEnded = true;
+    if (!this.#carrier.halfClose) return;
+    this.#sentEnd = true;
+    try {
+      this.#carrier.send({ type: MessageType.End, sessionId: this.sessionId });
+    } catch {
+      // The link is gone; its end closes this session for good.
+    }
+    if (this.#readEnded) this.#sendClose("");
   }
 
   /**
@@ -495,21 +611,45 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
    * EOF while it can still send; without it the peer is not told.
    */
   closeWrite(): Promise<void> {
-    if (this.#state !== "open" || this.#writeEnded) return Promise.resolve();
-    this.#writeEnded = true;
-    if (!this.#carrier.halfClose) return Promise.resolve();
-    this.#sentEnd = true;
-    try {
-      this.#carrier.send({ type: MessageType.End, sessionId: this.sessionId });
-    } catch {
-      // The link is gone; its end closes this session for good.
+    if (this.#closedByUser) {
+      return Promise.reject(
+        new SessionClosedError(`Cannot close session ${this.sessionId} for writing: it was closed`),
+      );
     }
-    if (this.#readEnded) this.#closeWith("");
+    this.#endWrite();
     return Promise.resolve();
   }
 
-  /** Closes the session: sends Close, and pending reads and writes fail. */
+  /** Sends Close (the session is then `closing`) unless it already ended. */
+  #sendClose(reason: string): void {
+    if (this.#state !== "open") return;
+    this.#writeEnded = true;
+    this.#moveTo("closing");
+    this.#credit?.cancel();
+    try {
+      this.#carrier.send({ type: MessageType.Close, sessionId: this.sessionId, reason });
+    } catch {
+      // The link is gone; its end closes this session for good.
+    }
+  }
+
+  /** This end closes the session, with `reason` for the peer: reading and writing stop. */
+  #closeWith(reason: string): void {
+    if (this.#state !== "open") return;
+    this.#failure ??= new SessionClosedError(`Cannot use session ${this.sessionId}: it was closed`);
+    this.#stopInput();
+    this.#sendClose(reason);
+  }
+
+  /**
+   * Closes the session: sends Close; reads and writes under way fail with
+   * Interrupted, later ones with BadResource. Closing it again does nothing.
+   */
   close(): void {
+    if (this.#closedByUser) return;
+    this.#closedByUser = true;
+    // Reads waiting now are interrupted, also when the session had ended already.
+    this.#stopInput();
     this.#closeWith("");
   }
 
@@ -529,15 +669,5 @@ export class IndirectConn implements Deno.Conn<Deno.NetAddr> {
   }
 }
 
-/** Writes all of `chunk` to `sink`, then reports its size to `progress`; returns the size. */
-async function writeFully(
-  sink: { write(p: Uint8Array): Promise<number> },
-  chunk: Uint8Array,
-  progress: ((bytes: number) => void) | undefined,
-): Promise<number> {
-  for (let written = 0; written < chunk.length;) {
-    written += await sink.write(written === 0 ? chunk : chunk.subarray(written));
-  }
-  progress?.(chunk.length);
-  return chunk.length;
-}
+/** The implementation under its interface's name, for tests that drive a session directly. */
+export { IndirectSession as IndirectConn };
