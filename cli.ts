@@ -44,7 +44,8 @@ import { Backoff, sleep } from "./lib/_backoff.ts";
 import { dialDiscoverPoint } from "./lib/link/handshake.ts";
 import { DiscoverPointUnreachableError } from "./mod.ts";
 import { Role } from "./lib/wire/message.ts";
-import { shutdownSignal } from "./app/shutdown.ts";
+import { type ShutdownSignal, shutdownSignal } from "./app/shutdown.ts";
+import { configArgs, ConfigError, configList, type FlagTable, readConfig } from "./app/config.ts";
 
 const logger = getLogger(["rtcp", "cli"]);
 
@@ -68,11 +69,16 @@ Options:
   --version   Print the version and exit`;
 
 const LOG_LEVEL_HELP =
-  `  --log-level L    trace, debug, info, warning, error or fatal (default info)
+  `  --config FILE    Options from a JSON file whose keys are these flags' names,
+                   and "services" (expose: [{"name", "to", "pool"?, "key"?}, …])
+                   or "listeners" (connect: [{"name", "listen", "key"?}, …]) to
+                   run several in one process; flags on the command line win
+  --log-level L    trace, debug, info, warning, error or fatal (default info)
   --log-format F   text (default) or json: one JSON object per line
   --exit-on-failure
                    Exit (status 1) when the discover point cannot be reached
-                   at start, instead of retrying until it answers (for supervisors)`;
+                   at start, instead of retrying until it answers (for supervisors)
+  --version        Print the version and exit`;
 
 const DP_HELP = `  --dp ADDRESS     The discover point (required): HOST:PORT or tcp://HOST:PORT,
                    tls://HOST:PORT for TLS, ws://HOST:PORT/rtcp or
@@ -626,7 +632,7 @@ async function runPubkey(path: string): Promise<number> {
   }
 }
 
-async function runExpose(options: ExposeOptions): Promise<number> {
+async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<number> {
   const { dp, name, pool } = options;
   const to = formatAddress({ transport: "tcp", ...options.to });
   const credentials = await readCredentials(options);
@@ -666,7 +672,6 @@ async function runExpose(options: ExposeOptions): Promise<number> {
   };
   const open = () => listen({ dp, name, pool, admit, backoff: FORWARDER_BACKOFF, ...credentials });
   let listener = open();
-  const stop = shutdownSignal();
   const stopped = new AbortController();
   void stop.received.then(() => stopped.abort());
   try {
@@ -742,7 +747,6 @@ async function runExpose(options: ExposeOptions): Promise<number> {
     await sessions.close();
     return 1;
   } finally {
-    stop.dispose();
     listener.close();
     for (const target of targets.values()) target.close();
     targets.clear();
@@ -781,7 +785,10 @@ async function checkDiscoverPoints(
   return answers.every(Boolean);
 }
 
-async function runConnect(options: ConnectCommandOptions): Promise<number> {
+async function runConnect(
+  options: ConnectCommandOptions,
+  stop: ShutdownSignal,
+): Promise<number> {
   const { dp, name } = options;
   const credentials = await readCredentials(options);
   if (credentials === undefined) return 1;
@@ -796,7 +803,6 @@ async function runConnect(options: ConnectCommandOptions): Promise<number> {
     });
     return 1;
   }
-  const stop = shutdownSignal();
   const sessions = new Sessions();
   const open = async (local: Deno.TcpConn): Promise<void> => {
     const client = formatAddress(local.remoteAddr);
@@ -836,7 +842,6 @@ async function runConnect(options: ConnectCommandOptions): Promise<number> {
     await sessions.close();
     return 1;
   } finally {
-    stop.dispose();
     try {
       server.close();
     } catch {
@@ -853,10 +858,18 @@ async function runConnect(options: ConnectCommandOptions): Promise<number> {
  */
 export async function main(args: string[]): Promise<number> {
   let parsed: Command;
+  let more: Command[];
   try {
-    parsed = parseCommand(args);
+    // With --config, one command per service (expose) or local listener (connect).
+    [parsed, ...more] = (await commandLines(args)).map(parseCommand) as [Command, ...Command[]];
   } catch (error) {
-    const usage = error instanceof UsageError ? error.usage : USAGE;
+    const usage = error instanceof UsageError
+      ? error.usage
+      : args[0] === "expose"
+      ? EXPOSE_USAGE
+      : args[0] === "connect"
+      ? CONNECT_USAGE
+      : USAGE;
     console.error(`${(error as Error).message}\n\n${usage}`);
     return 2;
   }
@@ -872,9 +885,78 @@ export async function main(args: string[]): Promise<number> {
   if (parsed.command === "pubkey") return await runPubkey(parsed.key);
   if (parsed.command === "status") return await runStatus(parsed.args);
   await setUpLogging(parseLogLevel(parsed.level), parsed.format);
-  return parsed.command === "expose"
-    ? await runExpose(parsed.options)
-    : await runConnect(parsed.options);
+  const stop = shutdownSignal();
+  try {
+    const codes = await Promise.all([parsed, ...more].map((command) => {
+      if (command.command === "expose") return runExpose(command.options, stop);
+      if (command.command === "connect") return runConnect(command.options, stop);
+      return Promise.resolve(0);
+    }));
+    return Math.max(...codes);
+  } finally {
+    stop.dispose();
+  }
+}
+
+/** Flags of `expose` and `connect` a config file may set, by kind. */
+const FORWARDER_FLAGS: FlagTable = {
+  dp: "strings",
+  name: "string",
+  to: "string",
+  listen: "string",
+  pool: "string",
+  key: "string",
+  "tls-ca": "string",
+  "log-level": "string",
+  "log-format": "string",
+  "exit-on-failure": "boolean",
+};
+
+/** What one entry of a config's `services` (expose) or `listeners` (connect) may set. */
+const ENTRY_FLAGS: Readonly<Record<"expose" | "connect", FlagTable>> = {
+  expose: { name: "string", to: "string", pool: "string", key: "string" },
+  connect: { name: "string", listen: "string", key: "string" },
+};
+
+/**
+ * The command lines `args` stands for: itself, or with `--config FILE` one
+ * per entry of the file's `services` (expose) or `listeners` (connect), each
+ * with the file's other keys as flags first and the command line's last.
+ * @throws {ConfigError} On a file that cannot be read, an unknown key, a wrong type, a name twice.
+ */
+async function commandLines(args: string[]): Promise<string[][]> {
+  const [command, ...rest] = args;
+  if (command !== "expose" && command !== "connect") return [args];
+  const at = rest.findIndex((arg) => arg === "--config" || arg.startsWith("--config="));
+  if (at < 0) return [args];
+  const path = rest[at]!.startsWith("--config=") ? rest[at]!.slice(9) : rest[at + 1];
+  if (path === undefined || path === "") throw new ConfigError("Cannot use --config: give a file");
+  const flags = rest.filter((_, index) =>
+    index !== at && !(index === at + 1 && !rest[at]!.includes("="))
+  );
+  const config = await readConfig(path);
+  const listKey = command === "expose" ? "services" : "listeners";
+  const entries = config[listKey] === undefined
+    ? [{}]
+    : configList(`${path}: "${listKey}"`, config[listKey], ENTRY_FLAGS[command]);
+  const seen = new Set<unknown>();
+  for (const [index, entry] of entries.entries()) {
+    const key = command === "expose" ? entry.name : entry.listen;
+    // Port 0 picks a free port each time: never twice the same.
+    const anyPort = typeof key === "string" && key.endsWith(":0");
+    if (key !== undefined && !anyPort && seen.has(key)) {
+      throw new ConfigError(
+        `${path}: "${listKey}"[${index}]: ${command === "expose" ? "name" : "listen"} ${
+          JSON.stringify(key)
+        } is already in an earlier entry`,
+      );
+    }
+    seen.add(key);
+  }
+  return entries.map((entry) => {
+    const entryArgs = configArgs(path, entry, ENTRY_FLAGS[command], flags);
+    return [command, ...configArgs(path, config, FORWARDER_FLAGS, entryArgs, [listKey])];
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -15,7 +15,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { configArgs, ConfigError, type FlagTable, readConfig } from "./app/config.ts";
 import { getLogger } from "./lib/_log.ts";
 import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/dp/discover_point.ts";
 import { NamesFile } from "./lib/dp/policy.ts";
@@ -116,6 +117,9 @@ Limits:
   --keepalive-timeout MS       Wait for an answer before dropping a link (default 10000)
   --features LIST              Extensions to offer, comma-separated, or "none" for the
                                original protocol only (default ${DP_FEATURES.join(",")})
+  --config FILE                Options from a JSON file whose keys are these flags'
+                               names ({"port": 7000, "expose": {"db": 15432}, ...});
+                               flags on the command line win (needs --allow-read=FILE)
   --log-level L                trace, debug, info, warning, error or fatal (default info)
   --log-format text|json       Log lines for people (default) or JSON Lines for pipelines
   --version                    Print the version and exit
@@ -217,40 +221,66 @@ interface Parsed {
   admin?: AdminSetting;
 }
 
+/** The flags of `dp.ts`, for `parseArgs` and for config files. */
+const DP_OPTIONS = {
+  config: { type: "string" },
+  hostname: { type: "string", default: "0.0.0.0" },
+  port: { type: "string", short: "p", default: String(DEFAULT_PORT) },
+  expose: { type: "string", multiple: true, default: [] },
+  "log-level": { type: "string", default: "info" },
+  "log-format": { type: "string", default: "text" },
+  version: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  features: { type: "string" },
+  "max-window": { type: "string" },
+  "keepalive-interval": { type: "string" },
+  "keepalive-timeout": { type: "string" },
+  name: { type: "string" },
+  names: { type: "string" },
+  unlisted: { type: "string", default: "open" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  http: { type: "string" },
+  registry: { type: "string", default: "memory" },
+  advertise: { type: "string" },
+  "registry-ttl": { type: "string" },
+  "cluster-key": { type: "string" },
+  "cluster-ca": { type: "string" },
+  admin: { type: "string" },
+  "admin-token-file": { type: "string" },
+  ...Object.fromEntries(
+    Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: "string" as const }]),
+  ),
+} as const satisfies ParseArgsOptionsConfig;
+
+/** What a config file may set: every flag but `--help`, `--version` and `--config` itself. */
+const CONFIG_FLAGS: FlagTable = Object.fromEntries(
+  Object.entries(DP_OPTIONS)
+    .filter(([flag]) => !["help", "version", "config"].includes(flag))
+    .map(([flag, option]) => [
+      flag,
+      option.type === "boolean" ? "boolean" : "multiple" in option ? "strings" : "string",
+    ]),
+);
+
+/** `args` with `--config FILE` replaced by the file's options (the command line's win). */
+async function withConfig(args: string[]): Promise<string[]> {
+  const at = args.findIndex((arg) => arg === "--config" || arg.startsWith("--config="));
+  if (at < 0) return args;
+  const path = args[at]!.startsWith("--config=") ? args[at]!.slice(9) : args[at + 1];
+  if (path === undefined || path === "") throw new ConfigError("Cannot use --config: give a file");
+  const rest = args.filter((_, index) =>
+    index !== at && !(index === at + 1 && !args[at]!.includes("="))
+  );
+  return configArgs(path, await readConfig(path), CONFIG_FLAGS, rest);
+}
+
 function parseOptions(args: string[]): Parsed | "help" | "version" {
   const { values } = parseArgs({
     args,
     strict: true,
     allowPositionals: false,
-    options: {
-      hostname: { type: "string", default: "0.0.0.0" },
-      port: { type: "string", short: "p", default: String(DEFAULT_PORT) },
-      expose: { type: "string", multiple: true, default: [] },
-      "log-level": { type: "string", default: "info" },
-      "log-format": { type: "string", default: "text" },
-      version: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-      features: { type: "string" },
-      "max-window": { type: "string" },
-      "keepalive-interval": { type: "string" },
-      "keepalive-timeout": { type: "string" },
-      name: { type: "string" },
-      names: { type: "string" },
-      unlisted: { type: "string", default: "open" },
-      "tls-cert": { type: "string" },
-      "tls-key": { type: "string" },
-      http: { type: "string" },
-      registry: { type: "string", default: "memory" },
-      advertise: { type: "string" },
-      "registry-ttl": { type: "string" },
-      "cluster-key": { type: "string" },
-      "cluster-ca": { type: "string" },
-      admin: { type: "string" },
-      "admin-token-file": { type: "string" },
-      ...Object.fromEntries(
-        Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: "string" as const }]),
-      ),
-    },
+    options: DP_OPTIONS,
   });
   if (values.help) return "help";
   if (values.version) return "version";
@@ -314,7 +344,7 @@ function parseOptions(args: string[]): Parsed | "help" | "version" {
 export async function main(args: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseOptions>;
   try {
-    parsed = parseOptions(args);
+    parsed = parseOptions(await withConfig(args));
     if (parsed !== "help" && parsed !== "version") {
       await setUpLogging(parseLogLevel(parsed.level), parseLogFormat(parsed.format));
       await loadFiles(parsed.options, parsed.files);
@@ -368,8 +398,12 @@ export async function main(args: string[]): Promise<number> {
         dp.httpHandler(),
       );
     } catch (error) {
-      logger.fatal("Cannot serve HTTP on port {port}: {message}", {
-        port: parsed.httpPort,
+      logger.fatal("Cannot serve HTTP (WebSocket links) on {address}: {message}", {
+        address: formatAddress({
+          transport: "tcp",
+          hostname: parsed.options.hostname ?? "0.0.0.0",
+          port: parsed.httpPort,
+        }),
         message: (error as Error).message,
       });
       await dp.close();

@@ -407,11 +407,22 @@ export class DiscoverPoint implements AsyncDisposable {
     const listeners: Deno.TcpListener[] = [];
     try {
       for (const [name, port] of Object.entries(this.#expose)) {
-        const listener = Deno.listen({ hostname: this.#hostname, port });
+        const listener = await this.#bind(
+          `the public port of "${name}"`,
+          port,
+          () => Deno.listen({ hostname: this.#hostname, port }),
+        );
         listeners.push(listener);
         this.#publicListeners.set(name, listener);
       }
-      if (this.#port !== null) this.#listener = await this.#listenForLinks(this.#port);
+      const linkPort = this.#port;
+      if (linkPort !== null) {
+        this.#listener = await this.#bind(
+          "the link port",
+          linkPort,
+          () => this.#listenForLinks(linkPort),
+        );
+      }
       this.#advertise = this.#advertisedAddress();
       this.#membership = await this.#registry.join(
         { instance: this.#instance, address: this.#advertise },
@@ -435,9 +446,28 @@ export class DiscoverPoint implements AsyncDisposable {
       );
     }
     if (this.#listener) {
-      logger.info(this.#tls ? "Listening on {address} (TLS)" : "Listening on {address}", {
-        address: formatAddress(this.#listener.addr),
-      });
+      logger.info(
+        this.#tls ? "Accepting links on {address} (TLS)" : "Accepting links on {address}",
+        {
+          address: formatAddress(this.#listener.addr),
+        },
+      );
+    }
+  }
+
+  /** Binds a port; a port in use is named in the error, with what to do. */
+  async #bind<L>(what: string, port: number, listen: () => L | Promise<L>): Promise<L> {
+    try {
+      return await listen();
+    } catch (error) {
+      const inUse = error instanceof Deno.errors.AddrInUse ||
+        (error as { code?: string }).code === "EADDRINUSE";
+      if (!inUse) throw error;
+      const address = formatAddress({ transport: "tcp", hostname: this.#hostname, port });
+      throw new Deno.errors.AddrInUse(
+        `Cannot listen on ${address} (${what}): the address is already in use; stop what holds it, or choose another port`,
+        { cause: error },
+      );
     }
   }
 
