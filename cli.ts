@@ -32,6 +32,7 @@ import {
   type IndirectConn,
   listen,
   type PoolBounds,
+  type PublicPortOutcome,
   type SessionRequest,
 } from "./mod.ts";
 import { pkcs8ToPem } from "./lib/link/auth.ts";
@@ -102,6 +103,9 @@ ${DP_HELP}
   --to HOST:PORT   The TCP service to forward sessions to (required)
   --key FILE       Prove this Ed25519 key (from "rtcp keygen"): needed for a
                    name the discover point lists as owned
+  --public-port N  Ask each discover point for public port N for NAME (0: any
+                   port it allows, dp.ts --allow-ports): plain TCP clients
+                   there reach NAME; prints "Public port for NAME on HOST:PORT"
   --pool MIN..MAX  Links to keep to each discover point: at least MIN, more
                    while sessions are many or the DP asks (a client waits for
                    NAME on another instance), up to MAX; N for exactly N
@@ -307,6 +311,8 @@ interface DiscoverPointFlags {
 interface ExposeOptions extends DiscoverPointFlags {
   to: Deno.ConnectOptions & { hostname: string };
   pool: PoolBounds;
+  /** `--public-port`: the public port to ask each discover point for. */
+  publicPort?: number;
 }
 
 interface ConnectCommandOptions extends DiscoverPointFlags {
@@ -406,6 +412,7 @@ function parseCommand(args: string[]): Command {
         to: { type: "string" },
         listen: { type: "string" },
         pool: { type: "string" },
+        "public-port": { type: "string" },
         key: { type: "string" },
         "tls-ca": { type: "string" },
         "log-level": { type: "string", default: "info" },
@@ -422,8 +429,13 @@ function parseCommand(args: string[]): Command {
   if (values.version) return { command: "version" };
   // One option table for both commands keeps parseArgs simple; reject the other's flags here.
   const foreign = command === "expose" ? "listen" : "to";
-  if (values[foreign] !== undefined || (command === "connect" && values.pool !== undefined)) {
-    const flag = values[foreign] !== undefined ? foreign : "pool";
+  const exposeOnly = values.pool !== undefined
+    ? "pool"
+    : values["public-port"] !== undefined
+    ? "public-port"
+    : undefined;
+  if (values[foreign] !== undefined || (command === "connect" && exposeOnly !== undefined)) {
+    const flag = values[foreign] !== undefined ? foreign : exposeOnly;
     throw new UsageError(`Cannot run ${command}: unknown option --${flag}`, usage);
   }
   const level = values["log-level"];
@@ -460,7 +472,18 @@ function parseCommand(args: string[]): Command {
   }
   const to = address(command, "to", values.to, usage);
   const pool = values.pool === undefined ? { min: 1, max: 8 } : parsePool(values.pool, usage);
-  return { command, options: { ...dpFlags, to, pool }, level, format };
+  const options: ExposeOptions = { ...dpFlags, to, pool };
+  const publicPort = values["public-port"];
+  if (publicPort !== undefined) {
+    options.publicPort = Number(publicPort);
+    if (!/^\d{1,5}$/.test(publicPort) || options.publicPort > 65535) {
+      throw new UsageError(
+        `Cannot use --public-port "${publicPort}": expected 0 (any allowed port) to 65535`,
+        usage,
+      );
+    }
+  }
+  return { command, options, level, format };
 }
 
 /** `--dp` as given, once it parses; a bare `host:port` keeps its old spelling. */
@@ -670,7 +693,34 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
       target.close();
     }, { once: true });
   };
-  const open = () => listen({ dp, name, pool, admit, backoff: FORWARDER_BACKOFF, ...credentials });
+  // Every link asks for the public port: say each answer once.
+  const told = new Set<string>();
+  const onPublicPort = (outcome: PublicPortOutcome) => {
+    const said = `${outcome.dp} ${outcome.port ?? outcome.refusal}`;
+    if (told.has(said)) return;
+    told.add(said);
+    if (outcome.refusal !== undefined) {
+      logger.error("No public port for {name} at {dp}: {reason}", {
+        name,
+        dp: outcome.dp,
+        reason: outcome.refusal,
+      });
+      return;
+    }
+    const { hostname } = parseDiscoverPoint(outcome.dp);
+    const address = formatAddress({ transport: "tcp", hostname, port: outcome.port });
+    console.log(`Public port for "${name}" on ${address}`);
+  };
+  const open = () =>
+    listen({
+      dp,
+      name,
+      pool,
+      admit,
+      backoff: FORWARDER_BACKOFF,
+      ...(options.publicPort === undefined ? {} : { publicPort: options.publicPort, onPublicPort }),
+      ...credentials,
+    });
   let listener = open();
   const stopped = new AbortController();
   void stop.received.then(() => stopped.abort());
@@ -905,6 +955,7 @@ const FORWARDER_FLAGS: FlagTable = {
   to: "string",
   listen: "string",
   pool: "string",
+  "public-port": "string",
   key: "string",
   "tls-ca": "string",
   "log-level": "string",
@@ -914,7 +965,7 @@ const FORWARDER_FLAGS: FlagTable = {
 
 /** What one entry of a config's `services` (expose) or `listeners` (connect) may set. */
 const ENTRY_FLAGS: Readonly<Record<"expose" | "connect", FlagTable>> = {
-  expose: { name: "string", to: "string", pool: "string", key: "string" },
+  expose: { name: "string", to: "string", pool: "string", key: "string", "public-port": "string" },
   connect: { name: "string", listen: "string", key: "string" },
 };
 

@@ -49,5 +49,6 @@ export type {
   MoreMessage,
   PingMessage,
   PongMessage,
+  PortMessage,
 } from "./lib/wire/message.ts";
 export { ProtocolError } from "./lib/errors.ts";

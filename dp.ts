@@ -20,6 +20,7 @@ import { configArgs, ConfigError, type FlagTable, readConfig } from "./app/confi
 import { getLogger } from "./lib/_log.ts";
 import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/dp/discover_point.ts";
 import { NamesFile } from "./lib/dp/policy.ts";
+import { parsePortRanges } from "./lib/dp/public_ports.ts";
 import { LINK_PATH } from "./lib/dp/http.ts";
 import {
   LIMIT_FLAGS,
@@ -60,6 +61,10 @@ Options:
                                set it to its public host name (default rtcp-dp)
   --http PORT                  Also take links as WebSocket upgrades of /rtcp on this
                                HTTP port (ws://HOST:PORT/rtcp); other paths answer 404
+  --allow-ports RANGES         Ports servers may ask for as their name's public port
+                               (expose --public-port), e.g. 20000-20999,21000; each
+                               closes when its name's last link goes. Needs
+                               --allow-net=HOST (every port of the address)
 
 Security (files need --allow-read=FILE):
   --names FILE                 Owned names: {"NAME": {"owners": ["ed25519:..."],
@@ -241,6 +246,7 @@ const DP_OPTIONS = {
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   http: { type: "string" },
+  "allow-ports": { type: "string" },
   registry: { type: "string", default: "memory" },
   advertise: { type: "string" },
   "registry-ttl": { type: "string" },
@@ -301,6 +307,9 @@ function parseOptions(args: string[]): Parsed | "help" | "version" {
   };
   for (const [flag, key] of Object.entries(LIMIT_FLAGS)) options[key] = optional(flag);
   if (values.name !== undefined) options.name = values.name as string;
+  if (values["allow-ports"] !== undefined) {
+    options.allowPorts = parsePortRanges(values["allow-ports"] as string);
+  }
   const files: FileFlags = { unlisted: values.unlisted as string };
   if (values.names !== undefined) files.names = values.names as string;
   if (values["tls-cert"] !== undefined) files.tlsCert = values["tls-cert"] as string;

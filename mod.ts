@@ -31,6 +31,7 @@ export type {
   IndirectListenOptions,
   ListenOptions,
   PoolBounds,
+  PublicPortOutcome,
   SessionRequest,
 } from "./lib/indirect/listen.ts";
 export type { BackoffOptions } from "./lib/_backoff.ts";
@@ -72,6 +73,8 @@ export {
 } from "./lib/link/auth.ts";
 export type { Identity } from "./lib/link/auth.ts";
 export { NamesFile, OPEN_NAMES } from "./lib/dp/policy.ts";
+export { parsePortRanges } from "./lib/dp/public_ports.ts";
+export type { PortRange } from "./lib/dp/public_ports.ts";
 export { MemoryRegistry } from "./lib/dp/registry.ts";
 export type { Holder, Membership, OnWanted, Registry, RegistryMember } from "./lib/dp/registry.ts";
 export { KvRegistry } from "./lib/dp/kv_registry.ts";

@@ -311,7 +311,7 @@ const MALFORMED: readonly [string, string, string | RegExp][] = [
     "1".repeat(13),
     "Cannot decode message: the type line is longer than 12 bytes",
   ],
-  ["unknown type", "12\n{}\n", "Cannot decode message: unknown message type 12"],
+  ["unknown type", "13\n{}\n", "Cannot decode message: unknown message type 13"],
   ["unknown large type", "123456\n{}\n", "Cannot decode message: unknown message type 123456"],
   [
     "body not JSON",
@@ -484,8 +484,8 @@ Deno.test("MessageDecoder rejects malformed input with a specific ProtocolError"
 
 Deno.test("MessageDecoderStream errors with the ProtocolError of malformed input", async () => {
   await assert.rejects(
-    decodeStream([bytes('4\n{"X":1,"R":""}\n'), bytes("12\n{}\n")]),
-    new ProtocolError("Cannot decode message: unknown message type 12"),
+    decodeStream([bytes('4\n{"X":1,"R":""}\n'), bytes("13\n{}\n")]),
+    new ProtocolError("Cannot decode message: unknown message type 13"),
   );
 });
 

@@ -28,6 +28,7 @@ import {
   type StatusOptions,
 } from "./report.ts";
 import { type NamePolicy, OPEN_NAMES } from "./policy.ts";
+import { type PortGrant, type PortRange, PublicPorts } from "./public_ports.ts";
 import {
   type Holder,
   type Membership,
@@ -169,6 +170,12 @@ export interface DiscoverPointOptions {
   clusterKey?: Identity;
   /** For `tls://` and `wss://` members: PEM certificates to trust instead of the system roots. */
   clusterCaCerts?: readonly string[];
+  /**
+   * Ports a server may ask for as its name's public port (extension
+   * `public-port`); a port closes when its name's last link goes.
+   * @default {[]: none}
+   */
+  allowPorts?: readonly PortRange[];
 }
 
 /** What {@linkcode DiscoverPoint.stats} reports. */
@@ -203,6 +210,7 @@ type Limits = Required<
     | "advertise"
     | "clusterKey"
     | "clusterCaCerts"
+    | "allowPorts"
   >
 >;
 
@@ -313,6 +321,7 @@ export class DiscoverPoint implements AsyncDisposable {
   #listener: LinkPort | undefined;
   #starting = false;
   readonly #publicListeners = new Map<string, Deno.TcpListener>();
+  readonly #publicPorts: PublicPorts;
   readonly #pools = new Map<string, ServerLink[]>();
   /** Links to other discover points, each carrying one of our clients' sessions. */
   readonly #forwarded = new Set<ServerLink>();
@@ -365,6 +374,12 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#advertise = options.advertise;
     this.#clusterKey = options.clusterKey;
     this.#clusterCaCerts = options.clusterCaCerts;
+    this.#publicPorts = new PublicPorts(
+      this.#hostname,
+      options.allowPorts ?? [],
+      (name, listener) =>
+        this.#track(this.#acceptLoop(listener, (conn) => this.#servePublic(name, conn))),
+    );
     this.#names = options.names ?? OPEN_NAMES;
     this.#tls = options.tls;
     this.#counters = new Counters(limits.maxMetricNames);
@@ -536,7 +551,10 @@ export class DiscoverPoint implements AsyncDisposable {
 
   /** Public port addresses by ISName. */
   get publicAddrs(): ReadonlyMap<string, Deno.NetAddr> {
-    return new Map([...this.#publicListeners].map(([name, listener]) => [name, listener.addr]));
+    return new Map([
+      ...[...this.#publicListeners].map(([name, listener]) => [name, listener.addr] as const),
+      ...this.#publicPorts.addrs,
+    ]);
   }
 
   /**
@@ -626,7 +644,8 @@ export class DiscoverPoint implements AsyncDisposable {
       try {
         conn = await listener.accept();
       } catch (error) {
-        if (this.#closing) return;
+        // Closed (shutdown, or a granted port whose name went): done.
+        if (this.#closing || error instanceof Deno.errors.BadResource) return;
         // EMFILE and the like: the listener itself is fine; pause briefly rather than spin.
         logger.error("Cannot accept a connection: {message}", {
           message: (error as Error).message,
@@ -787,6 +806,31 @@ export class DiscoverPoint implements AsyncDisposable {
     return undefined;
   }
 
+  /** Grants or refuses a server's request for a public port for its name. */
+  #answerPort(server: ServerLink, requested: number): void {
+    const name = server.name;
+    // With a names file, a port is its owners' alone: an open name, anyone's to join, gets none.
+    const grant: PortGrant = this.#port === null
+      ? { refusal: "Cannot open a public port: this discover point takes links over HTTP only" }
+      : this.#names !== OPEN_NAMES && !this.#names.needsProof(name)
+      ? {
+        refusal:
+          `Cannot open a public port for "${name}": only names the names file gives owners get one`,
+      }
+      : this.#publicPorts.grant(name, requested);
+    if ("refusal" in grant) {
+      logger.info("Refused a public port for {name}: {reason}", {
+        name: server.name,
+        reason: grant.refusal,
+      });
+    }
+    server.trySend({
+      type: MessageType.Port,
+      port: "port" in grant ? grant.port : 0,
+      reason: "refusal" in grant ? grant.refusal : "",
+    });
+  }
+
   /** Reads the Auth that must follow the Alohas on a link that agreed on `auth`. */
   async #nextAuth(link: Link, signal: AbortSignal): Promise<AuthMessage> {
     const message = await link.nextWithin(signal);
@@ -804,6 +848,7 @@ export class DiscoverPoint implements AsyncDisposable {
     const pool = this.#pools.get(name) ?? [];
     const traffic = this.#counters.acquire(name);
     const server = new ServerLink(name, link, this.#settings, key, traffic);
+    server.onPort = (port) => this.#answerPort(server, port);
     pool.push(server);
     if (pool.length === 1) {
       this.#pools.set(name, pool);
@@ -828,6 +873,7 @@ export class DiscoverPoint implements AsyncDisposable {
         this.#pools.delete(name);
         this.#askedMore.delete(name);
         this.#membership?.release(name);
+        this.#publicPorts.release(name);
       }
       if (this.#closing) server.end("The discover point is shutting down", "shutting_down");
       else server.end(reason);
@@ -1297,6 +1343,7 @@ export class DiscoverPoint implements AsyncDisposable {
     clearInterval(this.#idleSweep);
     this.#listener?.close();
     for (const listener of this.#publicListeners.values()) listener.close();
+    this.#publicPorts.close();
     const reason = "The discover point is shutting down";
     for (const server of [...this.#serverLinks()]) {
       for (const session of [...server.sessions.values()]) session.abort(reason);

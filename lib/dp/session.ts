@@ -183,6 +183,8 @@ export class ServerLink {
    * that carries one session (to another discover point) ends then.
    */
   onIdle: (() => void) | undefined;
+  /** Answers a server's request for a public port (extension `public-port`). */
+  onPort: ((port: number) => void) | undefined;
   readonly #recentlyClosed = new RecentSet(RECENTLY_CLOSED);
   readonly #settings: SessionSettings;
   #failure: Error | undefined;
@@ -265,6 +267,10 @@ export class ServerLink {
       if (message.type === MessageType.Ack) {
         this.acknowledge(message);
         this.#checkIdle();
+        continue;
+      }
+      if (message.type === MessageType.Port && this.onPort !== undefined) {
+        this.onPort(message.port);
         continue;
       }
       if (!isSessionMessage(message)) {

@@ -11,7 +11,7 @@ import { parseDiscoverPoint } from "../transport/dial.ts";
 import { VersionMismatchError } from "../errors.ts";
 import { BadResource, Interrupted } from "../_platform.ts";
 import { dialDiscoverPoint } from "../link/handshake.ts";
-import { ALL_FEATURES, type EndFeature, type KeepaliveOptions } from "../link/link.ts";
+import { ALL_FEATURES, type EndFeature, Feature, type KeepaliveOptions } from "../link/link.ts";
 import { type ConnectMessage, MAX_NAME_LENGTH, MessageType, Role } from "../wire/message.ts";
 import { SessionMux } from "./mux.ts";
 import type { IndirectConn, IndirectListener } from "./types.ts";
@@ -49,6 +49,11 @@ export interface SessionRequest {
    */
   readonly signal: AbortSignal;
 }
+
+/** What a discover point answered to `publicPort`. */
+export type PublicPortOutcome =
+  | { readonly dp: string; readonly port: number; readonly refusal?: undefined }
+  | { readonly dp: string; readonly port?: undefined; readonly refusal: string };
 
 /** How many links an indirect server keeps to each discover point. */
 export interface PoolBounds {
@@ -115,6 +120,15 @@ export interface IndirectListenOptions {
   features?: readonly EndFeature[];
   /** Keepalive timing on links to a discover point that agreed on it. @default {{ interval: 15000, timeout: 10000 }} */
   keepalive?: KeepaliveOptions;
+  /**
+   * Asks each discover point for a public port for the name (extension
+   * `public-port`): this port, or 0 for any it allows. Plain TCP clients
+   * connecting there reach the name; the port closes when the name's last
+   * link at that discover point goes.
+   */
+  publicPort?: number;
+  /** Told the outcome of `publicPort` at each discover point, each time a link asks. */
+  onPublicPort?: (outcome: PublicPortOutcome) => void;
   /** Closes the listener when aborted. */
   signal?: AbortSignal;
 }
@@ -201,6 +215,13 @@ class IndirectServer implements IndirectListener {
   constructor(options: IndirectListenOptions) {
     this.#pool = poolBounds(options.pool ?? { min: 1, max: 8 });
     this.#poolIdleTimeout = options.poolIdleTimeout ?? 30_000;
+    const publicPort = options.publicPort;
+    if (
+      publicPort !== undefined &&
+      (!Number.isInteger(publicPort) || publicPort < 0 || publicPort > 65535)
+    ) {
+      throw new RangeError(`Cannot ask for public port ${publicPort}: expected 0 (any) to 65535`);
+    }
     if (
       typeof options.name !== "string" || options.name === "" ||
       options.name.length > MAX_NAME_LENGTH
@@ -317,6 +338,12 @@ class IndirectServer implements IndirectListener {
         onConnect: (message) => this.#onConnect(entry!, message),
         onRelease: (id) => this.#release(entry!, id),
         onMore: () => void this.#addLink(dp),
+        onPort: (message) => {
+          const outcome: PublicPortOutcome = message.reason === ""
+            ? { dp, port: message.port }
+            : { dp, refusal: message.reason };
+          this.#options.onPublicPort?.(outcome);
+        },
         maxWindow: this.#options.maxWindow,
       });
       entry = {
@@ -340,6 +367,7 @@ class IndirectServer implements IndirectListener {
       onRegistered();
       this.#startIdleTimer(entry);
       logger.info("Registered {name} at {dp}", { name, dp });
+      this.#askForPort(dp, mux);
       await mux.run();
       return new Deno.errors.ConnectionReset(`Link to discover point "${dp}" closed`);
     } catch (error) {
@@ -354,6 +382,25 @@ class IndirectServer implements IndirectListener {
   }
 
   /** An extra link without sessions closes after `poolIdleTimeout`, unless one comes. */
+  /** Sends the request for a public port on a link just registered, if one is wanted. */
+  #askForPort(dp: string, mux: SessionMux): void {
+    const port = this.#options.publicPort;
+    if (port === undefined) return;
+    if (!mux.link.features.has(Feature.PublicPort)) {
+      this.#options.onPublicPort?.({
+        dp,
+        refusal:
+          "Cannot ask for a public port: the discover point does not speak extension public-port",
+      });
+      return;
+    }
+    try {
+      mux.send({ type: MessageType.Port, port, reason: "" });
+    } catch {
+      // The link broke already; the next one asks again.
+    }
+  }
+
   #startIdleTimer(entry: PoolLink): void {
     if (!entry.extra || entry.mux.size > 0 || entry.idleTimer !== undefined) return;
     entry.idleTimer = setTimeout(() => {

@@ -8,7 +8,12 @@ import { getLogger } from "../_log.ts";
 import { ConnectionReset } from "../_platform.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Link } from "../link/link.ts";
-import { type ConnectMessage, MessageType, messageTypeName } from "../wire/message.ts";
+import {
+  type ConnectMessage,
+  MessageType,
+  messageTypeName,
+  type PortMessage,
+} from "../wire/message.ts";
 import { IndirectSession, type SessionCarrier } from "./session.ts";
 
 const logger = getLogger(["rtcp", "mux"]);
@@ -21,6 +26,8 @@ export interface SessionMuxOptions {
   onRelease?: (sessionId: number) => void;
   /** Handles a More from the discover point (extension `pool`); without it a More is ignored. */
   onMore?: () => void;
+  /** Handles the discover point's answer to a request for a public port (extension `public-port`). */
+  onPort?: (message: PortMessage) => void;
   /** Largest flow-control window per session direction. @default {4194304} */
   maxWindow?: number;
 }
@@ -136,6 +143,14 @@ export class SessionMux implements SessionCarrier {
             break;
           case MessageType.More:
             this.#options.onMore?.();
+            break;
+          case MessageType.Port:
+            if (this.#options.onPort === undefined) {
+              throw new ProtocolError(
+                "Cannot accept Port: no public port was asked for on this link",
+              );
+            }
+            this.#options.onPort(message);
             break;
           case MessageType.Connect:
             if (this.#options.onConnect === undefined) {

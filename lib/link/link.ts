@@ -35,6 +35,8 @@ export const Feature = {
   Pool: "pool",
   /** A discover point carries a client's session to another: the session goes no further. */
   Relay: "relay",
+  /** Port messages: a server asks the discover point for a public port for its name. */
+  PublicPort: "public-port",
 } as const;
 
 /** The name of an extension, as announced in Aloha `F`: a value of {@linkcode Feature}. */
@@ -55,6 +57,7 @@ export const ALL_FEATURES: readonly EndFeature[] = [
   Feature.Binary,
   Feature.Auth,
   Feature.Pool,
+  Feature.PublicPort,
 ];
 
 /** What a discover point offers: every extension, and `relay` for links from other discover points. */
@@ -76,6 +79,7 @@ const TYPE_FEATURE: Partial<Record<number, string>> = {
   [MessageType.Auth]: Feature.Auth,
   [MessageType.Accepted]: Feature.Auth,
   [MessageType.More]: Feature.Pool,
+  [MessageType.Port]: Feature.PublicPort,
 };
 
 /** Options of {@linkcode Link}. */

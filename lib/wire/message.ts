@@ -56,6 +56,8 @@ export const MessageType = {
   Accepted: 10,
   /** Extension `pool`: the discover point asks an indirect server for one more link. */
   More: 11,
+  /** Extension `public-port`: a server asks for a public port for its name; the DP answers. */
+  Port: 12,
 } as const;
 
 /** One of the {@linkcode MessageType} numbers. */
@@ -199,6 +201,16 @@ export interface MoreMessage {
   readonly type: typeof MessageType.More;
 }
 
+/** Port (extension `public-port`): a server's request for a public port, or the DP's answer. */
+export interface PortMessage {
+  /** Always {@linkcode MessageType.Port}. */
+  readonly type: typeof MessageType.Port;
+  /** The port asked for (0: any the DP allows), or granted (0 when refused) (`P`). */
+  readonly port: number;
+  /** In the DP's answer: `""` when granted, else why not (`R`). */
+  readonly reason: string;
+}
+
 /** Any RTCP message. */
 export type Message =
   | AlohaMessage
@@ -212,7 +224,8 @@ export type Message =
   | PongMessage
   | AuthMessage
   | AcceptedMessage
-  | MoreMessage;
+  | MoreMessage
+  | PortMessage;
 
 const TYPE_NAMES = [
   "Aloha",
@@ -227,6 +240,7 @@ const TYPE_NAMES = [
   "Auth",
   "Accepted",
   "More",
+  "Port",
 ] as const;
 
 /** A message about one open session: Data, Credit, End or Close. */
@@ -384,6 +398,12 @@ export function messageFromBody(type: number, body: unknown): Message {
         sessionId: integer(type, fields, "X", 0, SESSION_ID_MAX),
         bytes: integer(type, fields, "W", 0, 2 ** 32),
       };
+    case MessageType.Port:
+      return {
+        type,
+        port: integer(type, fields, "P", 0, 65535),
+        reason: text(type, fields, "R", ""),
+      };
     case MessageType.Ping:
     case MessageType.Pong:
     case MessageType.More:
@@ -430,6 +450,8 @@ export function bodyOf(message: Message): Record<string, unknown> {
       return { X: message.sessionId };
     case MessageType.Credit:
       return { X: message.sessionId, W: message.bytes };
+    case MessageType.Port:
+      return message.reason === "" ? { P: message.port } : { P: message.port, R: message.reason };
     case MessageType.Ping:
     case MessageType.Pong:
     case MessageType.More:
