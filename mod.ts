@@ -10,17 +10,25 @@
  * README's API section lists the few differences). The wire codec, for tools
  * that speak RTCP themselves, is `@x/rtcp/codec`.
  *
- * @example An indirect echo server and a client
- * ```ts ignore
- * import { connect, listen } from "@x/rtcp";
+ * @example A discover point, an indirect echo server and a client, in one process
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, DiscoverPoint, listen } from "@x/rtcp";
  *
- * const listener = listen({ dp: "dp.example.com:7000", name: "echo" });
- * (async () => {
- *   for await (const conn of listener) void conn.readable.pipeTo(conn.writable);
- * })();
+ * await using dp = new DiscoverPoint({ hostname: "127.0.0.1", port: 0 });
+ * await dp.start();
+ * const address = `127.0.0.1:${dp.addr.port}`;
  *
- * using conn = await connect({ dp: "dp.example.com:7000", name: "echo" });
+ * using listener = listen({ dp: address, name: "echo" });
+ * await listener.ready;
+ * const accepted = listener.accept();
+ *
+ * using conn = await connect({ dp: address, name: "echo" });
+ * using server = await accepted;
  * await conn.write(new TextEncoder().encode("hello"));
+ * const buffer = new Uint8Array(5);
+ * const n = await server.read(buffer);
+ * assert.equal(new TextDecoder().decode(buffer.subarray(0, n ?? 0)), "hello");
  * ```
  * @module
  */
