@@ -10,8 +10,8 @@
 
 import type { IndirectConn } from "../mod.ts";
 import { randomBytes } from "./_helpers.ts";
-import { CLI_PATH, Program, spawnDp, within } from "./_programs.ts";
-import { DEPLOY_PATH } from "./_ws.ts";
+import { CLI_PATH, Program, spawnDp } from "./_programs.ts";
+import { DeployProgram } from "./_ws.ts";
 
 // ---- processes ------------------------------------------------------------------
 
@@ -125,41 +125,8 @@ export function countLines(program: Program, regex: RegExp): number {
 }
 
 /** `deno serve deploy.ts` that may read and write `dir` (a KV file there is its registry). */
-export class KvDeployProgram extends Program {
-  /** Spawns it with `env` added to its environment. */
-  constructor(dir: string, env: Record<string, string>) {
-    super(
-      DEPLOY_PATH,
-      [],
-      [
-        "--allow-net",
-        "--allow-env",
-        `--allow-read=${dir}`,
-        `--allow-write=${dir}`,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-      ],
-      { subcommand: "serve", env: { NO_COLOR: "1", ...env } },
-    );
-  }
-
-  /** The port from `deno serve: Listening on http://127.0.0.1:PORT/`. */
-  async port(): Promise<number> {
-    const listening = /Listening on http:\/\/127\.0\.0\.1:(\d+)\//;
-    try {
-      const match = await within(
-        Promise.any([this.stderr.waitFor(listening), this.stdout.waitFor(listening)]),
-        "deno serve to listen",
-      );
-      return Number(match[1]);
-    } catch (error) {
-      throw new Error(
-        `${(error as Error).message}; stderr:\n${this.stderr.text}\nstdout:\n${this.stdout.text}`,
-      );
-    }
-  }
+export function kvDeployProgram(dir: string, env: Record<string, string>): DeployProgram {
+  return new DeployProgram(env, [`--allow-read=${dir}`, `--allow-write=${dir}`]);
 }
 
 /** A holder entry for {@linkcode writeHolders}: `["rtcp", "holds", name, instance]`. */

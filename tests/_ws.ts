@@ -243,12 +243,12 @@ export const DEPLOY_PATH: string = fileURLToPath(new URL("../deploy.ts", import.
 
 /** `deno serve deploy.ts` on 127.0.0.1, port 0, with `env` added to its environment. */
 export class DeployProgram extends Program {
-  /** Spawns it. */
-  constructor(env: Record<string, string>) {
+  /** Spawns it, with `permissions` added to `--allow-net --allow-env`. */
+  constructor(env: Record<string, string>, permissions: readonly string[] = []) {
     super(
       DEPLOY_PATH,
       [],
-      ["--allow-net", "--allow-env", "--host", "127.0.0.1", "--port", "0"],
+      ["--allow-net", "--allow-env", ...permissions, "--host", "127.0.0.1", "--port", "0"],
       { subcommand: "serve", env: { NO_COLOR: "1", ...env } },
     );
   }

@@ -15,9 +15,10 @@
 import assert from "node:assert/strict";
 import { AdminEndpoint, connect, type IndirectListener, listen } from "../mod.ts";
 import { randomBytes, settlesWithin, startDiscoverPoint } from "./_helpers.ts";
-import { Lines, makeTempDir, type TempDir } from "./_programs.ts";
+import { Lines, makeTempDir } from "./_programs.ts";
+import { assertChromium, CHROMIUM, removeDir } from "./_chromium.ts";
+import { serveEcho } from "./_ws.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const TOKEN = "fedcba9876543210fedcba9876543210";
 const KEPT_SCREENSHOT = "rtcp-admin-status-page.png";
 
@@ -151,25 +152,6 @@ class Page {
   }
 }
 
-/** Echoes every session `listener` accepts; resolves once the listener and its sessions are done. */
-function serveEcho(listener: IndirectListener): Promise<void> {
-  const sessions = new Set<Promise<void>>();
-  return (async () => {
-    try {
-      for await (const conn of listener) {
-        const session = conn.readable.pipeTo(conn.writable).catch(() => {}).finally(() => {
-          conn.close();
-          sessions.delete(session);
-        });
-        sessions.add(session);
-      }
-    } catch {
-      // The listener closed.
-    }
-    await Promise.all(sessions);
-  })();
-}
-
 /** Runs `sh -c script` with `args` and `stdin`; throws with its stderr if it fails. */
 async function sh(script: string, args: string[], stdin = ""): Promise<void> {
   const child = new Deno.Command("sh", {
@@ -187,25 +169,8 @@ async function sh(script: string, args: string[], stdin = ""): Promise<void> {
   }
 }
 
-/** Removes `dir`, again a little later if Chromium's last processes were still writing in it. */
-async function removeDir(dir: TempDir): Promise<void> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      await dir[Symbol.asyncDispose]();
-      return;
-    } catch (error) {
-      if (attempt >= 10) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
-}
-
 Deno.test("admin page: headless Chromium asks for the token, then shows a new name, its session and throughput", async () => {
-  const installed = await Deno.stat(CHROMIUM).then((info) => info.isFile, () => false);
-  assert.ok(
-    installed,
-    `${CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium), as .ci/run does`,
-  );
+  await assertChromium();
 
   const dir = await makeTempDir();
   const dp = await startDiscoverPoint({ name: "browser-test-dp" });

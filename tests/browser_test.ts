@@ -12,9 +12,10 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { DiscoverPoint, type IndirectListener, listen } from "../mod.ts";
 import { settlesWithin } from "./_helpers.ts";
+import { assertChromium, CHROMIUM, removeDir } from "./_chromium.ts";
+import { serveEcho } from "./_ws.ts";
 import { makeTempDir, type TempDir } from "./_programs.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BROWSER_ENTRY = fileURLToPath(new URL("../browser.ts", import.meta.url));
 const SIZE = 1024 * 1024;
@@ -120,48 +121,8 @@ async function buildBundle(dir: TempDir): Promise<Uint8Array<ArrayBuffer>> {
   return await Deno.readFile(dir.file("rtcp.js"));
 }
 
-/** Echoes every session `listener` accepts; resolves once the listener and its sessions are done. */
-function serveEcho(listener: IndirectListener): Promise<void> {
-  const sessions = new Set<Promise<void>>();
-  return (async () => {
-    try {
-      for await (const conn of listener) {
-        const session = conn.readable.pipeTo(conn.writable).catch(() => {}).finally(() => {
-          try {
-            conn.close();
-          } catch {
-            // Closed already.
-          }
-          sessions.delete(session);
-        });
-        sessions.add(session);
-      }
-    } catch {
-      // The listener closed.
-    }
-    await Promise.all(sessions);
-  })();
-}
-
-/** Removes `dir`, again a little later if Chromium's last processes were still writing in it. */
-async function removeDir(dir: TempDir): Promise<void> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      await dir[Symbol.asyncDispose]();
-      return;
-    } catch (error) {
-      if (attempt >= 10) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
-}
-
 Deno.test("browser: a page connects by name through a ws:// discover point and 1 MiB echoes intact", async () => {
-  const installed = await Deno.stat(CHROMIUM).then((info) => info.isFile, () => false);
-  assert.ok(
-    installed,
-    `${CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium), as .ci/run does`,
-  );
+  await assertChromium();
 
   const dir = await makeTempDir();
   let chromium: Deno.ChildProcess | undefined;

@@ -26,7 +26,7 @@ import {
   heldEchoSession,
   type HeldOutcome,
   killHard,
-  KvDeployProgram,
+  kvDeployProgram,
   type Member,
   type Outcome,
   registeredLine,
@@ -365,7 +365,7 @@ Deno.test("a member restarted on its old port is rejoined by expose and carries 
 Deno.test("deploy.ts instances behind a round-robin balancer share a name through KV: every client is served", async () => {
   await using dir = await makeTempDir();
   const env = { RTCP_REGISTRY: `kv:${dir.file("deploy.sqlite3")}`, RTCP_LOG_LEVEL: "debug" };
-  const instances = [0, 1, 2].map(() => new KvDeployProgram(dir.path, env));
+  const instances = [0, 1, 2].map(() => kvDeployProgram(dir.path, env));
   try {
     const ports = await Promise.all(instances.map((instance) => instance.port()));
     await using balancer = new RoundRobinBalancer(ports);
