@@ -40,6 +40,7 @@ import { parseDiscoverPoint } from "./lib/transport/dial.ts";
 import { formatAddress, parseAddress } from "./lib/transport/tcp.ts";
 import { type LogFormat, parseLogFormat, parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { versionLine } from "./app/version.ts";
+import { warnIfShared } from "./app/secret_file.ts";
 import { runStatus } from "./app/status_command.ts";
 import { Backoff, sleep } from "./lib/_backoff.ts";
 import { dialDiscoverPoint } from "./lib/link/handshake.ts";
@@ -606,6 +607,7 @@ async function readFlagFile(flag: string, path: string): Promise<string> {
 
 async function readKey(path: string): Promise<Identity> {
   const pem = await readFlagFile("key", path);
+  await warnIfShared("key", path);
   try {
     return await importIdentity(pem);
   } catch (error) {

@@ -38,6 +38,7 @@ import { formatAddress } from "./lib/transport/tcp.ts";
 import { DP_FEATURES } from "./lib/link/link.ts";
 import { parseLogFormat, parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { versionLine } from "./app/version.ts";
+import { warnIfShared } from "./app/secret_file.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
 import {
   type AdminServer,
@@ -197,6 +198,7 @@ async function loadFiles(options: DiscoverPointOptions, files: FileFlags): Promi
   }
   if (files.clusterKey !== undefined) {
     const pem = await readFlagFile("cluster-key", files.clusterKey);
+    await warnIfShared("cluster-key", files.clusterKey);
     try {
       options.clusterKey = await importIdentity(pem);
     } catch (error) {

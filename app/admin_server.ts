@@ -4,6 +4,7 @@
  * @module
  */
 
+import { warnIfShared } from "./secret_file.ts";
 import { AdminEndpoint } from "../lib/dp/admin.ts";
 import { checkToken } from "../lib/dp/admin_token.ts";
 import type { DiscoverPoint } from "../lib/dp/discover_point.ts";
@@ -48,6 +49,7 @@ export async function readAdminToken(path: string): Promise<string> {
       `Cannot read --admin-token-file ${path}: ${(error as Error).message}${hint}`,
     );
   }
+  await warnIfShared("admin-token-file", path);
   const token = text.trim();
   try {
     checkToken(token);
