@@ -95,6 +95,17 @@ interface Metric {
   get(result: PathResult): number | undefined;
 }
 
+/** KiB each held session costs, for the chain's processes that `pick` chooses, all together. */
+function kibPerSession(
+  figure: SessionsFigure | undefined,
+  pick: (name: string) => boolean,
+): number | undefined {
+  const processes = figure?.rss.filter((p) => pick(p.name)) ?? [];
+  if (figure === undefined || processes.length === 0 || !(figure.ok > 0)) return undefined;
+  const grown = processes.reduce((sum, p) => sum + ((p.heldKiB ?? NaN) - (p.idleKiB ?? NaN)), 0);
+  return grown / figure.ok;
+}
+
 /** The figures, in table order. */
 const METRICS: readonly Metric[] = [
   {
@@ -130,6 +141,18 @@ const METRICS: readonly Metric[] = [
     label: "DP RSS held MiB",
     digits: 1,
     get: (r) => dpRss(ok(r.sessions), "heldKiB"),
+  },
+  {
+    key: "chainKiBPerSession",
+    label: "chain KiB/idle session",
+    digits: 1,
+    get: (r) => kibPerSession(ok(r.sessions), () => true),
+  },
+  {
+    key: "dpKiBPerSession",
+    label: "DP KiB/idle session",
+    digits: 1,
+    get: (r) => kibPerSession(ok(r.sessions), isDiscoverPoint),
   },
 ];
 
@@ -207,7 +230,13 @@ function rssText(results: readonly PathResult[], path: PathName): string {
       median(
         valuesOf(results, path, (r) => ok(r.sessions)?.rss.find((p) => p.name === name)?.[key]),
       );
-    return `${name} ${formatMiB(kib("idleKiB"))} -> ${formatMiB(kib("heldKiB"))}`;
+    const held = median(valuesOf(results, path, (r) => ok(r.sessions)?.ok));
+    const idle = kib("idleKiB");
+    const grown = kib("heldKiB");
+    const each = idle === undefined || grown === undefined || !held
+      ? ""
+      : ` (${((grown - idle) / held).toFixed(1)} KiB/session)`;
+    return `${name} ${formatMiB(idle)} -> ${formatMiB(grown)}${each}`;
   }).join(", ");
 }
 
@@ -230,7 +259,7 @@ export function formatTable(results: readonly PathResult[]): string {
       "  ",
     );
   const out = [line(header), ...rows.map(line)];
-  out.push("", "RSS per process, MiB idle -> held:");
+  out.push("", "RSS per process, MiB idle -> held (with the idle sessions held), and per session:");
   for (const path of paths) out.push(`  ${path}: ${rssText(results, path) || "—"}`);
   const failures = results.flatMap((r) => {
     const where = rounds > 1 ? `${r.path} (round ${r.round})` : r.path;
