@@ -162,6 +162,9 @@ const FORWARDER_BACKOFF = { initial: 250, max: 4_000 };
 /** Milliseconds `connect` gives its discover point to answer the check at start. */
 const DP_CHECK_TIMEOUT_MS = 5_000;
 
+/** Smallest buffer a direction of {@linkcode pipeBoth} reads into: what an idle one holds. */
+const MIN_PIPE_BUFFER_BYTES = 2 * 1024;
+
 /** Size of the buffer each direction of {@linkcode pipeBoth} reads into. */
 export const PIPE_BUFFER_BYTES = 256 * 1024;
 
@@ -254,8 +257,9 @@ export async function pipeBoth(
       if (!closed) await to.closeWrite();
       return;
     }
-    // Starts small so thousands of idle sessions cost little; doubles while reads fill it.
-    let buffer = new Uint8Array(Math.min(bufferSize, 16 * 1024));
+    // Starts small so thousands of idle sessions cost little; doubles while reads fill it, and
+    // halves again when they come back far from full (the session went quiet).
+    let buffer = new Uint8Array(Math.min(bufferSize, MIN_PIPE_BUFFER_BYTES));
     for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
       for (let written = 0; written < n;) {
         written += await to.write(buffer.subarray(written, n));
@@ -263,6 +267,8 @@ export async function pipeBoth(
       count(n);
       if (n === buffer.length && buffer.length < bufferSize) {
         buffer = new Uint8Array(Math.min(bufferSize, buffer.length * 2));
+      } else if (n < buffer.length / 8 && buffer.length > MIN_PIPE_BUFFER_BYTES) {
+        buffer = new Uint8Array(buffer.length / 2);
       }
     }
     if (!closed) await to.closeWrite();

@@ -698,11 +698,11 @@ Deno.test("FrameReader never reads more than the limit it is given", async () =>
   reader.release();
 });
 
-Deno.test("FrameReader starts with 4 KiB reads by default, so idle sessions hold little", async () => {
+Deno.test("FrameReader starts with 1 KiB reads by default, so idle sessions hold little", async () => {
   const source = new ScriptedSource([10, null]);
   const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES);
   assert.equal((await reader.read())?.length, 10);
-  assert.equal(source.requests[0]!.length, 4 * KiB);
+  assert.equal(source.requests[0]!.length, 1 * KiB);
   assert.equal(await reader.read(), null);
   reader.release();
 });

@@ -16,7 +16,7 @@ export interface ByteSource {
 }
 
 /** Default first read size: small, so that thousands of idle sessions cost little. */
-const INITIAL_CAPACITY = 4 * 1024;
+const INITIAL_CAPACITY = 1024;
 
 /** Reads a source piece by piece into frame-ready buffers, sized to the traffic. */
 export class FrameReader {

@@ -73,7 +73,7 @@ export interface TcpTransportOptions {
   maxQueuedBytes?: number;
 }
 
-const MIN_READ_BYTES = 4 * 1024;
+const MIN_READ_BYTES = 2 * 1024;
 const MAX_READ_BYTES = 1024 * 1024;
 const COALESCE_BYTES = 256 * 1024;
 
@@ -90,7 +90,7 @@ export class TcpTransport implements Transport {
   readonly #conn: Deno.Conn<Deno.NetAddr>;
   readonly #highWaterMark: number;
   readonly #maxQueuedBytes: number;
-  #readBuffer = new Uint8Array(MIN_READ_BYTES * 4);
+  #readBuffer = new Uint8Array(MIN_READ_BYTES);
   #queue: Uint8Array[] = [];
   #queued = 0;
   #flushing: Promise<void> | undefined;
