@@ -10,7 +10,7 @@
 
 import type { IndirectConn } from "../mod.ts";
 import { randomBytes } from "./_helpers.ts";
-import { CLI_PATH, Program, spawnDp } from "./_programs.ts";
+import { CLI_PATH, closeQuietly, LoopbackServer, Program, spawnDp } from "./_programs.ts";
 import { DeployProgram } from "./_ws.ts";
 
 // ---- processes ------------------------------------------------------------------
@@ -167,14 +167,6 @@ export async function writeHolders(
 
 // ---- TCP in the test process ------------------------------------------------------
 
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Closed already.
-  }
-}
-
 /** Copies `from` to `to` until EOF, then half-closes `to`; on failure, closes both. */
 async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
   const buffer = new Uint8Array(64 * 1024);
@@ -194,69 +186,31 @@ async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
  * piped to target n mod (number of targets). It stands for Deno Deploy's
  * router: a client cannot choose, or even name, the instance it lands on.
  */
-export class RoundRobinBalancer implements AsyncDisposable {
-  readonly #listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+export class RoundRobinBalancer extends LoopbackServer {
   readonly #targets: readonly number[];
-  readonly #conns = new Set<Deno.Conn>();
-  readonly #pipes = new Set<Promise<void>>();
-  readonly #loop: Promise<void>;
   /** Connections sent to each target so far. */
   readonly counts: number[];
   #next = 0;
 
   /** Starts balancing over the ports `targets` (on 127.0.0.1). */
   constructor(targets: readonly number[]) {
+    super();
     this.#targets = targets;
     this.counts = targets.map(() => 0);
-    this.#loop = this.#acceptAll();
   }
 
-  /** The port clients dial. */
-  get port(): number {
-    return this.#listener.addr.port;
-  }
-
-  async #acceptAll(): Promise<void> {
+  protected override async serve(down: Deno.TcpConn): Promise<void> {
+    const index = this.#next++ % this.#targets.length;
+    this.counts[index]!++;
+    const up = await Deno.connect({ hostname: "127.0.0.1", port: this.#targets[index]! });
+    this.track(up);
     try {
-      for await (const conn of this.#listener) {
-        const index = this.#next++ % this.#targets.length;
-        this.counts[index]!++;
-        const pipe = this.#serve(conn, this.#targets[index]!).finally(() => {
-          this.#pipes.delete(pipe);
-        });
-        this.#pipes.add(pipe);
-      }
-    } catch (error) {
-      if (!(error instanceof Deno.errors.BadResource)) throw error;
+      down.setNoDelay(true);
+      up.setNoDelay(true);
+      await Promise.all([copy(down, up), copy(up, down)]);
+    } finally {
+      closeQuietly(up);
     }
-  }
-
-  async #serve(down: Deno.TcpConn, port: number): Promise<void> {
-    this.#conns.add(down);
-    let up: Deno.TcpConn;
-    try {
-      up = await Deno.connect({ hostname: "127.0.0.1", port });
-    } catch {
-      closeQuietly(down);
-      this.#conns.delete(down);
-      return;
-    }
-    this.#conns.add(up);
-    down.setNoDelay(true);
-    up.setNoDelay(true);
-    await Promise.all([copy(down, up), copy(up, down)]);
-    for (const conn of [down, up]) {
-      closeQuietly(conn);
-      this.#conns.delete(conn);
-    }
-  }
-
-  /** Stops accepting, cuts every connection still piped, and waits for the pipes. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#listener.close();
-    await this.#loop;
-    for (const conn of this.#conns) closeQuietly(conn);
-    await Promise.all(this.#pipes);
   }
 }
 
@@ -264,54 +218,15 @@ export class RoundRobinBalancer implements AsyncDisposable {
  * A TCP listener that accepts connections and never says a word: a discover
  * point that hangs. Its connections stay open until dispose.
  */
-export class BlackHole implements AsyncDisposable {
-  readonly #listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  readonly #conns = new Set<Deno.Conn>();
-  readonly #drains = new Set<Promise<void>>();
-  readonly #loop: Promise<void>;
+export class BlackHole extends LoopbackServer {
   /** Connections accepted so far. */
   accepted = 0;
 
-  constructor() {
-    this.#loop = this.#acceptAll();
-  }
-
-  /** `"127.0.0.1:<port>"`. */
-  get address(): string {
-    return `127.0.0.1:${this.#listener.addr.port}`;
-  }
-
-  async #acceptAll(): Promise<void> {
-    try {
-      for await (const conn of this.#listener) {
-        this.accepted++;
-        this.#conns.add(conn);
-        const drain = this.#drain(conn).finally(() => this.#drains.delete(drain));
-        this.#drains.add(drain);
-      }
-    } catch (error) {
-      if (!(error instanceof Deno.errors.BadResource)) throw error;
-    }
-  }
-
   /** Reads (and drops) whatever comes, so the peer never blocks on writing. */
-  async #drain(conn: Deno.Conn): Promise<void> {
+  protected override async serve(conn: Deno.TcpConn): Promise<void> {
+    this.accepted++;
     const buffer = new Uint8Array(16 * 1024);
-    try {
-      while ((await conn.read(buffer)) !== null) { /* drop */ }
-    } catch {
-      // Closed by dispose, or reset by the peer.
-    } finally {
-      closeQuietly(conn);
-      this.#conns.delete(conn);
-    }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#listener.close();
-    await this.#loop;
-    for (const conn of this.#conns) closeQuietly(conn);
-    await Promise.all(this.#drains);
+    while ((await conn.read(buffer)) !== null) { /* drop */ }
   }
 }
 

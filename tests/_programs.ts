@@ -325,29 +325,57 @@ export async function makeTempDir(): Promise<TempDir> {
   };
 }
 
-// ---- a TCP echo server -----------------------------------------------------------
+// ---- TCP servers in the test process ---------------------------------------------
 
-/** A TCP echo server on 127.0.0.1: echoes until EOF, then half-closes. */
-export class EchoServer implements AsyncDisposable {
+/** Closes `conn`, unless it is closed already. */
+export function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
+  }
+}
+
+/**
+ * A TCP server on 127.0.0.1, port 0, for tests: it hands each connection to
+ * {@linkcode LoopbackServer.serve}, and on dispose stops accepting, closes
+ * every connection still open (those it accepted and those `serve` tracked)
+ * and waits for every handler.
+ */
+export abstract class LoopbackServer implements AsyncDisposable {
   readonly #listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  readonly #conns = new Set<Deno.TcpConn>();
+  readonly #conns = new Set<Deno.Conn>();
   readonly #handlers = new Set<Promise<void>>();
-  readonly #loop: Promise<void>;
+  readonly #loop: Promise<void> = this.#acceptAll();
 
-  constructor() {
-    this.#loop = this.#acceptAll();
+  /** The port it listens on. */
+  get port(): number {
+    return this.#listener.addr.port;
   }
 
   /** `"127.0.0.1:<port>"`. */
   get address(): string {
-    return `127.0.0.1:${this.#listener.addr.port}`;
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** Handles one accepted connection; it is closed when this resolves. */
+  protected abstract serve(conn: Deno.TcpConn): Promise<void>;
+
+  /** Makes dispose close `conn` too (a connection `serve` opened), until `serve` ends. */
+  protected track(conn: Deno.Conn): void {
+    this.#conns.add(conn);
   }
 
   async #acceptAll(): Promise<void> {
+    // Not before the subclass's fields are set: the first connection comes after a turn.
+    await Promise.resolve();
     try {
       for await (const conn of this.#listener) {
         this.#conns.add(conn);
-        const handler = this.#echo(conn).finally(() => {
+        const handler = this.serve(conn).catch(() => {
+          // A test cut the connection, or disposed of the server under it.
+        }).finally(() => {
+          closeQuietly(conn);
           this.#conns.delete(conn);
           this.#handlers.delete(handler);
         });
@@ -358,31 +386,24 @@ export class EchoServer implements AsyncDisposable {
     }
   }
 
-  async #echo(conn: Deno.TcpConn): Promise<void> {
-    const buffer = new Uint8Array(64 * 1024);
-    try {
-      for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
-        for (let written = 0; written < n;) {
-          written += await conn.write(buffer.subarray(written, n));
-        }
-      }
-      await conn.closeWrite();
-    } catch {
-      // The tunnel may end the connection abruptly.
-    } finally {
-      try {
-        conn.close();
-      } catch {
-        // Closed by dispose.
-      }
-    }
-  }
-
   async [Symbol.asyncDispose](): Promise<void> {
     this.#listener.close();
     await this.#loop;
-    for (const conn of this.#conns) conn.close();
+    for (const conn of this.#conns) closeQuietly(conn);
     await Promise.all(this.#handlers);
+  }
+}
+
+/** A TCP echo server on 127.0.0.1: echoes until EOF, then half-closes. */
+export class EchoServer extends LoopbackServer {
+  protected override async serve(conn: Deno.TcpConn): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+      for (let written = 0; written < n;) {
+        written += await conn.write(buffer.subarray(written, n));
+      }
+    }
+    await conn.closeWrite();
   }
 }
 
