@@ -262,16 +262,13 @@ function judge(sent: Uint8Array, received: Uint8Array): Outcome {
 export const HANG_GUARD_MS = 45_000;
 
 /**
- * Opens a session with `open`, writes `size` random bytes (then half-closes)
- * while reading until EOF, and says how it ended. Never throws; always closes
- * what it opened.
+ * Opens a connection with `open` (an indirect session, or TCP to a forwarder),
+ * writes `size` random bytes (then half-closes) while reading until EOF, and
+ * says how it ended. Never throws; always closes what it opened.
  */
-export async function echoSession(
-  open: () => Promise<IndirectConn>,
-  size: number,
-): Promise<Outcome> {
+export async function echoSession(open: () => Promise<Deno.Conn>, size: number): Promise<Outcome> {
   const data = randomBytes(size);
-  let conn: IndirectConn;
+  let conn: Deno.Conn;
   try {
     conn = await open();
   } catch (error) {
@@ -280,57 +277,38 @@ export async function echoSession(
   let hung = false;
   const guard = setTimeout(() => {
     hung = true;
-    try {
-      conn.close();
-    } catch {
-      // Closed already.
-    }
+    closeQuietly(conn);
   }, HANG_GUARD_MS);
-  const writer = conn.writable.getWriter();
-  const reader = conn.readable.getReader();
   try {
     const [written, read] = await Promise.allSettled([
       (async () => {
-        for (let offset = 0; offset < data.length; offset += 64 * 1024) {
-          await writer.write(data.slice(offset, offset + 64 * 1024));
+        for (let offset = 0; offset < data.length;) {
+          offset += await conn.write(data.subarray(offset, offset + 64 * 1024));
         }
-        await writer.close();
+        await conn.closeWrite();
       })(),
       (async () => {
-        const chunks: Uint8Array[] = [];
+        const out = new Uint8Array(data.length + 1);
         let length = 0;
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          chunks.push(value);
-          length += value.length;
+        const buffer = new Uint8Array(64 * 1024);
+        for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+          if (length + n > out.length) return out.slice(0, out.length); // Too many: corrupt.
+          out.set(buffer.subarray(0, n), length);
+          length += n;
         }
-        const out = new Uint8Array(length);
-        let offset = 0;
-        for (const chunk of chunks) {
-          out.set(chunk, offset);
-          offset += chunk.length;
-        }
-        return out;
+        return out.slice(0, length);
       })(),
     ]);
     if (hung) return { kind: "hung" };
     if (read.status === "fulfilled") {
       const verdict = judge(data, read.value);
-      // Wrong bytes are wrong whatever else happened; a short read with an error is an error.
       if (verdict.kind === "corrupt" || written.status === "fulfilled") return verdict;
       return { kind: "error", error: written.reason as Error };
     }
     return { kind: "error", error: read.reason as Error };
   } finally {
     clearTimeout(guard);
-    writer.releaseLock();
-    reader.releaseLock();
-    try {
-      conn.close();
-    } catch {
-      // Closed already.
-    }
+    closeQuietly(conn);
   }
 }
 
@@ -438,51 +416,9 @@ export async function heldEchoSession(
   }
 }
 
-/** The same over a plain TCP connection (to a `cli.ts connect` forwarder). */
-export async function tcpEchoSession(port: number, size: number): Promise<Outcome> {
-  const data = randomBytes(size);
-  let conn: Deno.TcpConn;
-  try {
-    conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  } catch (error) {
-    return { kind: "error", error: error as Error };
-  }
-  let hung = false;
-  const guard = setTimeout(() => {
-    hung = true;
-    closeQuietly(conn);
-  }, HANG_GUARD_MS);
-  try {
-    const [written, read] = await Promise.allSettled([
-      (async () => {
-        for (let offset = 0; offset < data.length;) {
-          offset += await conn.write(data.subarray(offset, offset + 64 * 1024));
-        }
-        await conn.closeWrite();
-      })(),
-      (async () => {
-        const out = new Uint8Array(data.length + 1);
-        let length = 0;
-        const buffer = new Uint8Array(64 * 1024);
-        for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
-          if (length + n > out.length) return out.slice(0, out.length); // Too many: corrupt.
-          out.set(buffer.subarray(0, n), length);
-          length += n;
-        }
-        return out.slice(0, length);
-      })(),
-    ]);
-    if (hung) return { kind: "hung" };
-    if (read.status === "fulfilled") {
-      const verdict = judge(data, read.value);
-      if (verdict.kind === "corrupt" || written.status === "fulfilled") return verdict;
-      return { kind: "error", error: written.reason as Error };
-    }
-    return { kind: "error", error: read.reason as Error };
-  } finally {
-    clearTimeout(guard);
-    closeQuietly(conn);
-  }
+/** {@linkcode echoSession} over a plain TCP connection (to a `cli.ts connect` forwarder). */
+export function tcpEchoSession(port: number, size: number): Promise<Outcome> {
+  return echoSession(() => Deno.connect({ hostname: "127.0.0.1", port }), size);
 }
 
 /** Counts outcomes by kind, with the distinct error messages. */

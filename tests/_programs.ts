@@ -8,23 +8,13 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { settlesWithin } from "./_helpers.ts";
 
 // ---- bounded waits --------------------------------------------------------------
 
-/**
- * Rejects if `promise` has not settled within `ms`. Not a timing assertion: a
- * generous guard so a missing event fails the test with `what` instead of hanging it.
- */
-export async function within<T>(promise: Promise<T>, what: string, ms = 20_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** {@linkcode settlesWithin}, with the longer guard that starting a program needs. */
+export function within<T>(promise: Promise<T>, what: string, ms = 20_000): Promise<T> {
+  return settlesWithin(promise, what, ms);
 }
 
 // ---- programs as subprocesses ----------------------------------------------------
