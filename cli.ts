@@ -47,7 +47,14 @@ import { dialDiscoverPoint } from "./lib/link/handshake.ts";
 import { DiscoverPointUnreachableError } from "./mod.ts";
 import { Role } from "./lib/wire/message.ts";
 import { type ShutdownSignal, shutdownSignal } from "./app/shutdown.ts";
-import { configArgs, ConfigError, configList, type FlagTable, readConfig } from "./app/config.ts";
+import {
+  configArgs,
+  ConfigError,
+  configList,
+  type FlagTable,
+  readConfig,
+  takeConfigFlag,
+} from "./app/config.ts";
 
 const logger = getLogger(["rtcp", "cli"]);
 
@@ -986,13 +993,9 @@ const ENTRY_FLAGS: Readonly<Record<"expose" | "connect", FlagTable>> = {
 async function commandLines(args: string[]): Promise<string[][]> {
   const [command, ...rest] = args;
   if (command !== "expose" && command !== "connect") return [args];
-  const at = rest.findIndex((arg) => arg === "--config" || arg.startsWith("--config="));
-  if (at < 0) return [args];
-  const path = rest[at]!.startsWith("--config=") ? rest[at]!.slice(9) : rest[at + 1];
-  if (path === undefined || path === "") throw new ConfigError("Cannot use --config: give a file");
-  const flags = rest.filter((_, index) =>
-    index !== at && !(index === at + 1 && !rest[at]!.includes("="))
-  );
+  const taken = takeConfigFlag(rest);
+  if (taken === undefined) return [args];
+  const { path, rest: flags } = taken;
   const config = await readConfig(path);
   const listKey = command === "expose" ? "services" : "listeners";
   const entries = config[listKey] === undefined

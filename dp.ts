@@ -16,7 +16,7 @@
  */
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { configArgs, ConfigError, type FlagTable, readConfig } from "./app/config.ts";
+import { configArgs, type FlagTable, readConfig, takeConfigFlag } from "./app/config.ts";
 import { getLogger } from "./lib/_log.ts";
 import { DEFAULT_PORT, DiscoverPoint, type DiscoverPointOptions } from "./lib/dp/discover_point.ts";
 import { NamesFile } from "./lib/dp/policy.ts";
@@ -273,13 +273,9 @@ const CONFIG_FLAGS: FlagTable = Object.fromEntries(
 
 /** `args` with `--config FILE` replaced by the file's options (the command line's win). */
 async function withConfig(args: string[]): Promise<string[]> {
-  const at = args.findIndex((arg) => arg === "--config" || arg.startsWith("--config="));
-  if (at < 0) return args;
-  const path = args[at]!.startsWith("--config=") ? args[at]!.slice(9) : args[at + 1];
-  if (path === undefined || path === "") throw new ConfigError("Cannot use --config: give a file");
-  const rest = args.filter((_, index) =>
-    index !== at && !(index === at + 1 && !args[at]!.includes("="))
-  );
+  const config = takeConfigFlag(args);
+  if (config === undefined) return args;
+  const { path, rest } = config;
   return configArgs(path, await readConfig(path), CONFIG_FLAGS, rest);
 }
 

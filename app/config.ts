@@ -54,6 +54,22 @@ function editDistance(a: string, b: string): number {
   return previous[b.length]!;
 }
 
+/**
+ * Takes `--config FILE` (or `--config=FILE`) out of `args`.
+ * @returns The file and the other arguments, or `undefined` when there is no `--config`.
+ * @throws {ConfigError} If `--config` names no file.
+ */
+export function takeConfigFlag(
+  args: readonly string[],
+): { path: string; rest: string[] } | undefined {
+  const at = args.findIndex((arg) => arg === "--config" || arg.startsWith("--config="));
+  if (at < 0) return undefined;
+  const joined = args[at]!.startsWith("--config=");
+  const path = joined ? args[at]!.slice("--config=".length) : args[at + 1];
+  if (path === undefined || path === "") throw new ConfigError("Cannot use --config: give a file");
+  return { path, rest: args.filter((_, index) => index !== at && (joined || index !== at + 1)) };
+}
+
 /** Parses a config file's text: a JSON object. */
 export function parseConfig(path: string, text: string): Record<string, unknown> {
   let json: unknown;
