@@ -809,14 +809,11 @@ export class DiscoverPoint implements AsyncDisposable {
   /** Grants or refuses a server's request for a public port for its name. */
   #answerPort(server: ServerLink, requested: number): void {
     const name = server.name;
-    // With a names file, a port is its owners' alone: an open name, anyone's to join, gets none.
+    const refusal = this.#names.publicPort?.(name);
     const grant: PortGrant = this.#port === null
       ? { refusal: "Cannot open a public port: this discover point takes links over HTTP only" }
-      : this.#names !== OPEN_NAMES && !this.#names.needsProof(name)
-      ? {
-        refusal:
-          `Cannot open a public port for "${name}": only names the names file gives owners get one`,
-      }
+      : refusal !== undefined
+      ? { refusal }
       : this.#publicPorts.grant(name, requested);
     if ("refusal" in grant) {
       logger.info("Refused a public port for {name}: {reason}", {

@@ -45,6 +45,12 @@ export interface NamePolicy {
    * @returns Why it is refused, or `undefined` to route it.
    */
   connection(name: string, key: string | undefined): string | undefined;
+  /**
+   * Decides whether `name`'s servers may ask for a public port (extension
+   * `public-port`); without this method, they may.
+   * @returns Why not, or `undefined` to let the ranges decide.
+   */
+  publicPort?(name: string): string | undefined;
 }
 
 interface Rule {
@@ -122,6 +128,15 @@ export class NamesFile implements NamePolicy {
       return `Cannot register "${name}": key ${key} is not an owner of the name`;
     }
     return undefined;
+  }
+
+  /**
+   * A port is its owners' alone: an unlisted name, open to anyone who registers it, gets none.
+   * See {@linkcode NamePolicy.publicPort}.
+   */
+  publicPort(name: string): string | undefined {
+    if (this.#rules.has(name)) return undefined;
+    return `Cannot open a public port for "${name}": only names the names file gives owners get one`;
   }
 
   /** See {@linkcode NamePolicy.connection}. */
