@@ -9,7 +9,7 @@ import { Backoff, type BackoffOptions, sleep } from "../_backoff.ts";
 import type { Identity } from "../link/auth.ts";
 import { parseDiscoverPoint } from "../transport/dial.ts";
 import { VersionMismatchError } from "../errors.ts";
-import { BadResource, Interrupted } from "../_platform.ts";
+import { BadResource, Interrupted, unrefTimer } from "../_platform.ts";
 import { dialDiscoverPoint } from "../link/handshake.ts";
 import { ALL_FEATURES, type EndFeature, Feature, type KeepaliveOptions } from "../link/link.ts";
 import { type ConnectMessage, MAX_NAME_LENGTH, MessageType, Role } from "../wire/message.ts";
@@ -381,7 +381,6 @@ class IndirectServer implements IndirectListener {
     }
   }
 
-  /** An extra link without sessions closes after `poolIdleTimeout`, unless one comes. */
   /** Sends the request for a public port on a link just registered, if one is wanted. */
   #askForPort(dp: string, mux: SessionMux): void {
     const port = this.#options.publicPort;
@@ -401,6 +400,7 @@ class IndirectServer implements IndirectListener {
     }
   }
 
+  /** An extra link without sessions closes after `poolIdleTimeout`, unless one comes. */
   #startIdleTimer(entry: PoolLink): void {
     if (!entry.extra || entry.mux.size > 0 || entry.idleTimer !== undefined) return;
     entry.idleTimer = setTimeout(() => {
@@ -413,7 +413,7 @@ class IndirectServer implements IndirectListener {
         void entry.mux.link.close();
       }
     }, this.#poolIdleTimeout);
-    if (this.#unref) Deno.unrefTimer(entry.idleTimer as unknown as number);
+    if (this.#unref) unrefTimer(entry.idleTimer);
   }
 
   /** Sessions are many on every link to `dp`: open one more, within `pool.max`. */
