@@ -589,7 +589,7 @@ async function forward(
     down: side === "expose" ? bToA : aToB,
     duration: Math.round(performance.now() - started),
   };
-  const bytes = "{up} bytes from client to server, {down} bytes back";
+  const bytes = "{up} bytes from client to server, {down} bytes back, client {client}";
   if (error === undefined) {
     logger.info(`Session {id} closed after {duration} ms: ${bytes}`, properties);
   } else if (signal.aborted) {
