@@ -508,7 +508,8 @@ class IndirectServer implements IndirectListener {
     this.#failure = error;
     this.#registered.reject(error);
     this.#stop.abort();
-    logger.error("Indirect server {name} stopped: {message}", {
+    // The error reaches the caller through ready and accept(); the caller says what it means.
+    logger.debug("Indirect server {name} stopped: {message}", {
       name: this.#options.name,
       message: error.message,
     });
