@@ -47,6 +47,8 @@ import { dialDiscoverPoint } from "./lib/link/handshake.ts";
 import { DiscoverPointUnreachableError } from "./mod.ts";
 import { Role } from "./lib/wire/message.ts";
 import { type ShutdownSignal, shutdownSignal } from "./app/shutdown.ts";
+import { type PipeResult, Splice } from "./app/splice.ts";
+import { SharedDeadline } from "./app/shared_deadline.ts";
 import {
   configArgs,
   ConfigError,
@@ -55,6 +57,8 @@ import {
   readConfig,
   takeConfigFlag,
 } from "./app/config.ts";
+
+export { PIPE_BUFFER_BYTES, pipeBoth, type PipeOptions, type PipeResult } from "./app/splice.ts";
 
 const logger = getLogger(["rtcp", "cli"]);
 
@@ -169,12 +173,6 @@ const FORWARDER_BACKOFF = { initial: 250, max: 4_000 };
 /** Milliseconds `connect` gives its discover point to answer the check at start. */
 const DP_CHECK_TIMEOUT_MS = 5_000;
 
-/** Smallest buffer a direction of {@linkcode pipeBoth} reads into: what an idle one holds. */
-const MIN_PIPE_BUFFER_BYTES = 2 * 1024;
-
-/** Size of the buffer each direction of {@linkcode pipeBoth} reads into. */
-export const PIPE_BUFFER_BYTES = 256 * 1024;
-
 /**
  * How long `expose` waits for its target to accept a connection before it
  * refuses the session; below the discover point's default Ack timeout (10 s).
@@ -183,123 +181,6 @@ const TARGET_CONNECT_TIMEOUT_MS = 5000;
 
 /** How long a shutdown waits for sessions to finish closing. */
 const SHUTDOWN_GRACE_MS = 5000;
-
-/** Bytes that {@linkcode pipeBoth} moved each way, and what stopped it early. */
-export interface PipeResult {
-  /** Bytes read from `a` and written to `b`. */
-  aToB: number;
-  /** Bytes read from `b` and written to `a`. */
-  bToA: number;
-  /** The first error that ended the piping (then both connections were closed); none after two clean EOFs. */
-  error?: Error;
-}
-
-/** Options of {@linkcode pipeBoth}. */
-export interface PipeOptions {
-  /** Closes both connections when aborted; the result's `error` is then the abort reason. */
-  signal?: AbortSignal;
-  /** Bytes each direction reads at a time. @default {262144} */
-  bufferSize?: number;
-}
-
-function asError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error));
-}
-
-function isSession(conn: Deno.Conn): conn is IndirectConn {
-  return typeof (conn as Partial<IndirectConn>).readFrom === "function";
-}
-
-/**
- * Pipes two connections into each other until both directions are done,
- * counting bytes. Binary-safe. When one side's input ends, the other side's
- * output is half-closed (`closeWrite()`) and the other direction keeps
- * flowing; once both have ended, or on the first error, both are closed.
- * @param a One connection, e.g. an accepted TCP connection.
- * @param b The other, e.g. an RTCP session.
- * @param options A signal to stop early, and the read buffer size.
- * @returns The byte counts, and the error that ended the piping early, if any.
- * @example Forward a TCP connection to another port
- * ```ts ignore
- * const { aToB, bToA } = await pipeBoth(accepted, await Deno.connect({ port: 5432 }));
- * ```
- */
-export async function pipeBoth(
-  a: Deno.Conn,
-  b: Deno.Conn,
-  options: PipeOptions = {},
-): Promise<PipeResult> {
-  const { signal, bufferSize = PIPE_BUFFER_BYTES } = options;
-  const result: PipeResult = { aToB: 0, bToA: 0 };
-  let closed = false;
-  const closeBoth = () => {
-    if (closed) return;
-    closed = true;
-    for (const conn of [a, b]) {
-      try {
-        conn.close();
-      } catch {
-        // Already closed: by the peer's error, or by the other direction.
-      }
-    }
-  };
-  const fail = (error: unknown) => {
-    // Once both are closed, errors are echoes of that (a pending read interrupted), not causes.
-    if (!closed) result.error ??= asError(error);
-    closeBoth();
-  };
-  const copy = async (
-    from: Deno.Conn,
-    to: Deno.Conn,
-    count: (bytes: number) => void,
-  ): Promise<void> => {
-    // A session moves bytes between the socket and its own buffers without a copy in between.
-    if (isSession(to)) {
-      await to.readFrom(from, count);
-      if (!closed) await to.closeWrite();
-      return;
-    }
-    if (isSession(from)) {
-      await from.writeTo(to, count);
-      if (!closed) await to.closeWrite();
-      return;
-    }
-    // Starts small so thousands of idle sessions cost little; doubles while reads fill it, and
-    // halves again when they come back far from full (the session went quiet).
-    let buffer = new Uint8Array(Math.min(bufferSize, MIN_PIPE_BUFFER_BYTES));
-    for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
-      for (let written = 0; written < n;) {
-        written += await to.write(buffer.subarray(written, n));
-      }
-      count(n);
-      if (n === buffer.length && buffer.length < bufferSize) {
-        buffer = new Uint8Array(Math.min(bufferSize, buffer.length * 2));
-      } else if (n < buffer.length / 8 && buffer.length > MIN_PIPE_BUFFER_BYTES) {
-        buffer = new Uint8Array(buffer.length / 2);
-      }
-    }
-    if (!closed) await to.closeWrite();
-  };
-  const onAbort = () => fail(signal!.reason);
-  signal?.addEventListener("abort", onAbort, { once: true });
-  if (signal?.aborted) onAbort();
-  const aToB = copy(a, b, (n) => result.aToB += n).catch(fail);
-  const bToA = copy(b, a, (n) => result.bToA += n).catch(fail);
-  // A session that has fully ended (the peer closed it, rather than half-closing)
-  // cannot take bytes any more: once what it delivered is forwarded, end both
-  // rather than wait for the other side to send something that would fail.
-  for (const [conn, reading] of [[a, aToB], [b, bToA]] as const) {
-    const ended = (conn as Partial<Pick<IndirectConn, "closed">>).closed;
-    void ended?.then(() => reading).then(closeBoth, closeBoth);
-  }
-  try {
-    await Promise.all([aToB, bToA]);
-  } finally {
-    signal?.removeEventListener("abort", onAbort);
-    closeBoth();
-  }
-  return result;
-}
 
 // ---- command line ------------------------------------------------------------
 
@@ -531,75 +412,113 @@ function discoverPoint(value: string, usage: string): string {
   return value.includes("://") ? value : formatAddress({ transport: "tcp", ...parsed });
 }
 
-/** The forwarding sessions in flight, and the signal that stops them all. */
+/**
+ * The forwarding sessions in flight, and the signal that stops them all.
+ * Sessions count themselves in and out, and each one's splice is stopped
+ * directly on shutdown: an idle session holds no promise or listener here.
+ */
 class Sessions {
-  readonly #running = new Set<Promise<void>>();
+  readonly #splices = new Set<Splice>();
   readonly #stop = new AbortController();
+  #count = 0;
+  #none: PromiseWithResolvers<void> | undefined;
 
+  /** Aborted on shutdown: for what a session does before its splice (connecting). */
   get signal(): AbortSignal {
     return this.#stop.signal;
   }
 
-  add(session: Promise<void>): void {
-    this.#running.add(session);
-    void session.finally(() => this.#running.delete(session));
+  /** A session starts; {@linkcode close} waits for its {@linkcode end}. */
+  begin(): void {
+    this.#count++;
+  }
+
+  /** A session has ended. */
+  end(): void {
+    if (--this.#count === 0) this.#none?.resolve();
+  }
+
+  /** Pipes `a` and `b`; shutdown stops them. Call {@linkcode release} once it is done. */
+  splice(a: Deno.Conn, b: Deno.Conn): Splice {
+    const splice = new Splice(a, b);
+    if (this.#stop.signal.aborted) splice.stop(this.#stop.signal.reason);
+    this.#splices.add(splice);
+    return splice;
+  }
+
+  /** Forgets a splice that is done. */
+  release(splice: Splice): void {
+    this.#splices.delete(splice);
   }
 
   /** Closes every session and waits (a bounded time) for their Close to be answered. */
   async close(): Promise<void> {
-    this.#stop.abort(new Deno.errors.Interrupted("Shutting down"));
+    const reason = new Deno.errors.Interrupted("Shutting down");
+    this.#stop.abort(reason);
+    for (const splice of this.#splices) splice.stop(reason);
+    if (this.#count === 0) return;
+    this.#none = Promise.withResolvers<void>();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const grace = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        logger.warning("Gave up waiting for {count} sessions to close", {
-          count: this.#running.size,
-        });
+        logger.warning("Gave up waiting for {count} sessions to close", { count: this.#count });
         resolve();
       }, SHUTDOWN_GRACE_MS);
     });
-    await Promise.race([Promise.all(this.#running), grace]);
+    await Promise.race([this.#none.promise, grace]);
     clearTimeout(timer);
   }
 }
 
 function messageOf(error: unknown): string {
   // Deno appends "(os error N)" to socket errors; the reason reads better without it.
-  return asError(error).message.replace(/ \(os error \d+\)$/, "");
+  return (error instanceof Error ? error : new Error(String(error))).message.replace(
+    / \(os error \d+\)$/,
+    "",
+  );
 }
 
 /** Which end of the tunnel a forwarder is: it decides which direction is "up" (client to server). */
 type Side = "expose" | "connect";
 
-/** Pipes `session` and `local`, then logs one line saying how it ended. */
-async function forward(
+/**
+ * Pipes `session` and `local`, then logs one line saying how it ended. Not an
+ * async function: an idle session waits in its splice's reads, and holds
+ * nothing here but the reaction to its end.
+ */
+function forward(
   side: Side,
   session: IndirectConn,
   local: Deno.Conn,
   label: Record<string, unknown>,
-  signal: AbortSignal,
+  sessions: Sessions,
 ): Promise<void> {
+  sessions.begin();
   const started = performance.now();
-  const { aToB, bToA, error } = await pipeBoth(session, local, { signal });
-  // Lets the Close reach the discover point before a shutdown exits.
-  await session.closed;
-  const properties = {
-    ...label,
-    id: session.sessionId,
-    up: side === "expose" ? aToB : bToA,
-    down: side === "expose" ? bToA : aToB,
-    duration: Math.round(performance.now() - started),
-  };
-  const bytes = "{up} bytes from client to server, {down} bytes back, client {client}";
-  if (error === undefined) {
-    logger.info(`Session {id} closed after {duration} ms: ${bytes}`, properties);
-  } else if (signal.aborted) {
-    logger.info(`Session {id} closed on shutdown after {duration} ms: ${bytes}`, properties);
-  } else {
-    logger.warning(`Session {id} failed after {duration} ms (${bytes}): {message}`, {
-      ...properties,
-      message: messageOf(error),
-    });
-  }
+  const splice = sessions.splice(session, local);
+  return splice.done.then(async ({ aToB, bToA, error }) => {
+    sessions.release(splice);
+    // Lets the Close reach the discover point before a shutdown exits.
+    await session.closed;
+    const properties = {
+      ...label,
+      id: session.sessionId,
+      up: side === "expose" ? aToB : bToA,
+      down: side === "expose" ? bToA : aToB,
+      duration: Math.round(performance.now() - started),
+    };
+    const bytes = "{up} bytes from client to server, {down} bytes back, client {client}";
+    if (error === undefined) {
+      logger.info(`Session {id} closed after {duration} ms: ${bytes}`, properties);
+    } else if (sessions.signal.aborted) {
+      logger.info(`Session {id} closed on shutdown after {duration} ms: ${bytes}`, properties);
+    } else {
+      logger.warning(`Session {id} failed after {duration} ms (${bytes}): {message}`, {
+        ...properties,
+        message: messageOf(error),
+      });
+    }
+  }).finally(() => sessions.end());
 }
 
 /** The key and CA certificate that `--key` and `--tls-ca` name, as `listen()`/`connect()` take them. */
@@ -678,17 +597,16 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
   const sessions = new Sessions();
   // Target connections made by admit(), until accept() hands out their session.
   const targets = new Map<number, Deno.TcpConn>();
+  // One deadline per quarter second for all connects, not a timer and a signal per session.
+  const deadline = new SharedDeadline(TARGET_CONNECT_TIMEOUT_MS, sessions.signal);
   const admit = async (request: SessionRequest): Promise<void> => {
     let target: Deno.TcpConn;
     // Acks go out in Connect order, so a slow connect here delays every later session.
-    const timeout = AbortSignal.timeout(TARGET_CONNECT_TIMEOUT_MS);
+    const signal = deadline.signal();
     try {
-      target = await Deno.connect({
-        ...options.to,
-        signal: AbortSignal.any([sessions.signal, timeout]),
-      });
+      target = await Deno.connect({ ...options.to, signal });
     } catch (error) {
-      const detail = timeout.aborted
+      const detail = deadline.timedOut(signal)
         ? `no answer within ${TARGET_CONNECT_TIMEOUT_MS} ms`
         : messageOf(error);
       logger.warning("Refused session {id} from {client}: cannot reach {to}: {detail}", {
@@ -791,7 +709,7 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
           ? "Session {id} opened from {client} to {to}"
           : "Session {id} opened from {client} with key {key} to {to}";
         logger.info(opened, { id: session.sessionId, client, key: session.clientKey, to });
-        sessions.add(forward("expose", session, target, { client, to }, sessions.signal));
+        void forward("expose", session, target, { client, to }, sessions);
       }
     })();
     const outcome = await Promise.race([
@@ -885,12 +803,15 @@ async function runConnect(
       client,
       name,
     });
-    await forward("connect", session, local, { client, name }, sessions.signal);
+    await forward("connect", session, local, { client, name }, sessions);
   };
   try {
     console.log(`Listening on ${formatAddress(server.addr)}`);
     const accepting = (async () => {
-      for await (const local of server) sessions.add(open(local));
+      for await (const local of server) {
+        sessions.begin();
+        void open(local).finally(() => sessions.end());
+      }
     })();
     const outcome = await Promise.race([
       stop.received.then((signal) => ({ signal })),

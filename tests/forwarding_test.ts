@@ -698,12 +698,24 @@ Deno.test("FrameReader never reads more than the limit it is given", async () =>
   reader.release();
 });
 
-Deno.test("FrameReader starts with 1 KiB reads by default, so idle sessions hold little", async () => {
+Deno.test("FrameReader starts with 256-byte reads by default, so idle sessions hold little", async () => {
   const source = new ScriptedSource([10, null]);
   const reader = new FrameReader(source, MAX_BINARY_DATA_BYTES);
   assert.equal((await reader.read())?.length, 10);
-  assert.equal(source.requests[0]!.length, 1 * KiB);
+  assert.equal(source.requests[0]!.length, 256);
   assert.equal(await reader.read(), null);
+  reader.release();
+});
+
+Deno.test("FrameReader without a source is read by its caller: view() to read into, piece() for what came", () => {
+  const reader = new FrameReader(undefined, MAX_BINARY_DATA_BYTES);
+  const view = reader.view(100);
+  assert.equal(view.length, 100);
+  assert.equal(view.byteOffset, DATA_HEADROOM);
+  view.set([1, 2, 3]);
+  assert.deepEqual([...reader.piece(3, 100)!], [1, 2, 3]);
+  reader.view();
+  assert.equal(reader.piece(null), null);
   reader.release();
 });
 

@@ -64,6 +64,7 @@ export class LinkClient implements ClientEnd {
     }
     this.#state = "open";
     this.#session = session;
+    this.pending = undefined;
     this.#send({ type: MessageType.Ack, sessionId: session.id, reason: "" });
   }
 
@@ -237,6 +238,7 @@ export class SocketClient implements ClientEnd {
     }
     this.#state = "open";
     this.#session = session;
+    this.pending = undefined;
     this.#outcome.resolve(session);
   }
 
@@ -288,10 +290,13 @@ export class SocketClient implements ClientEnd {
     if (session === undefined) return;
     let reason = "";
     // Read into buffers the server link's codec can frame in place, in pieces it takes whole.
-    const source = { read: (p: Uint8Array) => this.#transport.readInto(p) };
-    const reader = new FrameReader(source, session.toServer.maxPiece);
+    // The socket is read here, not through FrameReader.read(): an idle session waits in one
+    // async function, not three.
+    const reader = new FrameReader(undefined, session.toServer.maxPiece);
     try {
-      for (let piece = await reader.read(); piece !== null; piece = await reader.read()) {
+      for (;;) {
+        const piece = reader.piece(await this.#transport.readInto(reader.view()));
+        if (piece === null) break;
         const full = session.toServer.push(piece);
         if (full) await full;
       }

@@ -344,6 +344,9 @@ export class DiscoverPoint implements AsyncDisposable {
   #startedAt: number | undefined;
   readonly #clients = new Set<SocketClient | LinkClient>();
   readonly #tasks = new Set<Promise<void>>();
+  /** Connections being served (see {@linkcode #count}), and who waits for none to be left. */
+  #serving = 0;
+  #allServed: PromiseWithResolvers<void> | undefined;
   readonly #settings: SessionSettings;
   readonly #gate: Gate;
   #idleSweep: ReturnType<typeof setInterval> | undefined;
@@ -507,7 +510,7 @@ export class DiscoverPoint implements AsyncDisposable {
       this.#track(
         this.#acceptLoop(
           listener,
-          (conn) => this.#serveLink(new TcpTransport(conn, this.#transportOptions)),
+          (conn) => this.serveLink(new TcpTransport(conn, this.#transportOptions)),
         ),
       );
       return listener;
@@ -635,6 +638,15 @@ export class DiscoverPoint implements AsyncDisposable {
     task.finally(() => this.#tasks.delete(task));
   }
 
+  /**
+   * A connection is done being served. Connections are counted rather than
+   * tracked (a promise, a set entry and a `finally` each), so that thousands
+   * of idle ones hold less: each serving function counts itself in.
+   */
+  #served(): void {
+    if (--this.#serving === 0) this.#allServed?.resolve();
+  }
+
   async #acceptLoop<C extends Deno.Conn<Deno.NetAddr>>(
     listener: Deno.Listener<C, Deno.NetAddr>,
     serve: (conn: C) => Promise<void>,
@@ -653,7 +665,7 @@ export class DiscoverPoint implements AsyncDisposable {
         await sleep(ACCEPT_RETRY_MS, this.#stop.signal);
         continue;
       }
-      this.#track(serve(conn));
+      void serve(conn);
     }
   }
 
@@ -667,97 +679,100 @@ export class DiscoverPoint implements AsyncDisposable {
    * @returns When the link has ended. `close()` waits for it too.
    */
   serveLink(transport: Transport): Promise<void> {
-    const serving = this.#serveLink(transport);
-    this.#track(serving);
-    return serving;
+    return this.#serveLink(transport);
   }
 
   async #serveLink(transport: Transport): Promise<void> {
-    const link = new Link(transport, {
-      maxLineBytes: this.#limits.maxLineBytes,
-      keepalive: this.#keepalive,
-      closeTimeout: this.#limits.shutdownGrace,
-    });
-    const source = transport.remoteAddr.hostname;
-    const refusal = this.#enter(source);
-    if (refusal !== undefined) {
-      this.#counters.handshakesFailed++;
-      logger.warn("Refused link from {peer}: {reason}", { peer: link.peer, reason: refusal });
-      refuse(link, new ProtocolError(refusal));
-      await link.linger();
-      return;
-    }
-    const info: LinkInfo = {
-      since: Date.now(),
-      transport: transportOf(transport),
-      role: "handshake",
-    };
-    this.#linkInfo.set(link, info);
-    this.#links.add(link);
-    let established = false;
-    const deadline = this.#deadline(
-      `no complete handshake within ${this.#limits.handshakeTimeout} ms (limit handshakeTimeout)`,
-    );
-    const tooMany = this.#gate.beginHandshake(source);
-    let handshaking = tooMany === undefined;
-    const handshakeDone = () => {
-      if (handshaking) this.#gate.endHandshake(source);
-      handshaking = false;
-      deadline.cancel();
-    };
+    this.#serving++;
     try {
-      if (tooMany !== undefined) throw refuse(link, new ProtocolError(tooMany));
-      const { aloha, nonce } = await answerAloha(link, {
-        features: this.#features,
-        name: this.#name,
-        signal: deadline.signal,
-        check: (aloha, agreed) => this.#gate.alohaRefusal(aloha, agreed),
+      const link = new Link(transport, {
+        maxLineBytes: this.#limits.maxLineBytes,
+        keepalive: this.#keepalive,
+        closeTimeout: this.#limits.shutdownGrace,
       });
-      const proof = nonce === undefined
-        ? undefined
-        : { auth: await this.#nextAuth(link, deadline.signal), nonce };
-      if (aloha.role === Role.IndirectServer) {
-        const { key, refusal } = await this.#gate.registration(aloha, proof, source);
-        // With auth the verdict is sent either way: a refused server learns why before it goes.
-        if (proof) link.send({ type: MessageType.Accepted, reason: refusal ?? "" });
-        if (refusal !== undefined) throw new ProtocolError(refusal);
-        handshakeDone();
-        established = true;
-        info.role = "server";
-        await this.#serveServer(link, aloha.name, key);
-      } else {
-        const connect = await link.nextWithin(deadline.signal);
-        handshakeDone();
-        if (connect === null) return;
-        if (connect.type !== MessageType.Connect) {
-          throw new ProtocolError(
-            `Cannot serve indirect client: expected Connect after Aloha, got ${
-              messageTypeName(connect.type)
-            }`,
-          );
-        }
-        const relayed = link.features.has(Feature.Relay);
-        const verdict = await this.#gate.connection(aloha, connect, proof, source, relayed);
-        established = true;
-        info.role = relayed ? "peer_dp" : "client";
-        if (relayed) this.#counters.relayedSessions++;
-        await this.#serveClient(link, aloha, connect.name, verdict, relayed);
+      const source = transport.remoteAddr.hostname;
+      const refusal = this.#enter(source);
+      if (refusal !== undefined) {
+        this.#counters.handshakesFailed++;
+        logger.warn("Refused link from {peer}: {reason}", { peer: link.peer, reason: refusal });
+        refuse(link, new ProtocolError(refusal));
+        await link.linger();
+        return;
       }
-    } catch (error) {
-      logger.warn("Closed link from {peer}: {message}", {
-        peer: link.peer,
-        message: (error as Error).message,
-      });
+      const info: LinkInfo = {
+        since: Date.now(),
+        transport: transportOf(transport),
+        role: "handshake",
+      };
+      this.#linkInfo.set(link, info);
+      this.#links.add(link);
+      let established = false;
+      const deadline = this.#deadline(
+        `no complete handshake within ${this.#limits.handshakeTimeout} ms (limit handshakeTimeout)`,
+      );
+      const tooMany = this.#gate.beginHandshake(source);
+      let handshaking = tooMany === undefined;
+      const handshakeDone = () => {
+        if (handshaking) this.#gate.endHandshake(source);
+        handshaking = false;
+        deadline.cancel();
+      };
+      try {
+        if (tooMany !== undefined) throw refuse(link, new ProtocolError(tooMany));
+        const { aloha, nonce } = await answerAloha(link, {
+          features: this.#features,
+          name: this.#name,
+          signal: deadline.signal,
+          check: (aloha, agreed) => this.#gate.alohaRefusal(aloha, agreed),
+        });
+        const proof = nonce === undefined
+          ? undefined
+          : { auth: await this.#nextAuth(link, deadline.signal), nonce };
+        if (aloha.role === Role.IndirectServer) {
+          const { key, refusal } = await this.#gate.registration(aloha, proof, source);
+          // With auth the verdict is sent either way: a refused server learns why before it goes.
+          if (proof) link.send({ type: MessageType.Accepted, reason: refusal ?? "" });
+          if (refusal !== undefined) throw new ProtocolError(refusal);
+          handshakeDone();
+          established = true;
+          info.role = "server";
+          await this.#serveServer(link, aloha.name, key);
+        } else {
+          const connect = await link.nextWithin(deadline.signal);
+          handshakeDone();
+          if (connect === null) return;
+          if (connect.type !== MessageType.Connect) {
+            throw new ProtocolError(
+              `Cannot serve indirect client: expected Connect after Aloha, got ${
+                messageTypeName(connect.type)
+              }`,
+            );
+          }
+          const relayed = link.features.has(Feature.Relay);
+          const verdict = await this.#gate.connection(aloha, connect, proof, source, relayed);
+          established = true;
+          info.role = relayed ? "peer_dp" : "client";
+          if (relayed) this.#counters.relayedSessions++;
+          await this.#serveClient(link, aloha, connect.name, verdict, relayed);
+        }
+      } catch (error) {
+        logger.warn("Closed link from {peer}: {message}", {
+          peer: link.peer,
+          message: (error as Error).message,
+        });
+      } finally {
+        const cut = deadline.signal.aborted;
+        handshakeDone();
+        if (!established) this.#counters.handshakesFailed++;
+        // A refusal or a protocol error has its reason queued: let the peer read it. A link cut by
+        // the deadline still has a read pending, and has nothing to read anyway.
+        if (cut) link.abort();
+        else await link.linger();
+        this.#links.delete(link);
+        this.#gate.leave(source);
+      }
     } finally {
-      const cut = deadline.signal.aborted;
-      handshakeDone();
-      if (!established) this.#counters.handshakesFailed++;
-      // A refusal or a protocol error has its reason queued: let the peer read it. A link cut by
-      // the deadline still has a read pending, and has nothing to read anyway.
-      if (cut) link.abort();
-      else await link.linger();
-      this.#links.delete(link);
-      this.#gate.leave(source);
+      this.#served();
     }
   }
 
@@ -908,39 +923,38 @@ export class DiscoverPoint implements AsyncDisposable {
     }
   }
 
+  /** Serves a plain TCP client on the public port of `name`: one session, raw bytes. */
   async #servePublic(name: string, conn: Deno.TcpConn): Promise<void> {
-    const transport = new TcpTransport(conn, this.#transportOptions);
-    const client = new SocketClient(
-      transport,
-      formatAddress(conn.remoteAddr),
-      this.#limits.shutdownGrace,
-    );
-    const source = conn.remoteAddr.hostname;
-    const refusal = this.#enter(source);
-    if (refusal !== undefined) {
-      this.#counters.refused(this.#closing ? "shutting_down" : "limit");
-      logger.warn("Refused {client} on the public port of {name}: {reason}", {
-        client: client.label,
-        name,
-        reason: refusal,
-      });
-      transport.abort();
-      return;
-    }
+    this.#serving++;
     try {
-      await this.#servePublicClient(name, client);
+      const transport = new TcpTransport(conn, this.#transportOptions);
+      const client = new SocketClient(
+        transport,
+        formatAddress(conn.remoteAddr),
+        this.#limits.shutdownGrace,
+      );
+      const source = conn.remoteAddr.hostname;
+      const refusal = this.#enter(source);
+      if (refusal !== undefined) {
+        this.#counters.refused(this.#closing ? "shutting_down" : "limit");
+        logger.warn("Refused {client} on the public port of {name}: {reason}", {
+          client: client.label,
+          name,
+          reason: refusal,
+        });
+        transport.abort();
+        return;
+      }
+      this.#clients.add(client);
+      try {
+        this.#route(name, client);
+        await client.run();
+      } finally {
+        this.#clients.delete(client);
+        this.#gate.leave(source);
+      }
     } finally {
-      this.#gate.leave(source);
-    }
-  }
-
-  async #servePublicClient(name: string, client: SocketClient): Promise<void> {
-    this.#clients.add(client);
-    try {
-      this.#route(name, client);
-      await client.run();
-    } finally {
-      this.#clients.delete(client);
+      this.#served();
     }
   }
 
@@ -1361,7 +1375,14 @@ export class DiscoverPoint implements AsyncDisposable {
     await Promise.race([flushed, grace]);
     clearTimeout(timer);
     for (const link of this.#links) link.abort();
-    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+    while (this.#tasks.size > 0 || this.#serving > 0) {
+      if (this.#serving > 0) {
+        this.#allServed = Promise.withResolvers<void>();
+        await this.#allServed.promise;
+        this.#allServed = undefined;
+      }
+      await Promise.allSettled([...this.#tasks]);
+    }
     await leaving;
   }
 

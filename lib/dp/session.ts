@@ -317,6 +317,7 @@ export class ServerLink {
       );
     }
     clearTimeout(head.timer);
+    head.timer = undefined;
     if (ack.sessionId === -1) {
       if (!head.abandoned) {
         this.#settings.counters?.refused("server_refused");

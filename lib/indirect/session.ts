@@ -129,7 +129,7 @@ export class IndirectSession implements IndirectConn {
   #writable: WritableStream<Uint8Array> | undefined;
   /** Writes queued or in progress, and the settling of the last one (the next one starts after it). */
   #writesPending = 0;
-  #lastWrite: Promise<void> = Promise.resolve();
+  #lastWrite: Promise<void> | undefined;
 
   /** Creates the session; its carrier routes messages for `sessionId` to it. */
   constructor(carrier: SessionCarrier, sessionId: number, addresses: IndirectConnAddresses) {
@@ -474,10 +474,11 @@ export class IndirectSession implements IndirectConn {
   #queueWrite(chunk: Uint8Array): Promise<void> {
     const write = this.#writesPending === 0
       ? this.#write(chunk)
-      : this.#lastWrite.then(() => this.#write(chunk));
+      : this.#lastWrite!.then(() => this.#write(chunk));
     this.#writesPending++;
     const settle = () => {
-      this.#writesPending--;
+      // Nothing left to wait for: an idle session holds no settled promise.
+      if (--this.#writesPending === 0) this.#lastWrite = undefined;
     };
     this.#lastWrite = write.then(settle, settle);
     return write;

@@ -15,12 +15,15 @@ export interface ByteSource {
   read(p: Uint8Array): Promise<number | null>;
 }
 
-/** Default first read size: small, so that thousands of idle sessions cost little. */
-const INITIAL_CAPACITY = 1024;
+/**
+ * Default first read size: small, because an idle session's pending read holds
+ * its buffer (a pooled size: this plus the headroom); it doubles as reads fill it.
+ */
+const INITIAL_CAPACITY = 256;
 
 /** Reads a source piece by piece into frame-ready buffers, sized to the traffic. */
 export class FrameReader {
-  readonly #source: ByteSource;
+  readonly #source: ByteSource | undefined;
   readonly #maxPiece: number;
   readonly #minPiece: number;
   #capacity: number;
@@ -28,26 +31,50 @@ export class FrameReader {
 
   /**
    * Reads `source` in pieces of at most `maxPiece` bytes, starting with reads
-   * of `firstPiece` bytes (and never shrinking below that).
+   * of `firstPiece` bytes (and never shrinking below that). Without a
+   * source, the caller reads into {@linkcode view} itself.
    */
-  constructor(source: ByteSource, maxPiece: number, firstPiece: number = INITIAL_CAPACITY) {
+  constructor(
+    source: ByteSource | undefined,
+    maxPiece: number,
+    firstPiece: number = INITIAL_CAPACITY,
+  ) {
     this.#source = source;
     this.#maxPiece = maxPiece;
     this.#capacity = this.#minPiece = Math.min(firstPiece, maxPiece);
   }
 
   /**
-   * Reads the next piece, of at most `limit` bytes. The read size doubles
-   * while reads fill it and halves when reads offered all of it use little.
+   * Reads the next piece, of at most `limit` bytes: {@linkcode view}, the
+   * source's read, then {@linkcode piece}.
    * @returns The piece, with {@linkcode DATA_HEADROOM} bytes before it in a
    * buffer nobody else holds; `null` at the end of the source.
    */
   async read(limit: number = Infinity): Promise<Uint8Array<ArrayBuffer> | null> {
+    if (this.#source === undefined) throw new TypeError("Cannot read: this reader has no source");
+    return this.piece(await this.#source.read(this.view(limit)), limit);
+  }
+
+  /**
+   * Where the next read goes: at most `limit` bytes. A caller that reads the
+   * source itself (one async step less per piece, and nothing more held
+   * while it waits) passes the count to {@linkcode piece}.
+   */
+  view(limit: number = Infinity): Uint8Array<ArrayBuffer> {
+    const buffer = this.#buffer ??= takeBuffer(DATA_HEADROOM + this.#capacity);
+    return buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + Math.min(limit, this.#capacity));
+  }
+
+  /**
+   * Takes the `count` bytes a read put into {@linkcode view} (asked with the
+   * same `limit`). The read size doubles while reads fill it and halves when
+   * reads offered all of it use little.
+   * @returns The piece, with {@linkcode DATA_HEADROOM} bytes before it in a
+   * buffer nobody else holds; `null` when `count` is (the end of the source).
+   */
+  piece(count: number | null, limit: number = Infinity): Uint8Array<ArrayBuffer> | null {
     const capacity = this.#capacity;
-    const buffer = this.#buffer ??= takeBuffer(DATA_HEADROOM + capacity);
-    const count = await this.#source.read(
-      buffer.subarray(DATA_HEADROOM, DATA_HEADROOM + Math.min(limit, capacity)),
-    );
+    const buffer = this.#buffer!;
     if (count === null) {
       this.#buffer = undefined;
       recycle(buffer);

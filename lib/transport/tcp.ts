@@ -90,7 +90,8 @@ export class TcpTransport implements Transport {
   readonly #conn: Deno.Conn<Deno.NetAddr>;
   readonly #highWaterMark: number;
   readonly #maxQueuedBytes: number;
-  #readBuffer = new Uint8Array(MIN_READ_BYTES);
+  /** Made on the first read(): a socket read through readInto() (a public port's) never needs it. */
+  #readBuffer: Uint8Array | undefined;
   #queue: Uint8Array[] = [];
   #queued = 0;
   #flushing: Promise<void> | undefined;
@@ -127,7 +128,7 @@ export class TcpTransport implements Transport {
   /** Reads the next chunk into a buffer that adapts to the traffic. */
   async read(): Promise<Uint8Array | null> {
     if (this.#closed) return this.#endOfInput();
-    const buffer = this.#readBuffer;
+    const buffer = this.#readBuffer ??= new Uint8Array(MIN_READ_BYTES);
     // Not through readInto(): one async step less per chunk on the links' hot path.
     let count: number | null;
     try {
@@ -151,15 +152,24 @@ export class TcpTransport implements Transport {
    * transport's buffer): the discover point's public-port sockets.
    * @returns The number of bytes read, or `null` at end of input (or after {@linkcode abort}).
    */
-  async readInto(p: Uint8Array): Promise<number | null> {
-    if (this.#closed) return this.#endOfInput();
-    try {
-      return await this.#conn.read(p) ?? this.#peerEnded();
-    } catch (error) {
-      if (this.#closed) return this.#endOfInput();
-      throw error;
+  readInto(p: Uint8Array): Promise<number | null> {
+    if (this.#closed) {
+      try {
+        return Promise.resolve(this.#endOfInput());
+      } catch (error) {
+        return Promise.reject(error);
+      }
     }
+    // Not an async function: an idle socket's pending read holds a promise and its reaction only.
+    return this.#conn.read(p).then(this.#onReadCount, this.#onReadError);
   }
+
+  readonly #onReadCount = (count: number | null): number | null => count ?? this.#peerEnded();
+
+  readonly #onReadError = (error: unknown): null => {
+    if (this.#closed) return this.#endOfInput();
+    throw error;
+  };
 
   /** The peer ended its direction; after finish(), that is the moment to close. */
   #peerEnded(): null {
