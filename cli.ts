@@ -47,7 +47,7 @@ import { dialDiscoverPoint } from "./lib/link/handshake.ts";
 import { DiscoverPointUnreachableError } from "./mod.ts";
 import { Role } from "./lib/wire/message.ts";
 import { type ShutdownSignal, shutdownSignal } from "./app/shutdown.ts";
-import { type PipeResult, Splice } from "./app/splice.ts";
+import { Splice } from "./app/splice.ts";
 import { SharedDeadline } from "./app/shared_deadline.ts";
 import {
   configArgs,
