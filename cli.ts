@@ -24,30 +24,28 @@
 
 import { parseArgs } from "node:util";
 import { getLogger } from "./lib/_log.ts";
+// From the modules themselves, not mod.ts: a forwarder does not load the discover point's code.
+import { connect } from "./lib/indirect/connect.ts";
 import {
-  connect,
-  generateIdentity,
-  type Identity,
-  importIdentity,
-  type IndirectConn,
   listen,
   type PoolBounds,
   type PublicPortOutcome,
   type SessionRequest,
-} from "./mod.ts";
+} from "./lib/indirect/listen.ts";
+import type { IndirectConn } from "./lib/indirect/types.ts";
+import { generateIdentity, type Identity, importIdentity } from "./lib/link/auth.ts";
 import { pkcs8ToPem } from "./lib/link/auth.ts";
 import { parseDiscoverPoint } from "./lib/transport/dial.ts";
 import { formatAddress, parseAddress } from "./lib/transport/tcp.ts";
 import { type LogFormat, parseLogFormat, parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { versionLine } from "./app/version.ts";
 import { warnIfShared } from "./app/secret_file.ts";
-import { runStatus } from "./app/status_command.ts";
 import { Backoff, sleep } from "./lib/_backoff.ts";
 import { dialDiscoverPoint } from "./lib/link/handshake.ts";
-import { DiscoverPointUnreachableError } from "./mod.ts";
+import { DiscoverPointUnreachableError } from "./lib/errors.ts";
 import { Role } from "./lib/wire/message.ts";
 import { type ShutdownSignal, shutdownSignal } from "./app/shutdown.ts";
-import { Splice } from "./app/splice.ts";
+import { type PipeResult, Splice } from "./app/splice.ts";
 import { SharedDeadline } from "./app/shared_deadline.ts";
 import {
   configArgs,
@@ -122,6 +120,9 @@ ${DP_HELP}
                    while sessions are many or the DP asks (a client waits for
                    NAME on another instance), up to MAX; N for exactly N
                    (default 1..8)
+  --early-ack      Accept each session at once and connect to --to meanwhile:
+                   faster session setup, but when the service is down the
+                   session is cut with the reason instead of refused
 ${LOG_LEVEL_HELP}
   -h, --help       Show this help`;
 
@@ -208,6 +209,8 @@ interface ExposeOptions extends DiscoverPointFlags {
   pool: PoolBounds;
   /** `--public-port`: the public port to ask each discover point for. */
   publicPort?: number;
+  /** `--early-ack`: accept sessions before the target connection is up. */
+  earlyAck: boolean;
 }
 
 interface ConnectCommandOptions extends DiscoverPointFlags {
@@ -313,6 +316,7 @@ function parseCommand(args: string[]): Command {
         "log-level": { type: "string", default: "info" },
         "log-format": { type: "string", default: "text" },
         "exit-on-failure": { type: "boolean", default: false },
+        "early-ack": { type: "boolean", default: false },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean" },
       },
@@ -328,6 +332,8 @@ function parseCommand(args: string[]): Command {
     ? "pool"
     : values["public-port"] !== undefined
     ? "public-port"
+    : values["early-ack"]
+    ? "early-ack"
     : undefined;
   if (values[foreign] !== undefined || (command === "connect" && exposeOnly !== undefined)) {
     const flag = values[foreign] !== undefined ? foreign : exposeOnly;
@@ -367,7 +373,7 @@ function parseCommand(args: string[]): Command {
   }
   const to = address(command, "to", values.to, usage);
   const pool = values.pool === undefined ? { min: 1, max: 8 } : parsePool(values.pool, usage);
-  const options: ExposeOptions = { ...dpFlags, to, pool };
+  const options: ExposeOptions = { ...dpFlags, to, pool, earlyAck: values["early-ack"] };
   const publicPort = values["public-port"];
   if (publicPort !== undefined) {
     options.publicPort = Number(publicPort);
@@ -438,17 +444,18 @@ class Sessions {
     if (--this.#count === 0) this.#none?.resolve();
   }
 
-  /** Pipes `a` and `b`; shutdown stops them. Call {@linkcode release} once it is done. */
-  splice(a: Deno.Conn, b: Deno.Conn): Splice {
-    const splice = new Splice(a, b);
-    if (this.#stop.signal.aborted) splice.stop(this.#stop.signal.reason);
+  /**
+   * Pipes `a` and `b` as one session (counted until `finished` returns);
+   * shutdown stops them.
+   */
+  splice(a: Deno.Conn, b: Deno.Conn, finished: (result: PipeResult) => Promise<void>): void {
+    this.begin();
+    const splice: Splice = new Splice(a, b, (result) => {
+      this.#splices.delete(splice);
+      void finished(result).finally(() => this.end());
+    });
     this.#splices.add(splice);
-    return splice;
-  }
-
-  /** Forgets a splice that is done. */
-  release(splice: Splice): void {
-    this.#splices.delete(splice);
+    if (this.#stop.signal.aborted) splice.stop(this.#stop.signal.reason);
   }
 
   /** Closes every session and waits (a bounded time) for their Close to be answered. */
@@ -482,9 +489,8 @@ function messageOf(error: unknown): string {
 type Side = "expose" | "connect";
 
 /**
- * Pipes `session` and `local`, then logs one line saying how it ended. Not an
- * async function: an idle session waits in its splice's reads, and holds
- * nothing here but the reaction to its end.
+ * Pipes `session` and `local`, then logs one line saying how it ended. An
+ * idle session waits in its splice's reads and holds nothing here.
  */
 function forward(
   side: Side,
@@ -492,22 +498,22 @@ function forward(
   local: Deno.Conn,
   label: Record<string, unknown>,
   sessions: Sessions,
-): Promise<void> {
-  sessions.begin();
+): void {
   const started = performance.now();
-  const splice = sessions.splice(session, local);
-  return splice.done.then(async ({ aToB, bToA, error }) => {
-    sessions.release(splice);
+  sessions.splice(session, local, async ({ aToB, bToA, error }) => {
     // Lets the Close reach the discover point before a shutdown exits.
     await session.closed;
     const properties = {
       ...label,
       id: session.sessionId,
+      key: session.clientKey,
       up: side === "expose" ? aToB : bToA,
       down: side === "expose" ? bToA : aToB,
       duration: Math.round(performance.now() - started),
     };
-    const bytes = "{up} bytes from client to server, {down} bytes back, client {client}";
+    const bytes = `{up} bytes from client to server, {down} bytes back, client {client}${
+      session.clientKey === undefined ? "" : " with key {key}"
+    }`;
     if (error === undefined) {
       logger.info(`Session {id} closed after {duration} ms: ${bytes}`, properties);
     } else if (sessions.signal.aborted) {
@@ -518,7 +524,7 @@ function forward(
         message: messageOf(error),
       });
     }
-  }).finally(() => sessions.end());
+  });
 }
 
 /** The key and CA certificate that `--key` and `--tls-ca` name, as `listen()`/`connect()` take them. */
@@ -595,21 +601,20 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
   const credentials = await readCredentials(options);
   if (credentials === undefined) return 1;
   const sessions = new Sessions();
-  // Target connections made by admit(), until accept() hands out their session.
-  const targets = new Map<number, Deno.TcpConn>();
+  // Target connections admit() started, until accept() hands out their session.
+  const targets = new Map<number, Promise<Deno.TcpConn>>();
   // One deadline per quarter second for all connects, not a timer and a signal per session.
   const deadline = new SharedDeadline(TARGET_CONNECT_TIMEOUT_MS, sessions.signal);
-  const admit = async (request: SessionRequest): Promise<void> => {
-    let target: Deno.TcpConn;
-    // Acks go out in Connect order, so a slow connect here delays every later session.
+  const connectTarget = async (request: SessionRequest): Promise<Deno.TcpConn> => {
     const signal = deadline.signal();
     try {
-      target = await Deno.connect({ ...options.to, signal });
+      return await Deno.connect({ ...options.to, signal });
     } catch (error) {
       const detail = deadline.timedOut(signal)
         ? `no answer within ${TARGET_CONNECT_TIMEOUT_MS} ms`
         : messageOf(error);
-      logger.warning("Refused session {id} from {client}: cannot reach {to}: {detail}", {
+      const outcome = options.earlyAck ? "Cut" : "Refused";
+      logger.warning(`${outcome} session {id} from {client}: cannot reach {to}: {detail}`, {
         id: request.sessionId,
         client: formatAddress(request.remoteAddr),
         to,
@@ -618,13 +623,36 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
       // The client learns that the service is down, not where it lives.
       throw new Error(`The service behind "${name}" is unavailable`, { cause: error });
     }
-    targets.set(request.sessionId, target);
+  };
+  const admit = async (request: SessionRequest): Promise<void> => {
+    const connecting = connectTarget(request);
+    // Acks go out in Connect order, so a slow connect here delays every later session; with
+    // --early-ack the session is accepted at once, and waits for its target after.
+    if (options.earlyAck) connecting.catch(() => {/* The session is cut when accepted. */});
+    else await connecting;
+    targets.set(request.sessionId, connecting);
     // Refused after all (backlog full, listener closing, link lost): release the target.
     request.signal.addEventListener("abort", () => {
-      if (targets.get(request.sessionId) !== target) return;
+      if (targets.get(request.sessionId) !== connecting) return;
       targets.delete(request.sessionId);
-      target.close();
+      connecting.then((target) => target.close(), () => {});
     }, { once: true });
+  };
+  /** Forwards an accepted session once its target is connected; cuts it with the reason if not. */
+  const serve = async (session: IndirectConn, connecting: Promise<Deno.TcpConn>) => {
+    let target: Deno.TcpConn;
+    try {
+      target = await connecting;
+    } catch (error) {
+      session.close((error as Error).message);
+      return;
+    }
+    const client = formatAddress(session.remoteAddr);
+    const opened = session.clientKey === undefined
+      ? "Session {id} opened from {client} to {to}"
+      : "Session {id} opened from {client} with key {key} to {to}";
+    logger.debug(opened, { id: session.sessionId, client, key: session.clientKey, to });
+    forward("expose", session, target, { client, to }, sessions);
   };
   // Every link asks for the public port: say each answer once.
   const told = new Set<string>();
@@ -694,9 +722,9 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
     console.log(`Exposing "${name}" at ${dp.join(", ")} to ${to}`);
     const accepting = (async () => {
       for await (const session of listener) {
-        const target = targets.get(session.sessionId);
+        const connecting = targets.get(session.sessionId);
         targets.delete(session.sessionId);
-        if (target === undefined) {
+        if (connecting === undefined) {
           logger.error("Closed session {id}: no connection to {to} was made for it", {
             id: session.sessionId,
             to,
@@ -704,12 +732,7 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
           session.close();
           continue;
         }
-        const client = formatAddress(session.remoteAddr);
-        const opened = session.clientKey === undefined
-          ? "Session {id} opened from {client} to {to}"
-          : "Session {id} opened from {client} with key {key} to {to}";
-        logger.info(opened, { id: session.sessionId, client, key: session.clientKey, to });
-        void forward("expose", session, target, { client, to }, sessions);
+        void serve(session, connecting);
       }
     })();
     const outcome = await Promise.race([
@@ -731,7 +754,9 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
     return 1;
   } finally {
     listener.close();
-    for (const target of targets.values()) target.close();
+    for (const connecting of targets.values()) {
+      connecting.then((target) => target.close(), () => {/* Nothing to close. */});
+    }
     targets.clear();
   }
 }
@@ -798,12 +823,12 @@ async function runConnect(
       logger.error("Cannot forward {client}: {message}", { client, message: messageOf(error) });
       return;
     }
-    logger.info("Session {id} opened from {client} to {name}", {
+    logger.debug("Session {id} opened from {client} to {name}", {
       id: session.sessionId,
       client,
       name,
     });
-    await forward("connect", session, local, { client, name }, sessions);
+    forward("connect", session, local, { client, name }, sessions);
   };
   try {
     console.log(`Listening on ${formatAddress(server.addr)}`);
@@ -869,7 +894,10 @@ export async function main(args: string[]): Promise<number> {
   }
   if (parsed.command === "keygen") return await runKeygen(parsed.out, parsed.force);
   if (parsed.command === "pubkey") return await runPubkey(parsed.key);
-  if (parsed.command === "status") return await runStatus(parsed.args);
+  if (parsed.command === "status") {
+    const { runStatus } = await import("./app/status_command.ts");
+    return await runStatus(parsed.args);
+  }
   await setUpLogging(parseLogLevel(parsed.level), parsed.format);
   const stop = shutdownSignal();
   try {
@@ -897,11 +925,19 @@ const FORWARDER_FLAGS: FlagTable = {
   "log-level": "string",
   "log-format": "string",
   "exit-on-failure": "boolean",
+  "early-ack": "boolean",
 };
 
 /** What one entry of a config's `services` (expose) or `listeners` (connect) may set. */
 const ENTRY_FLAGS: Readonly<Record<"expose" | "connect", FlagTable>> = {
-  expose: { name: "string", to: "string", pool: "string", key: "string", "public-port": "string" },
+  expose: {
+    name: "string",
+    to: "string",
+    pool: "string",
+    key: "string",
+    "public-port": "string",
+    "early-ack": "boolean",
+  },
   connect: { name: "string", listen: "string", key: "string" },
 };
 

@@ -5,7 +5,6 @@
  */
 
 import { warnIfShared } from "./secret_file.ts";
-import { AdminEndpoint } from "../lib/dp/admin.ts";
 import { checkToken } from "../lib/dp/admin_token.ts";
 import type { DiscoverPoint } from "../lib/dp/discover_point.ts";
 import { parseAddress } from "../lib/transport/tcp.ts";
@@ -72,6 +71,8 @@ export interface AdminServer {
  * @throws {Deno.errors.AddrInUse} And the like, if the port cannot be bound.
  */
 export async function serveAdmin(dp: DiscoverPoint, setting: AdminSetting): Promise<AdminServer> {
+  // Loaded only with --admin: the endpoint and its page are code a plain DP does not hold.
+  const { AdminEndpoint } = await import("../lib/dp/admin.ts");
   const admin = await AdminEndpoint.create(
     dp,
     setting.token === undefined ? {} : { token: setting.token },

@@ -7,7 +7,6 @@
 
 import type { DiscoverPointOptions } from "../lib/dp/discover_point.ts";
 import { NamesFile, type UnlistedNames } from "../lib/dp/policy.ts";
-import { KvRegistry } from "../lib/dp/kv_registry.ts";
 import type { Registry } from "../lib/dp/registry.ts";
 
 /** Where a discover point keeps its cluster registry, as `--registry` or `RTCP_REGISTRY` says. */
@@ -39,6 +38,8 @@ export async function openRegistry(
   ttl?: number,
 ): Promise<(Registry & { close(): void }) | undefined> {
   if (setting.kind === "memory") return undefined;
+  // Loaded only for a cluster: a discover point alone does not hold its code.
+  const { KvRegistry } = await import("../lib/dp/kv_registry.ts");
   return await KvRegistry.open(setting.location, ttl === undefined ? {} : { ttl });
 }
 

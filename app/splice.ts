@@ -48,12 +48,10 @@ function isSession(conn: Deno.Conn): conn is IndirectConn {
  * both are closed and {@linkcode done} resolves.
  */
 export class Splice {
-  /** Resolves with the byte counts, and the error that ended the piping early, if any. */
-  readonly done: Promise<PipeResult>;
   readonly #a: Deno.Conn;
   readonly #b: Deno.Conn;
   readonly #result: PipeResult = { aToB: 0, bToA: 0 };
-  readonly #finished: (result: PipeResult) => void;
+  #finished: ((result: PipeResult) => void) | undefined;
   #closed = false;
   /** Directions still running (two at first). */
   #running = 2;
@@ -61,13 +59,21 @@ export class Splice {
   #sessionEnded = false;
   #sessionDrained = false;
 
-  /** Starts piping; `bufferSize` is what a direction between two sockets reads at a time. */
-  constructor(a: Deno.Conn, b: Deno.Conn, bufferSize: number = PIPE_BUFFER_BYTES) {
+  /**
+   * Starts piping; `bufferSize` is what a direction between two sockets reads
+   * at a time. `finished` is called once, with the byte counts and the error
+   * that ended the piping early, if any (a callback rather than a promise:
+   * an idle session holds less).
+   */
+  constructor(
+    a: Deno.Conn,
+    b: Deno.Conn,
+    finished: (result: PipeResult) => void,
+    bufferSize: number = PIPE_BUFFER_BYTES,
+  ) {
     this.#a = a;
     this.#b = b;
-    const { promise, resolve } = Promise.withResolvers<PipeResult>();
-    this.done = promise;
-    this.#finished = resolve;
+    this.#finished = finished;
     this.#direction(a, b, bufferSize, this.#countAToB);
     this.#direction(b, a, bufferSize, this.#countBToA);
   }
@@ -150,7 +156,9 @@ export class Splice {
 
   #settle(): void {
     this.#closeBoth();
-    this.#finished(this.#result);
+    const finished = this.#finished;
+    this.#finished = undefined;
+    finished?.(this.#result);
   }
 }
 
@@ -197,12 +205,13 @@ export async function pipeBoth(
   options: PipeOptions = {},
 ): Promise<PipeResult> {
   const { signal, bufferSize = PIPE_BUFFER_BYTES } = options;
-  const splice = new Splice(a, b, bufferSize);
+  const done = Promise.withResolvers<PipeResult>();
+  const splice = new Splice(a, b, done.resolve, bufferSize);
   const onAbort = () => splice.stop(signal!.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
   if (signal?.aborted) onAbort();
   try {
-    return await splice.done;
+    return await done.promise;
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }

@@ -174,7 +174,7 @@ Deno.test("cli.ts with an owned name: only an owner key registers it, only a lis
       );
       await assertRoundTrip(forwarder.port);
       await expose.logged(
-        new RegExp(`Session \\d+ opened from .* with key "?${escape(client.publicKey)}"? to `),
+        new RegExp(`Session \\d+ closed after .* with key "?${escape(client.publicKey)}"?`),
       );
       assert.equal((await forwarder.stop()).code, 0);
     },

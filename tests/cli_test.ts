@@ -197,8 +197,9 @@ Deno.test("cli.ts expose + connect carry binary data both ways, with half-close,
     await expose.logged(line);
     await forwarder.logged(line);
   }
-  await expose.logged(/Session \d+ opened from "127\.0\.0\.1:\d+" to "127\.0\.0\.1:\d+"/);
-  await forwarder.logged(/Session \d+ opened from "127\.0\.0\.1:\d+" to "echo"/);
+  // One line per session, at its end, names the client (the line at its start is debug).
+  await expose.logged(/Session \d+ closed after .* back, client "127\.0\.0\.1:\d+"/);
+  await forwarder.logged(/Session \d+ closed after .* back, client "127\.0\.0\.1:\d+"/);
   assert.equal((await forwarder.stop()).code, 0);
   assert.equal((await expose.stop()).code, 0);
   assert.equal((await dp.stop()).code, 0);
@@ -242,6 +243,36 @@ Deno.test("cli.ts expose refuses a session when --to is down; the client learns 
     assert.ok(error instanceof SessionRefusedError, String(error));
     assert.match(error.reason, reason);
   });
+});
+
+Deno.test("cli.ts expose --early-ack carries sessions, and cuts one with the reason when --to is down", async (t) => {
+  await using echo = new EchoServer();
+  await using dp = await spawnDp();
+  await using up = await spawnExpose(dp.address, "up", echo.address, ["--early-ack"]);
+  const down = unusedAddress();
+  await using cut = await spawnExpose(dp.address, "down", down, ["--early-ack"]);
+
+  await t.step("sessions to a service that is up carry their bytes both ways", async () => {
+    const payloads = [1, 300_000].map(randomBytes);
+    await Promise.all(payloads.map(async (payload) => {
+      await using conn = await connect({ dp: dp.address, name: "up" });
+      assert.deepEqual(await exchange(conn, payload), payload);
+    }));
+    await up.logged(/Session \d+ closed after \d+ ms: 300000 bytes from client to server/);
+  });
+  await t.step(
+    "a session to a service that is down opens, then reading it fails with the reason",
+    async () => {
+      await using conn = await connect({ dp: dp.address, name: "down" });
+      const error = await within(readAll(conn), "the read to fail").then(
+        () => assert.fail("expected the session to be cut"),
+        (error: unknown) => error,
+      );
+      assert.ok(error instanceof Deno.errors.ConnectionReset, String(error));
+      assert.match(error.message, /cut short: The service behind "down" is unavailable$/);
+      await cut.logged(new RegExp(`Cut session \\d+ from .*cannot reach "${down}"`));
+    },
+  );
 });
 
 Deno.test("cli.ts expose closes its sessions on SIGTERM and the client sees the end", async () => {

@@ -13,7 +13,7 @@ import { answerAloha, dialDiscoverPoint, refuse } from "../link/handshake.ts";
 import { DP_FEATURES, Feature, type KeepaliveOptions, Link } from "../link/link.ts";
 import { LinkClient, SocketClient } from "./client.ts";
 import { Gate, type Verdict } from "./gate.ts";
-import { type LinkPort, listenTlsLinks } from "./tls_port.ts";
+import type { LinkPort } from "./tls_port.ts";
 import { type HttpHandler, LINK_PATH, webSocketLinkHandler } from "./http.ts";
 import { BufferBudget } from "./pipe.ts";
 import { Counters, DEFAULT_MAX_COUNTED_NAMES, type RefusalReason } from "./counters.ts";
@@ -515,6 +515,8 @@ export class DiscoverPoint implements AsyncDisposable {
       );
       return listener;
     }
+    // Loaded only here: node:tls costs a process about 5 MiB, which a plain TCP discover point saves.
+    const { listenTlsLinks } = await import("./tls_port.ts");
     return await listenTlsLinks({
       ...address,
       ...this.#tls,

@@ -550,7 +550,7 @@ export class IndirectSession implements IndirectConn {
     source: { read(p: Uint8Array): Promise<number | null> },
     progress?: (bytes: number) => void,
   ): Promise<number> {
-    const reader = new FrameReader(source, this.#carrier.maxDataBytes);
+    const reader = new FrameReader(undefined, this.#carrier.maxDataBytes);
     let total = 0;
     try {
       for (;;) {
@@ -560,7 +560,10 @@ export class IndirectSession implements IndirectConn {
           await credit.wait();
           continue;
         }
-        const content = await reader.read(credit?.available);
+        // The source is read here, not through FrameReader.read(): an idle session waits in one
+        // async function less.
+        const limit = credit?.available;
+        const content = reader.piece(await source.read(reader.view(limit)), limit);
         if (content === null) return total;
         this.#checkWritable();
         credit?.spend(content.length);
@@ -643,15 +646,16 @@ export class IndirectSession implements IndirectConn {
   }
 
   /**
-   * Closes the session: sends Close; reads and writes under way fail with
-   * Interrupted, later ones with BadResource. Closing it again does nothing.
+   * Closes the session: sends Close, with `reason` for the peer; reads and
+   * writes under way fail with Interrupted, later ones with BadResource.
+   * Closing it again does nothing.
    */
-  close(): void {
+  close(reason: string = ""): void {
     if (this.#closedByUser) return;
     this.#closedByUser = true;
     // Reads waiting now are interrupted, also when the session had ended already.
     this.#stopInput();
-    this.#closeWith("");
+    this.#closeWith(reason);
   }
 
   /** Makes the carrying link keep the process alive. */

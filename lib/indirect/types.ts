@@ -73,8 +73,11 @@ export interface IndirectConn extends Deno.Conn<Deno.NetAddr> {
    * `Deno.errors.Interrupted`, later ones with `Deno.errors.BadResource`.
    * Closing it again does nothing (unlike `Deno.Conn.close()`, which throws
    * `BadResource`).
+   * @param reason Why, for the peer: a session closed with a reason reads as
+   * cut short there (with `half-close`, its reads fail with the reason once
+   * what arrived is read). Empty, the default, is a normal close.
    */
-  close(): void;
+  close(reason?: string): void;
 
   /** Makes the carrying link keep the process alive (the default). */
   ref(): void;

@@ -11,7 +11,6 @@
 import { InvalidData } from "../_platform.ts";
 import { DiscoverPointUnreachableError } from "../errors.ts";
 import { parseAddress, TcpTransport, type Transport } from "./tcp.ts";
-import { WebSocketTransport } from "./websocket.ts";
 
 /** The transports a discover point address can name. */
 export type DialScheme = "tcp" | "tls" | "ws" | "wss";
@@ -123,6 +122,8 @@ async function dialWebSocket(
   url: string,
   signal: AbortSignal | undefined,
 ): Promise<Transport> {
+  // Loaded only for ws:// and wss://: a TCP forwarder does not hold its code.
+  const { WebSocketTransport } = await import("./websocket.ts");
   signal?.throwIfAborted();
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
