@@ -89,8 +89,12 @@ export class IndirectSession implements IndirectConn {
   #state: SessionState = "open";
   /** Whether `close()` (or dispose) was called: reads and writes fail with BadResource. */
   #closedByUser = false;
-  /** What a write fails with once the session is no longer open. */
-  #failure: Error | undefined;
+  /**
+   * What a write fails with once the session is no longer open: the error, or
+   * the message of a SessionClosedError made only if a write does fail (an
+   * error costs a stack trace, and most sessions end without one).
+   */
+  #failure: Error | string | undefined;
   #writeEnded = false;
   #sentEnd = false;
   /** With `flow-control`: what we may receive, and what we may send. */
@@ -105,6 +109,8 @@ export class IndirectSession implements IndirectConn {
   #readEnded = false;
   /** Why reading fails, once it does: the link broke, or this end closed the session. */
   #readError: Error | undefined;
+  /** This end closed the session: reads fail with a SessionClosedError, made when one does. */
+  #readClosed = false;
   /** Closed with a reason before the peer's End: reading fails with this once the inbox is read. */
   #cut: Error | undefined;
   /** Whether this end closed the session while reads may have waited: they fail with Interrupted. */
@@ -229,9 +235,9 @@ export class IndirectSession implements IndirectConn {
   /** The peer sent Close, or the discover point answered ours. */
   closedByPeer(reason: string): void {
     if (this.#state === "closed") return;
-    this.#failure ??= new SessionClosedError(
-      `Cannot write to session ${this.sessionId}: the peer closed it${reason ? `: ${reason}` : ""}`,
-    );
+    this.#failure ??= `Cannot write to session ${this.sessionId}: the peer closed it${
+      reason ? `: ${reason}` : ""
+    }`;
     if (reason === "" || this.#readEnded || !this.#carrier.halfClose) this.#endInput();
     else {
       // Cut short (a lost server link, a limit): what arrived stays readable, and then reading
@@ -324,7 +330,7 @@ export class IndirectSession implements IndirectConn {
 
   /** Reading fails with `error` from now on: unread bytes are dropped. */
   #failInput(error: Error, streamError: Error = error): void {
-    if (this.#readError) return;
+    if (this.#readError || this.#readClosed) return;
     this.#readEnded = true;
     this.#readError = error;
     this.#inbox.length = 0;
@@ -343,12 +349,24 @@ export class IndirectSession implements IndirectConn {
    * and those waiting now with Interrupted, as on a `Deno.Conn`.
    */
   #stopInput(): void {
-    if (this.#readError) return;
+    if (this.#readError || this.#readClosed) return;
     this.#stopped = true;
-    const closed = new SessionClosedError(
-      `Cannot read from session ${this.sessionId}: it was closed`,
-    );
-    this.#failInput(closed, this.#streamWants ? this.#interrupted("reading") : closed);
+    if (this.#controller && !this.#streamDone) {
+      const closed = this.#closedForReading();
+      this.#failInput(closed, this.#streamWants ? this.#interrupted("reading") : closed);
+      return;
+    }
+    // No stream to error: the error is made only if a read comes (an error costs a stack trace).
+    this.#readClosed = true;
+    this.#readEnded = true;
+    this.#inbox.length = 0;
+    this.#inboxBytes = 0;
+    this.#consumed();
+    this.#wakeTakers();
+  }
+
+  #closedForReading(): Error {
+    return new SessionClosedError(`Cannot read from session ${this.sessionId}: it was closed`);
   }
 
   #interrupted(what: string): Error {
@@ -359,9 +377,9 @@ export class IndirectSession implements IndirectConn {
   #pull(): void {
     if (this.#inboxBytes > 0) this.#feedStream();
     else if (this.#cut !== undefined && this.#readError === undefined) this.#failInput(this.#cut);
-    else if (this.#readError) {
+    else if (this.#readError || this.#readClosed) {
       this.#streamDone = true;
-      this.#controller!.error(this.#readError);
+      this.#controller!.error(this.#readError ?? this.#closedForReading());
     } else if (this.#readEnded) this.#closeStream();
     else this.#streamWants = true;
   }
@@ -416,6 +434,7 @@ export class IndirectSession implements IndirectConn {
       }
       this.#failIfCut();
       if (this.#readError) throw this.#readError;
+      if (this.#readClosed) throw this.#closedForReading();
       if (this.#readEnded) return null;
       await this.#input();
       if (this.#stopped) throw this.#interrupted("reading");
@@ -444,6 +463,7 @@ export class IndirectSession implements IndirectConn {
       if (chunk === undefined) {
         this.#failIfCut();
         if (this.#readError) throw this.#readError;
+        if (this.#readClosed) throw this.#closedForReading();
         if (this.#readEnded) return total;
         await this.#input();
         if (this.#stopped) throw this.#interrupted("reading");
@@ -519,8 +539,8 @@ export class IndirectSession implements IndirectConn {
       throw new SessionClosedError(`Cannot write to session ${this.sessionId}: it was closed`);
     }
     if (this.#state !== "open") {
-      throw this.#failure ??
-        new SessionClosedError(`Cannot write to session ${this.sessionId}: it is closed`);
+      const failure = this.#failure ?? `Cannot write to session ${this.sessionId}: it is closed`;
+      throw typeof failure === "string" ? new SessionClosedError(failure) : failure;
     }
     if (this.#writeEnded) {
       throw new SessionClosedError(
@@ -640,7 +660,7 @@ export class IndirectSession implements IndirectConn {
   /** This end closes the session, with `reason` for the peer: reading and writing stop. */
   #closeWith(reason: string): void {
     if (this.#state !== "open") return;
-    this.#failure ??= new SessionClosedError(`Cannot use session ${this.sessionId}: it was closed`);
+    this.#failure ??= `Cannot use session ${this.sessionId}: it was closed`;
     this.#stopInput();
     this.#sendClose(reason);
   }
