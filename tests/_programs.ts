@@ -191,6 +191,11 @@ export async function spawnDp(
   }
 }
 
+/** `--log-level debug` unless `extra` sets a level: the forwarders log a line per session at debug. */
+function sessionLines(extra: readonly string[]): string[] {
+  return extra.includes("--log-level") ? [] : ["--log-level", "debug"];
+}
+
 /** Spawns `cli.ts expose` and waits for its `Exposing` line. */
 export async function spawnExpose(
   dp: string,
@@ -201,7 +206,7 @@ export async function spawnExpose(
 ): Promise<Program> {
   const expose = new Program(
     CLI_PATH,
-    ["expose", "--dp", dp, "--name", name, "--to", to, ...extra],
+    ["expose", "--dp", dp, "--name", name, "--to", to, ...sessionLines(extra), ...extra],
     ["--allow-net", ...permissions],
   );
   try {
@@ -223,7 +228,17 @@ export async function spawnConnect(
 ): Promise<Program & { port: number }> {
   const program = new Program(
     CLI_PATH,
-    ["connect", "--dp", dp, "--name", name, "--listen", "127.0.0.1:0", ...extra],
+    [
+      "connect",
+      "--dp",
+      dp,
+      "--name",
+      name,
+      "--listen",
+      "127.0.0.1:0",
+      ...sessionLines(extra),
+      ...extra,
+    ],
     ["--allow-net", ...permissions],
   );
   try {
