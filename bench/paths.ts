@@ -12,6 +12,7 @@ export const PATH_NAMES = [
   "direct",
   "relay",
   "rtcp",
+  "rtcp-early-ack",
   "rtcp-tls",
   "rtcp-text",
   "rtcp-ws",
@@ -330,6 +331,12 @@ export async function startPath(
       const relay2 = await startRelay(group, "relay2", target);
       const relay1 = await startRelay(group, "relay1", relay2.addr);
       return { entry: relay1.addr, members: [relay1.child, relay2.child] };
+    }
+    case "rtcp-early-ack": {
+      // expose --early-ack: each session is acknowledged before the target connect answers.
+      const dp = await startDiscoverPoint(group, [], "tcp");
+      const expose = await startExpose(group, dp, target, ["--early-ack"], "tcp");
+      return { entry: dp.publicAddr, members: [dp.child, expose] };
     }
     case "rtcp":
     case "rtcp-tls":

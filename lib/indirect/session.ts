@@ -119,6 +119,8 @@ export class IndirectSession implements IndirectConn {
   readonly #takers: (() => void)[] = [];
   /** Bytes in the sink's write that {@linkcode writeTo} is waiting for. */
   #sinkBytes = 0;
+  /** The writeTo() under way, if any. */
+  #forward: Forward | undefined;
   /** Bytes delivered so far, and how many of those were reported consumed (flow control). */
   #delivered = 0;
   #reported = 0;
@@ -299,6 +301,7 @@ export class IndirectSession implements IndirectConn {
   }
 
   #wakeTakers(): void {
+    this.#forwardNext();
     const takers = this.#takers;
     // A woken call goes on in a later microtask, so the list cannot change under this loop.
     for (let i = 0; i < takers.length; i++) takers[i]!();
@@ -446,47 +449,92 @@ export class IndirectSession implements IndirectConn {
    * without copying it first. For forwarders; like Go's `io.WriterTo`. The
    * sink must be done with the bytes once its `write()` resolves, as a
    * `Deno.Conn` is. What the sink did not take (it threw) stays readable.
+   *
+   * Not a loop that waits for bytes: the bytes the link delivers go to the
+   * sink at once, in the same turn, and an idle session holds no pending
+   * promise here.
    * @param sink Where the bytes go, e.g. a `Deno.TcpConn`.
    * @param progress Called with the size of each piece written.
    * @returns The number of bytes written.
    */
-  async writeTo(
+  writeTo(
     sink: { write(p: Uint8Array): Promise<number> },
     progress?: (bytes: number) => void,
   ): Promise<number> {
-    let total = 0;
-    for (;;) {
-      if (this.#closedByUser) {
-        throw new SessionClosedError(`Cannot read from session ${this.sessionId}: it was closed`);
-      }
-      const chunk = this.#inbox.shift();
-      if (chunk === undefined) {
-        this.#failIfCut();
-        if (this.#readError) throw this.#readError;
-        if (this.#readClosed) throw this.#closedForReading();
-        if (this.#readEnded) return total;
-        await this.#input();
-        if (this.#stopped) throw this.#interrupted("reading");
-        continue;
-      }
-      // Bytes count as consumed once the sink has them.
-      this.#inboxBytes -= chunk.length;
-      this.#sinkBytes += chunk.length;
-      try {
-        // Inline rather than a helper: one promise less per chunk on the hot path.
-        for (let written = 0; written < chunk.length;) {
-          written += await sink.write(written === 0 ? chunk : chunk.subarray(written));
-        }
-      } finally {
-        this.#sinkBytes -= chunk.length;
-      }
-      total += chunk.length;
-      progress?.(chunk.length);
-      this.#consumed();
-      // The chunk was ours alone (deliver hands its buffer over): its memory serves again.
-      recycle(chunk);
+    if (this.#closedByUser) {
+      return Promise.reject(
+        new SessionClosedError(`Cannot read from session ${this.sessionId}: it was closed`),
+      );
     }
+    if (this.#forward !== undefined) {
+      return Promise.reject(
+        new TypeError(`Session ${this.sessionId} is already being written out`),
+      );
+    }
+    const done = Promise.withResolvers<number>();
+    this.#forward = new Forward(sink, progress, done);
+    this.#forwardNext();
+    return done.promise;
   }
+
+  /** Hands the sink the next chunk, or settles writeTo() at the end; nothing while a write is under way. */
+  #forwardNext(): void {
+    const forward = this.#forward;
+    if (forward === undefined || forward.writing !== undefined) return;
+    const chunk = this.#inbox.shift();
+    if (chunk === undefined) {
+      this.#failIfCut(); // Which may settle this forward already, through #wakeTakers().
+      if (this.#forward !== forward) return;
+      let error: Error | undefined;
+      if (this.#closedByUser && !this.#stopped) {
+        error = new SessionClosedError(`Cannot read from session ${this.sessionId}: it was closed`);
+      } else if (this.#stopped) error = this.#interrupted("reading");
+      else if (this.#readError) error = this.#readError;
+      else if (this.#readClosed) error = this.#closedForReading();
+      else if (!this.#readEnded) return; // Waits: deliver() and the end come back here.
+      this.#forward = undefined;
+      if (error) forward.done.reject(error);
+      else forward.done.resolve(forward.total);
+      return;
+    }
+    // Bytes count as consumed once the sink has them.
+    this.#inboxBytes -= chunk.length;
+    this.#sinkBytes += chunk.length;
+    forward.writing = chunk;
+    forward.written = 0;
+    forward.sink.write(chunk).then(this.#onSinkWrote, this.#onSinkFailed);
+  }
+
+  readonly #onSinkWrote = (count: number): void => {
+    const forward = this.#forward!;
+    const chunk = forward.writing!;
+    forward.written += count;
+    if (forward.written < chunk.length) {
+      forward.sink.write(chunk.subarray(forward.written)).then(
+        this.#onSinkWrote,
+        this.#onSinkFailed,
+      );
+      return;
+    }
+    forward.writing = undefined;
+    this.#sinkBytes -= chunk.length;
+    forward.total += chunk.length;
+    forward.progress?.(chunk.length);
+    this.#consumed();
+    // The chunk was ours alone (deliver hands its buffer over): its memory serves again.
+    recycle(chunk);
+    this.#forwardNext();
+  };
+
+  readonly #onSinkFailed = (error: unknown): void => {
+    const forward = this.#forward!;
+    const chunk = forward.writing!;
+    forward.writing = undefined;
+    // The chunk the sink failed on is dropped (it counts as consumed); those after it stay readable.
+    this.#sinkBytes -= chunk.length;
+    this.#forward = undefined;
+    forward.done.reject(error);
+  };
 
   // ---- the write side -----------------------------------------------------
 
@@ -692,6 +740,21 @@ export class IndirectSession implements IndirectConn {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** A {@linkcode IndirectSession.writeTo} under way: where the bytes go, and how far it got. */
+class Forward {
+  /** The chunk being written, and how much of it the sink took. */
+  writing: Uint8Array<ArrayBuffer> | undefined;
+  written = 0;
+  /** Bytes written in all. */
+  total = 0;
+
+  constructor(
+    readonly sink: { write(p: Uint8Array): Promise<number> },
+    readonly progress: ((bytes: number) => void) | undefined,
+    readonly done: PromiseWithResolvers<number>,
+  ) {}
 }
 
 /** The implementation under its interface's name, for tests that drive a session directly. */
