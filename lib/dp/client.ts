@@ -214,8 +214,9 @@ export class SocketClient implements ClientEnd {
   readonly #transport: TcpTransport;
   readonly #grace: number;
   #state: ClientState = "waiting";
-  readonly #outcome = Promise.withResolvers<DiscoverPointSession | undefined>();
+  readonly #done = Promise.withResolvers<void>();
   #session: DiscoverPointSession | undefined;
+  #reader: FrameReader | undefined;
   /** Set by the router: the Connect waiting for its Ack. */
   pending: PendingConnect | undefined;
 
@@ -239,7 +240,8 @@ export class SocketClient implements ClientEnd {
     this.#state = "open";
     this.#session = session;
     this.pending = undefined;
-    this.#outcome.resolve(session);
+    this.#reader = new FrameReader(undefined, session.toServer.maxPiece);
+    this.#readNext();
   }
 
   /** Closes the connection: the session could not open. */
@@ -247,7 +249,7 @@ export class SocketClient implements ClientEnd {
     if (this.#state !== "waiting") return;
     this.#state = "done";
     this.#transport.abort();
-    this.#outcome.resolve(undefined);
+    this.#done.resolve();
   }
 
   /** Writes server bytes to the connection. */
@@ -284,30 +286,45 @@ export class SocketClient implements ClientEnd {
     void this.#transport.finish(this.#grace);
   }
 
-  /** Waits for the Ack, then forwards the connection's bytes until it ends. */
-  async run(): Promise<void> {
-    const session = await this.#outcome.promise;
-    if (session === undefined) return;
-    let reason = "";
-    // Read into buffers the server link's codec can frame in place, in pieces it takes whole.
-    // The socket is read here, not through FrameReader.read(): an idle session waits in one
-    // async function, not three.
-    const reader = new FrameReader(undefined, session.toServer.maxPiece);
-    try {
-      for (;;) {
-        const piece = reader.piece(await this.#transport.readInto(reader.view()));
-        if (piece === null) break;
-        const full = session.toServer.push(piece);
-        if (full) await full;
-      }
-    } catch (error) {
-      reason = `The client connection failed: ${(error as Error).message}`;
-    } finally {
-      reader.release();
+  /**
+   * Forwards the connection's bytes into the session once it is accepted,
+   * until the connection ends.
+   * @returns When the client is done: refused, or its connection ended.
+   */
+  run(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  /**
+   * Reads the next piece. Not a loop in an async function: an idle session
+   * waits in the socket's read alone. Bytes go into buffers the server
+   * link's codec can frame in place, in pieces it takes whole.
+   */
+  #readNext(): void {
+    this.#transport.readInto(this.#reader!.view()).then(this.#onRead, this.#onReadFailed);
+  }
+
+  readonly #onRead = (count: number | null): void => {
+    const piece = this.#reader!.piece(count);
+    if (piece === null) return this.#readEnded("");
+    const full = this.#session!.toServer.push(piece);
+    if (full) full.then(() => this.#readNext());
+    else this.#readNext();
+  };
+
+  readonly #onReadFailed = (error: unknown): void => {
+    this.#readEnded(`The client connection failed: ${(error as Error).message}`);
+  };
+
+  /** The connection's input ended (`reason` empty) or failed. */
+  #readEnded(reason: string): void {
+    this.#reader!.release();
+    const session = this.#session!;
+    if (this.#state === "open") {
+      if (reason) session.clientClosed(reason);
+      else session.toServer.end();
     }
-    if (this.#state !== "open") return;
-    if (reason) session.clientClosed(reason);
-    else session.toServer.end();
+    this.#done.resolve();
   }
 
   /** Gives up before the Ack (the discover point is shutting down). */

@@ -651,7 +651,7 @@ export class DiscoverPoint implements AsyncDisposable {
 
   async #acceptLoop<C extends Deno.Conn<Deno.NetAddr>>(
     listener: Deno.Listener<C, Deno.NetAddr>,
-    serve: (conn: C) => Promise<void>,
+    serve: (conn: C) => Promise<void> | void,
   ): Promise<void> {
     for (;;) {
       let conn: C;
@@ -926,38 +926,38 @@ export class DiscoverPoint implements AsyncDisposable {
   }
 
   /** Serves a plain TCP client on the public port of `name`: one session, raw bytes. */
-  async #servePublic(name: string, conn: Deno.TcpConn): Promise<void> {
-    this.#serving++;
-    try {
-      const transport = new TcpTransport(conn, this.#transportOptions);
-      const client = new SocketClient(
-        transport,
-        formatAddress(conn.remoteAddr),
-        this.#limits.shutdownGrace,
-      );
-      const source = conn.remoteAddr.hostname;
-      const refusal = this.#enter(source);
-      if (refusal !== undefined) {
-        this.#counters.refused(this.#closing ? "shutting_down" : "limit");
-        logger.warn("Refused {client} on the public port of {name}: {reason}", {
-          client: client.label,
-          name,
-          reason: refusal,
-        });
-        transport.abort();
-        return;
-      }
-      this.#clients.add(client);
-      try {
-        this.#route(name, client);
-        await client.run();
-      } finally {
-        this.#clients.delete(client);
-        this.#gate.leave(source);
-      }
-    } finally {
-      this.#served();
+  /**
+   * Serves a plain TCP client on the public port of `name`: one session, raw
+   * bytes. Not an async function: an idle session waits in its socket's read
+   * alone, and its end is a callback.
+   */
+  #servePublic(name: string, conn: Deno.TcpConn): void {
+    const transport = new TcpTransport(conn, this.#transportOptions);
+    const client = new SocketClient(
+      transport,
+      formatAddress(conn.remoteAddr),
+      this.#limits.shutdownGrace,
+    );
+    const source = conn.remoteAddr.hostname;
+    const refusal = this.#enter(source);
+    if (refusal !== undefined) {
+      this.#counters.refused(this.#closing ? "shutting_down" : "limit");
+      logger.warn("Refused {client} on the public port of {name}: {reason}", {
+        client: client.label,
+        name,
+        reason: refusal,
+      });
+      transport.abort();
+      return;
     }
+    this.#serving++;
+    this.#clients.add(client);
+    void client.run().then(() => {
+      this.#clients.delete(client);
+      this.#gate.leave(source);
+      this.#served();
+    });
+    this.#route(name, client);
   }
 
   /**

@@ -472,7 +472,13 @@ export class IndirectSession implements IndirectConn {
       );
     }
     const done = Promise.withResolvers<number>();
-    this.#forward = new Forward(sink, progress, done);
+    this.#forward = new Forward(
+      sink,
+      progress,
+      done,
+      (count) => this.#sinkWrote(count),
+      (error) => this.#sinkFailed(error),
+    );
     this.#forwardNext();
     return done.promise;
   }
@@ -502,18 +508,15 @@ export class IndirectSession implements IndirectConn {
     this.#sinkBytes += chunk.length;
     forward.writing = chunk;
     forward.written = 0;
-    forward.sink.write(chunk).then(this.#onSinkWrote, this.#onSinkFailed);
+    forward.sink.write(chunk).then(forward.onWrote, forward.onFailed);
   }
 
-  readonly #onSinkWrote = (count: number): void => {
+  #sinkWrote(count: number): void {
     const forward = this.#forward!;
     const chunk = forward.writing!;
     forward.written += count;
     if (forward.written < chunk.length) {
-      forward.sink.write(chunk.subarray(forward.written)).then(
-        this.#onSinkWrote,
-        this.#onSinkFailed,
-      );
+      forward.sink.write(chunk.subarray(forward.written)).then(forward.onWrote, forward.onFailed);
       return;
     }
     forward.writing = undefined;
@@ -524,9 +527,9 @@ export class IndirectSession implements IndirectConn {
     // The chunk was ours alone (deliver hands its buffer over): its memory serves again.
     recycle(chunk);
     this.#forwardNext();
-  };
+  }
 
-  readonly #onSinkFailed = (error: unknown): void => {
+  #sinkFailed(error: unknown): void {
     const forward = this.#forward!;
     const chunk = forward.writing!;
     forward.writing = undefined;
@@ -534,7 +537,7 @@ export class IndirectSession implements IndirectConn {
     this.#sinkBytes -= chunk.length;
     this.#forward = undefined;
     forward.done.reject(error);
-  };
+  }
 
   // ---- the write side -----------------------------------------------------
 
@@ -614,41 +617,74 @@ export class IndirectSession implements IndirectConn {
    * @returns The number of bytes sent.
    * @throws {SessionClosedError} When the session ends first.
    */
-  async readFrom(
+  readFrom(
     source: { read(p: Uint8Array): Promise<number | null> },
     progress?: (bytes: number) => void,
   ): Promise<number> {
-    const reader = new FrameReader(undefined, this.#carrier.maxDataBytes);
-    let total = 0;
+    // Not a loop in an async function: an idle session waits in the source's read alone.
+    const done = Promise.withResolvers<number>();
+    const pull: Pull = new Pull(
+      source,
+      progress,
+      new FrameReader(undefined, this.#carrier.maxDataBytes),
+      done,
+      (count) => this.#sourceRead(pull, count),
+      (error) => this.#pullEnded(pull, { error }),
+      () => this.#pullNext(pull),
+    );
+    this.#pullNext(pull);
+    return done.promise;
+  }
+
+  /** Reads the source again, once credit allows. */
+  #pullNext(pull: Pull): void {
     try {
-      for (;;) {
-        this.#checkWritable();
-        const credit = this.#credit;
-        if (credit && credit.available <= 0) {
-          await credit.wait();
-          continue;
-        }
-        // The source is read here, not through FrameReader.read(): an idle session waits in one
-        // async function less.
-        const limit = credit?.available;
-        const content = reader.piece(await source.read(reader.view(limit)), limit);
-        if (content === null) return total;
-        this.#checkWritable();
-        credit?.spend(content.length);
-        // The codec frames the bytes where they lie: the buffer is handed over.
-        const full = this.#carrier.send({
-          type: MessageType.Data,
-          sessionId: this.sessionId,
-          content,
-          owned: true,
-        });
-        total += content.length;
-        progress?.(content.length);
-        if (full) await full;
-      }
-    } finally {
-      reader.release();
+      this.#checkWritable();
+    } catch (error) {
+      return this.#pullEnded(pull, { error });
     }
+    const credit = this.#credit;
+    if (credit && credit.available <= 0) {
+      credit.wait().then(pull.next);
+      return;
+    }
+    pull.limit = credit?.available;
+    pull.source.read(pull.reader.view(pull.limit)).then(pull.onRead, pull.onFailed);
+  }
+
+  /** The source gave `count` bytes (`null`: its end): send them on, then read again. */
+  #sourceRead(pull: Pull, count: number | null): void {
+    const content = pull.reader.piece(count, pull.limit);
+    if (content === null) return this.#pullEnded(pull);
+    try {
+      this.#checkWritable();
+    } catch (error) {
+      return this.#pullEnded(pull, { error });
+    }
+    this.#credit?.spend(content.length);
+    let full: Promise<void> | undefined;
+    try {
+      // The codec frames the bytes where they lie: the buffer is handed over.
+      full = this.#carrier.send({
+        type: MessageType.Data,
+        sessionId: this.sessionId,
+        content,
+        owned: true,
+      });
+    } catch (error) {
+      return this.#pullEnded(pull, { error });
+    }
+    pull.total += content.length;
+    pull.progress?.(content.length);
+    if (full) full.then(pull.next, pull.next);
+    else this.#pullNext(pull);
+  }
+
+  /** readFrom() is over: at the source's end, or failed with `error`. */
+  #pullEnded(pull: Pull, failure?: { error: unknown }): void {
+    pull.reader.release();
+    if (failure === undefined) pull.done.resolve(pull.total);
+    else pull.done.reject(failure.error);
   }
 
   /**
@@ -754,6 +790,26 @@ class Forward {
     readonly sink: { write(p: Uint8Array): Promise<number> },
     readonly progress: ((bytes: number) => void) | undefined,
     readonly done: PromiseWithResolvers<number>,
+    readonly onWrote: (count: number) => void,
+    readonly onFailed: (error: unknown) => void,
+  ) {}
+}
+
+/** A {@linkcode IndirectSession.readFrom} under way: where the bytes come from, and how far it got. */
+class Pull {
+  /** The limit of the read under way. */
+  limit: number | undefined;
+  /** Bytes sent in all. */
+  total = 0;
+
+  constructor(
+    readonly source: { read(p: Uint8Array): Promise<number | null> },
+    readonly progress: ((bytes: number) => void) | undefined,
+    readonly reader: FrameReader,
+    readonly done: PromiseWithResolvers<number>,
+    readonly onRead: (count: number | null) => void,
+    readonly onFailed: (error: unknown) => void,
+    readonly next: () => void,
   ) {}
 }
 
