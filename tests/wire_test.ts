@@ -5,8 +5,10 @@
 
 import assert from "node:assert/strict";
 import {
+  concatBytes,
   IC_ALOHA,
   IS_ALOHA,
+  randomBytes,
   type RawMessage,
   RawPeer,
   type RunningDiscoverPoint,
@@ -498,6 +500,30 @@ Deno.test("DiscoverPoint public port: a TCP client's half-close meeting an origi
   assert.equal(close.type, 4);
   const buffer = new Uint8Array(16);
   assert.equal(await settlesWithin(tcp.read(buffer), "EOF on the public-port client"), null);
+});
+
+Deno.test("DiscoverPoint public port: what a TCP client sends and its half-close before the Ack follow the Ack in order", async () => {
+  await using dp = await startDiscoverPoint({ expose: { plain: 0 } });
+  const publicPort = dp.dp.publicAddrs.get("plain")!.port;
+  using server = await registerServer(dp, "plain");
+  using tcp = await Deno.connect({ hostname: "127.0.0.1", port: publicPort });
+  assert.equal((await server.expect()).type, 1);
+  // More than the DP reads ahead (64 KiB): the rest waits in the socket until the Ack.
+  const sent = randomBytes(200 * 1024);
+  for (let offset = 0; offset < sent.length;) offset += await tcp.write(sent.subarray(offset));
+  await tcp.closeWrite();
+  await server.send('2\n{"X":1,"R":""}\n');
+  const received: Uint8Array[] = [];
+  for (let got = 0; got < sent.length;) {
+    const message = await server.expect();
+    assert.equal(message.type, 3, Deno.inspect(message));
+    const piece = Uint8Array.fromBase64(message.body.C);
+    received.push(piece);
+    got += piece.length;
+  }
+  assert.deepEqual(concatBytes(received), sent);
+  // The original server cannot be told of the half-close: the DP closes the session after the bytes.
+  assert.equal((await server.expect()).type, 4);
 });
 
 Deno.test("DiscoverPoint forwards a Data line near the 1 MiB limit and ends a link over it", async () => {

@@ -5,6 +5,8 @@
  */
 
 import { FrameReader } from "../transport/_frame_reader.ts";
+import { recycle } from "../wire/_frame_pool.ts";
+import { MAX_BINARY_DATA_BYTES } from "../wire/binary_codec.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Link } from "../link/link.ts";
 import {
@@ -17,6 +19,9 @@ import {
 import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./session.ts";
 import { routeFromEnd } from "./pipe.ts";
 import type { TcpTransport } from "../transport/tcp.ts";
+
+/** Most bytes a public-port client's socket is read ahead of its session's Ack. */
+const EARLY_BYTES = 64 * 1024;
 
 /** `waiting`: Connect sent on, no Ack yet; `open`: session open; `done`: over. */
 type ClientState = "waiting" | "open" | "done";
@@ -216,7 +221,13 @@ export class SocketClient implements ClientEnd {
   #state: ClientState = "waiting";
   readonly #done = Promise.withResolvers<void>();
   #session: DiscoverPointSession | undefined;
-  #reader: FrameReader | undefined;
+  readonly #reader = new FrameReader(undefined, MAX_BINARY_DATA_BYTES);
+  /** A read of the socket is under way. */
+  #reading = false;
+  /** What the client sent before the Ack, and how it ended if it did (`""`: a clean end). */
+  #early: Uint8Array[] = [];
+  #earlyBytes = 0;
+  #earlyEnd: string | undefined;
   /** Set by the router: the Connect waiting for its Ack. */
   pending: PendingConnect | undefined;
 
@@ -240,8 +251,21 @@ export class SocketClient implements ClientEnd {
     this.#state = "open";
     this.#session = session;
     this.pending = undefined;
-    this.#reader = new FrameReader(undefined, session.toServer.maxPiece);
-    this.#readNext();
+    // What came while the Connect was out goes on in this same turn, right behind the Ack.
+    for (const piece of this.#early) void session.toServer.push(piece);
+    this.#early = [];
+    this.#earlyBytes = 0;
+    if (this.#earlyEnd !== undefined) this.#inputEnded(this.#earlyEnd);
+    else if (!this.#reading) this.#readNext();
+  }
+
+  /**
+   * Starts reading while the Connect is out, so that what the client sends
+   * first (a request, a protocol greeting) is there to go on with the Ack.
+   * At most {@linkcode EARLY_BYTES} are read ahead.
+   */
+  readAhead(): void {
+    if (this.#state === "waiting" && !this.#reading) this.#readNext();
   }
 
   /** Closes the connection: the session could not open. */
@@ -249,7 +273,10 @@ export class SocketClient implements ClientEnd {
     if (this.#state !== "waiting") return;
     this.#state = "done";
     this.#transport.abort();
-    this.#done.resolve();
+    for (const piece of this.#early) recycle(piece);
+    this.#early = [];
+    // A read under way ends now (the socket is closed) and finishes the client; else finish here.
+    if (!this.#reading) this.#finish();
   }
 
   /** Writes server bytes to the connection. */
@@ -301,29 +328,52 @@ export class SocketClient implements ClientEnd {
    * link's codec can frame in place, in pieces it takes whole.
    */
   #readNext(): void {
-    this.#transport.readInto(this.#reader!.view()).then(this.#onRead, this.#onReadFailed);
+    this.#reading = true;
+    this.#transport.readInto(this.#reader.view()).then(this.#onRead, this.#onReadFailed);
   }
 
   readonly #onRead = (count: number | null): void => {
-    const piece = this.#reader!.piece(count);
-    if (piece === null) return this.#readEnded("");
-    const full = this.#session!.toServer.push(piece);
+    this.#reading = false;
+    const piece = this.#reader.piece(count);
+    if (piece === null) return this.#inputEnded("");
+    if (this.#state === "waiting") {
+      this.#early.push(piece);
+      this.#earlyBytes += piece.length;
+      // Enough read ahead: the rest waits in the socket until the Ack.
+      if (this.#earlyBytes < EARLY_BYTES) this.#readNext();
+      return;
+    }
+    if (this.#session === undefined) {
+      // Refused while this read was under way: the socket is closed.
+      recycle(piece);
+      return this.#inputEnded("");
+    }
+    const full = this.#session.toServer.push(piece);
     if (full) full.then(() => this.#readNext());
     else this.#readNext();
   };
 
   readonly #onReadFailed = (error: unknown): void => {
-    this.#readEnded(`The client connection failed: ${(error as Error).message}`);
+    this.#reading = false;
+    this.#inputEnded(`The client connection failed: ${(error as Error).message}`);
   };
 
   /** The connection's input ended (`reason` empty) or failed. */
-  #readEnded(reason: string): void {
-    this.#reader!.release();
-    const session = this.#session!;
-    if (this.#state === "open") {
-      if (reason) session.clientClosed(reason);
-      else session.toServer.end();
+  #inputEnded(reason: string): void {
+    if (this.#state === "waiting") {
+      // Ended before the Ack: the session learns it once open (as if read then).
+      this.#earlyEnd = reason;
+      return;
     }
+    if (this.#state === "open") {
+      if (reason) this.#session!.clientClosed(reason);
+      else this.#session!.toServer.end();
+    }
+    this.#finish();
+  }
+
+  #finish(): void {
+    this.#reader.release();
     this.#done.resolve();
   }
 

@@ -958,6 +958,7 @@ export class DiscoverPoint implements AsyncDisposable {
       this.#served();
     });
     this.#route(name, client);
+    client.readAhead();
   }
 
   /**
