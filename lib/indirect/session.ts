@@ -706,12 +706,14 @@ export class IndirectSession implements IndirectConn {
     this.#writeEnded = true;
     if (!this.#carrier.halfClose) return;
     this.#sentEnd = true;
+    // The peer has ended its direction too: a Close without a reason says all an End would, in
+    // one message less.
+    if (this.#readEnded) return this.#sendClose("");
     try {
       this.#carrier.send({ type: MessageType.End, sessionId: this.sessionId });
     } catch {
       // The link is gone; its end closes this session for good.
     }
-    if (this.#readEnded) this.#sendClose("");
   }
 
   /**
