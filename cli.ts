@@ -478,6 +478,18 @@ class Sessions {
   }
 }
 
+/**
+ * Sends small writes at once (TCP_NODELAY) on a forwarded connection: the
+ * bytes were already delayed by the program that wrote them, if it wanted.
+ */
+function noDelay(conn: Deno.TcpConn): void {
+  try {
+    conn.setNoDelay(true);
+  } catch {
+    // Reset already: the first read or write says so.
+  }
+}
+
 function messageOf(error: unknown): string {
   // Deno appends "(os error N)" to socket errors; the reason reads better without it.
   return (error instanceof Error ? error : new Error(String(error))).message.replace(
@@ -611,7 +623,9 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
   const connectTarget = async (request: SessionRequest): Promise<Deno.TcpConn> => {
     const signal = deadline.signal();
     try {
-      return await Deno.connect({ ...options.to, signal });
+      const target = await Deno.connect({ ...options.to, signal });
+      noDelay(target);
+      return target;
     } catch (error) {
       const detail = deadline.timedOut(signal)
         ? `no answer within ${TARGET_CONNECT_TIMEOUT_MS} ms`
@@ -837,6 +851,7 @@ async function runConnect(
     console.log(`Listening on ${formatAddress(server.addr)}`);
     const accepting = (async () => {
       for await (const local of server) {
+        noDelay(local);
         sessions.begin();
         void open(local).finally(() => sessions.end());
       }

@@ -74,6 +74,8 @@ export interface TcpTransportOptions {
 }
 
 const MIN_READ_BYTES = 2 * 1024;
+/** Small reads in a row after which the read buffer halves. */
+const SMALL_READS_TO_SHRINK = 16;
 const MAX_READ_BYTES = 1024 * 1024;
 const COALESCE_BYTES = 256 * 1024;
 
@@ -92,6 +94,8 @@ export class TcpTransport implements Transport {
   readonly #maxQueuedBytes: number;
   /** Made on the first read(): a socket read through readInto() (a public port's) never needs it. */
   #readBuffer: Uint8Array | undefined;
+  /** Reads in a row that used less than an eighth of the read buffer. */
+  #smallReads = 0;
   #queue: Uint8Array[] = [];
   #queued = 0;
   #flushing: Promise<void> | undefined;
@@ -138,11 +142,16 @@ export class TcpTransport implements Transport {
       throw error;
     }
     if (count === null) return this.#peerEnded();
-    // Grow for bulk transfers, shrink for idle links so thousands of them stay cheap.
+    // Grow for bulk transfers, shrink for idle links so thousands of them stay cheap. Shrink only
+    // after many small reads in a row: a bulk transfer's reads vary in size, and a buffer that
+    // flips between two sizes costs a fresh (zeroed) megabyte every other read.
     if (count === buffer.length && buffer.length < MAX_READ_BYTES) {
       this.#readBuffer = new Uint8Array(buffer.length * 2);
-    } else if (count < buffer.length / 8 && buffer.length > MIN_READ_BYTES) {
+      this.#smallReads = 0;
+    } else if (count >= buffer.length / 8) this.#smallReads = 0;
+    else if (++this.#smallReads >= SMALL_READS_TO_SHRINK && buffer.length > MIN_READ_BYTES) {
       this.#readBuffer = new Uint8Array(buffer.length / 2);
+      this.#smallReads = 0;
     }
     return buffer.subarray(0, count);
   }
