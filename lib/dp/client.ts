@@ -219,13 +219,14 @@ export class SocketClient implements ClientEnd {
   readonly #transport: TcpTransport;
   readonly #grace: number;
   #state: ClientState = "waiting";
-  readonly #done = Promise.withResolvers<void>();
+  /** Called once when the client is done: refused, or its connection ended. */
+  readonly #onDone: () => void;
   #session: DiscoverPointSession | undefined;
   readonly #reader = new FrameReader(undefined, MAX_BINARY_DATA_BYTES);
   /** A read of the socket is under way. */
   #reading = false;
   /** What the client sent before the Ack, and how it ended if it did (`""`: a clean end). */
-  #early: Uint8Array[] = [];
+  #early: Uint8Array[] | undefined;
   #earlyBytes = 0;
   #earlyEnd: string | undefined;
   /** Set by the router: the Connect waiting for its Ack. */
@@ -234,10 +235,13 @@ export class SocketClient implements ClientEnd {
   /**
    * Creates the client end for `transport`.
    * @param grace Milliseconds the client has to close its side once the session is over.
+   * @param onDone Called once when the client is done: refused, or its connection ended (a
+   * callback rather than a promise: an idle session holds less).
    */
-  constructor(transport: TcpTransport, label: string, grace: number) {
+  constructor(transport: TcpTransport, label: string, grace: number, onDone: () => void) {
     this.#transport = transport;
     this.#grace = grace;
+    this.#onDone = onDone;
     this.label = label;
     this.address = label;
   }
@@ -252,8 +256,8 @@ export class SocketClient implements ClientEnd {
     this.#session = session;
     this.pending = undefined;
     // What came while the Connect was out goes on in this same turn, right behind the Ack.
-    for (const piece of this.#early) void session.toServer.push(piece);
-    this.#early = [];
+    for (const piece of this.#early ?? []) void session.toServer.push(piece);
+    this.#early = undefined;
     this.#earlyBytes = 0;
     if (this.#earlyEnd !== undefined) this.#inputEnded(this.#earlyEnd);
     else if (!this.#reading) this.#readNext();
@@ -273,8 +277,8 @@ export class SocketClient implements ClientEnd {
     if (this.#state !== "waiting") return;
     this.#state = "done";
     this.#transport.abort();
-    for (const piece of this.#early) recycle(piece);
-    this.#early = [];
+    for (const piece of this.#early ?? []) recycle(piece);
+    this.#early = undefined;
     // A read under way ends now (the socket is closed) and finishes the client; else finish here.
     if (!this.#reading) this.#finish();
   }
@@ -314,30 +318,27 @@ export class SocketClient implements ClientEnd {
   }
 
   /**
-   * Forwards the connection's bytes into the session once it is accepted,
-   * until the connection ends.
-   * @returns When the client is done: refused, or its connection ended.
-   */
-  run(): Promise<void> {
-    return this.#done.promise;
-  }
-
-  /**
    * Reads the next piece. Not a loop in an async function: an idle session
    * waits in the socket's read alone. Bytes go into buffers the server
    * link's codec can frame in place, in pieces it takes whole.
    */
   #readNext(): void {
     this.#reading = true;
-    this.#transport.readInto(this.#reader.view()).then(this.#onRead, this.#onReadFailed);
+    this.#transport.readRaw(this.#reader.view()).then(this.#onRead, this.#onReadFailed);
   }
 
-  readonly #onRead = (count: number | null): void => {
+  readonly #onRead = (read: number | null): void => {
     this.#reading = false;
+    let count: number | null;
+    try {
+      count = this.#transport.readEnded(read);
+    } catch (error) {
+      return this.#readFailed(error);
+    }
     const piece = this.#reader.piece(count);
     if (piece === null) return this.#inputEnded("");
     if (this.#state === "waiting") {
-      this.#early.push(piece);
+      (this.#early ??= []).push(piece);
       this.#earlyBytes += piece.length;
       // Enough read ahead: the rest waits in the socket until the Ack.
       if (this.#earlyBytes < EARLY_BYTES) this.#readNext();
@@ -355,8 +356,17 @@ export class SocketClient implements ClientEnd {
 
   readonly #onReadFailed = (error: unknown): void => {
     this.#reading = false;
-    this.#inputEnded(`The client connection failed: ${(error as Error).message}`);
+    this.#readFailed(error);
   };
+
+  #readFailed(error: unknown): void {
+    try {
+      this.#transport.readFailed(error);
+    } catch (failure) {
+      return this.#inputEnded(`The client connection failed: ${(failure as Error).message}`);
+    }
+    this.#inputEnded("");
+  }
 
   /** The connection's input ended (`reason` empty) or failed. */
   #inputEnded(reason: string): void {
@@ -374,7 +384,7 @@ export class SocketClient implements ClientEnd {
 
   #finish(): void {
     this.#reader.release();
-    this.#done.resolve();
+    this.#onDone();
   }
 
   /** Gives up before the Ack (the discover point is shutting down). */

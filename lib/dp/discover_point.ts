@@ -933,12 +933,17 @@ export class DiscoverPoint implements AsyncDisposable {
    */
   #servePublic(name: string, conn: Deno.TcpConn): void {
     const transport = new TcpTransport(conn, this.#transportOptions);
-    const client = new SocketClient(
+    const source = conn.remoteAddr.hostname;
+    const client: SocketClient = new SocketClient(
       transport,
       formatAddress(conn.remoteAddr),
       this.#limits.shutdownGrace,
+      () => {
+        this.#clients.delete(client);
+        this.#gate.leave(source);
+        this.#served();
+      },
     );
-    const source = conn.remoteAddr.hostname;
     const refusal = this.#enter(source);
     if (refusal !== undefined) {
       this.#counters.refused(this.#closing ? "shutting_down" : "limit");
@@ -952,11 +957,6 @@ export class DiscoverPoint implements AsyncDisposable {
     }
     this.#serving++;
     this.#clients.add(client);
-    void client.run().then(() => {
-      this.#clients.delete(client);
-      this.#gate.leave(source);
-      this.#served();
-    });
     this.#route(name, client);
     client.readAhead();
   }

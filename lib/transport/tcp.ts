@@ -161,24 +161,38 @@ export class TcpTransport implements Transport {
    * transport's buffer): the discover point's public-port sockets.
    * @returns The number of bytes read, or `null` at end of input (or after {@linkcode abort}).
    */
-  readInto(p: Uint8Array): Promise<number | null> {
-    if (this.#closed) {
-      try {
-        return Promise.resolve(this.#endOfInput());
-      } catch (error) {
-        return Promise.reject(error);
-      }
+  async readInto(p: Uint8Array): Promise<number | null> {
+    try {
+      return this.readEnded(await this.readRaw(p));
+    } catch (error) {
+      return this.readFailed(error);
     }
-    // Not an async function: an idle socket's pending read holds a promise and its reaction only.
-    return this.#conn.read(p).then(this.#onReadCount, this.#onReadError);
   }
 
-  readonly #onReadCount = (count: number | null): number | null => count ?? this.#peerEnded();
+  /**
+   * The socket's own read into `p`, for a caller that holds many idle ones
+   * and reads through callbacks: it passes what the read gives to
+   * {@linkcode readEnded}, or its error to {@linkcode readFailed}, which is
+   * {@linkcode readInto} without an async function around each read.
+   */
+  readRaw(p: Uint8Array): Promise<number | null> {
+    return this.#closed ? Promise.resolve(null) : this.#conn.read(p);
+  }
 
-  readonly #onReadError = (error: unknown): null => {
+  /** What a {@linkcode readRaw} resolved to: the count, or `null` at the end of input. */
+  readEnded(count: number | null): number | null {
+    if (count !== null) return count;
+    return this.#closed ? this.#endOfInput() : this.#peerEnded();
+  }
+
+  /**
+   * What a {@linkcode readRaw} rejected with: `null` (the end of input) if this
+   * transport was closed meanwhile, else the error again.
+   */
+  readFailed(error: unknown): null {
     if (this.#closed) return this.#endOfInput();
     throw error;
-  };
+  }
 
   /** The peer ended its direction; after finish(), that is the moment to close. */
   #peerEnded(): null {
