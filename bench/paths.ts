@@ -13,6 +13,7 @@ export const PATH_NAMES = [
   "relay",
   "rtcp",
   "rtcp-early-ack",
+  "rtcp-lean",
   "rtcp-tls",
   "rtcp-text",
   "rtcp-ws",
@@ -32,6 +33,9 @@ export interface Chain {
   /** The processes between client and target, in order from the client (none for direct). */
   members: Child[];
 }
+
+/** The V8 setting README recommends for processes that hold many idle sessions. */
+const LEAN_V8_FLAGS = ["--max-semi-space-size=1"];
 
 /** The name the bench target is registered under at the discover point. */
 const SERVICE_NAME = "bench";
@@ -118,10 +122,12 @@ export async function startDiscoverPoint(
   group: ChildGroup,
   extraArgs: string[] = [],
   link: Link = "tcp",
+  v8Flags: string[] = [],
 ): Promise<Listening & LinkAddrs & { publicAddr: string }> {
   const child = group.spawn({
     name: "dp",
     script: "dp.ts",
+    v8Flags,
     args: [
       "--hostname",
       "127.0.0.1",
@@ -151,11 +157,13 @@ export async function startExpose(
   to: string,
   extraArgs: string[] = [],
   link: Link = "tcp",
+  v8Flags: string[] = [],
 ): Promise<Child> {
   const { dp, args, allowRead } = dialing(dpAddrs, link);
   const child = group.spawn({
     name: "expose",
     script: "cli.ts",
+    v8Flags,
     args: ["expose", "--dp", dp, "--name", SERVICE_NAME, "--to", to, ...args, ...extraArgs],
     allowRead,
   });
@@ -331,6 +339,12 @@ export async function startPath(
       const relay2 = await startRelay(group, "relay2", target);
       const relay1 = await startRelay(group, "relay1", relay2.addr);
       return { entry: relay1.addr, members: [relay1.child, relay2.child] };
+    }
+    case "rtcp-lean": {
+      // Both processes with the young generation capped at 1 MiB (README: many idle sessions).
+      const dp = await startDiscoverPoint(group, [], "tcp", LEAN_V8_FLAGS);
+      const expose = await startExpose(group, dp, target, [], "tcp", LEAN_V8_FLAGS);
+      return { entry: dp.publicAddr, members: [dp.child, expose] };
     }
     case "rtcp-early-ack": {
       // expose --early-ack: each session is acknowledged before the target connect answers.

@@ -56,6 +56,8 @@ export interface SpawnOptions {
   allowWrite?: string[];
   /** Let the child run programs and send signals (`--allow-run`). @default false */
   allowRun?: boolean;
+  /** V8 flags (`--v8-flags=...`), e.g. `["--max-semi-space-size=1"]`; none by default. */
+  v8Flags?: string[];
 }
 
 /** A running Deno child process whose stdout is read line by line. */
@@ -102,6 +104,7 @@ export class Child implements AsyncDisposable {
         ...(allowRead.length > 0 ? [`--allow-read=${allowRead.join(",")}`] : []),
         ...(allowWrite.length > 0 ? [`--allow-write=${allowWrite.join(",")}`] : []),
         ...(options.allowRun ? ["--allow-run"] : []),
+        ...(options.v8Flags?.length ? [`--v8-flags=${options.v8Flags.join(",")}`] : []),
         projectPath(options.script),
         ...(options.args ?? []),
       ],
