@@ -43,6 +43,10 @@ const BATCH = 100;
 /** Most wants read in one poll. */
 const MAX_WANTS = 1000;
 
+/** Tries at opening a store another process is creating, and the wait before the nth retry (× n). */
+const OPEN_ATTEMPTS = 8;
+const OPEN_RETRY_MS = 50;
+
 /**
  * A {@linkcode Registry} on Deno KV. Needs `--unstable-kv` outside Deno Deploy
  * (this repository's `deno.json` turns it on).
@@ -88,7 +92,17 @@ export class KvRegistry implements Registry, AsyncDisposable {
         "Cannot open a KV registry: Deno KV is not enabled; run with --unstable-kv",
       );
     }
-    return new KvRegistry(await Deno.openKv(location), options, true);
+    // Several discover points starting at once on one new file: SQLite lets one create it and
+    // tells the others the database is locked meanwhile. They try again, for a bounded time.
+    for (let attempt = 1;; attempt++) {
+      try {
+        return new KvRegistry(await Deno.openKv(location), options, true);
+      } catch (error) {
+        const locked = /database is locked/i.test((error as Error).message);
+        if (!locked || attempt >= OPEN_ATTEMPTS) throw error;
+        await new Promise((resolve) => setTimeout(resolve, OPEN_RETRY_MS * attempt));
+      }
+    }
   }
 
   /** See {@linkcode Registry.join}. */
