@@ -331,7 +331,7 @@ export class SocketClient implements ClientEnd {
     this.#reading = false;
     let count: number | null;
     try {
-      count = this.#transport.readEnded(read);
+      count = this.#transport.afterRead(read);
     } catch (error) {
       return this.#readFailed(error);
     }
@@ -361,7 +361,7 @@ export class SocketClient implements ClientEnd {
 
   #readFailed(error: unknown): void {
     try {
-      this.#transport.readFailed(error);
+      this.#transport.afterReadFailed(error);
     } catch (failure) {
       return this.#inputEnded(`The client connection failed: ${(failure as Error).message}`);
     }

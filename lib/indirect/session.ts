@@ -448,7 +448,8 @@ export class IndirectSession implements IndirectConn {
    * Writes everything the peer sends to `sink` until the end of the stream,
    * without copying it first. For forwarders; like Go's `io.WriterTo`. The
    * sink must be done with the bytes once its `write()` resolves, as a
-   * `Deno.Conn` is. What the sink did not take (it threw) stays readable.
+   * `Deno.Conn` is. If the sink fails, the chunks after the one it failed on
+   * stay readable. One `writeTo()` at a time.
    *
    * Not a loop that waits for bytes: the bytes the link delivers go to the
    * sink at once, in the same turn, and an idle session holds no pending
@@ -456,6 +457,7 @@ export class IndirectSession implements IndirectConn {
    * @param sink Where the bytes go, e.g. a `Deno.TcpConn`.
    * @param progress Called with the size of each piece written.
    * @returns The number of bytes written.
+   * @throws {TypeError} While another `writeTo()` is under way.
    */
   writeTo(
     sink: { write(p: Uint8Array): Promise<number> },

@@ -108,10 +108,12 @@ export interface IndirectConn extends Deno.Conn<Deno.NetAddr> {
    * Writes everything the peer sends to `sink` until the end of the stream,
    * without copying it first. For forwarders; like Go's `io.WriterTo`. The
    * sink must be done with the bytes once its `write()` resolves, as a
-   * `Deno.Conn` is. If the sink fails, what it did not take stays readable.
+   * `Deno.Conn` is. If the sink fails, the chunks after the one it failed on
+   * stay readable. One `writeTo()` at a time.
    * @param sink Where the bytes go, e.g. a `Deno.TcpConn`.
    * @param progress Called with the size of each piece written.
    * @returns The number of bytes written.
+   * @throws {TypeError} While another `writeTo()` is under way.
    */
   writeTo(
     sink: { write(p: Uint8Array): Promise<number> },

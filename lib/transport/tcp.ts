@@ -163,16 +163,16 @@ export class TcpTransport implements Transport {
    */
   async readInto(p: Uint8Array): Promise<number | null> {
     try {
-      return this.readEnded(await this.readRaw(p));
+      return this.afterRead(await this.readRaw(p));
     } catch (error) {
-      return this.readFailed(error);
+      return this.afterReadFailed(error);
     }
   }
 
   /**
    * The socket's own read into `p`, for a caller that holds many idle ones
    * and reads through callbacks: it passes what the read gives to
-   * {@linkcode readEnded}, or its error to {@linkcode readFailed}, which is
+   * {@linkcode afterRead}, or its error to {@linkcode afterReadFailed}, which is
    * {@linkcode readInto} without an async function around each read.
    */
   readRaw(p: Uint8Array): Promise<number | null> {
@@ -180,7 +180,7 @@ export class TcpTransport implements Transport {
   }
 
   /** What a {@linkcode readRaw} resolved to: the count, or `null` at the end of input. */
-  readEnded(count: number | null): number | null {
+  afterRead(count: number | null): number | null {
     if (count !== null) return count;
     return this.#closed ? this.#endOfInput() : this.#peerEnded();
   }
@@ -189,7 +189,7 @@ export class TcpTransport implements Transport {
    * What a {@linkcode readRaw} rejected with: `null` (the end of input) if this
    * transport was closed meanwhile, else the error again.
    */
-  readFailed(error: unknown): null {
+  afterReadFailed(error: unknown): null {
     if (this.#closed) return this.#endOfInput();
     throw error;
   }
