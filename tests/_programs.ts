@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { settlesWithin } from "./_helpers.ts";
+import { concatBytes, settlesWithin } from "./_helpers.ts";
 
 // ---- bounded waits --------------------------------------------------------------
 
@@ -430,13 +430,7 @@ export async function readAllFrom(conn: Deno.Conn, resetIsEnd = false): Promise<
   } catch (error) {
     if (!resetIsEnd || !(error instanceof Deno.errors.ConnectionReset)) throw error;
   }
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concatBytes(chunks);
 }
 
 /** Reads exactly `length` bytes from a connection (fewer only if it ends first). */

@@ -36,6 +36,7 @@ import {
   TlsRecordingProxy,
 } from "./_tls.ts";
 import { readAllFrom, writeAllTo } from "./_programs.ts";
+import { echoOf } from "./_ws.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -61,31 +62,6 @@ function serveEcho(listener: IndirectListener): Promise<void> {
     }
     await Promise.all(sessions);
   })();
-}
-
-/**
- * Writes `data` while reading back as many bytes, then closes the session from
- * this (the client's) side. The client ends the session on purpose: a session
- * the server ends can lose its tail (see the ignored test at the end).
- */
-async function echoOf(conn: IndirectConn, data: Uint8Array): Promise<Uint8Array> {
-  const writer = conn.writable.getWriter();
-  const reader = conn.readable.getReader();
-  try {
-    const [, echoed] = await Promise.all([
-      (async () => {
-        for (let offset = 0; offset < data.length; offset += 64 * KIB) {
-          await writer.write(data.slice(offset, offset + 64 * KIB));
-        }
-      })(),
-      readExactly(reader, data.length),
-    ]);
-    return echoed;
-  } finally {
-    writer.releaseLock();
-    reader.releaseLock();
-    conn.close();
-  }
 }
 
 /** Sends `data`, half-closes, and reads the echo to its end: the server ends the session. */
