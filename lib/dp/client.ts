@@ -69,7 +69,6 @@ export class LinkClient implements ClientEnd {
     }
     this.#state = "open";
     this.#session = session;
-    this.pending = undefined;
     this.#send({ type: MessageType.Ack, sessionId: session.id, reason: "" });
   }
 
@@ -254,7 +253,6 @@ export class SocketClient implements ClientEnd {
     }
     this.#state = "open";
     this.#session = session;
-    this.pending = undefined;
     // What came while the Connect was out goes on in this same turn, right behind the Ack.
     for (const piece of this.#early ?? []) void session.toServer.push(piece);
     this.#early = undefined;

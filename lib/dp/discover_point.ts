@@ -255,7 +255,6 @@ const MORE_INTERVAL = 250;
 const IDLE_SWEEPS_PER_TIMEOUT = 4;
 
 /** A client end the router can route: it records its Connect while the Ack is awaited. */
-type RoutedClient = ClientEnd & { pending: PendingConnect | undefined };
 
 /** Why a session cannot be taken now: the reason the client is told, and how it counts. */
 interface Refusal {
@@ -966,7 +965,7 @@ export class DiscoverPoint implements AsyncDisposable {
    * else (unless `localOnly`) to another member of the cluster that holds it.
    * @param localOnly Set for sessions another discover point relayed here: they go no further.
    */
-  #route(name: string, client: RoutedClient, localOnly = false): void {
+  #route(name: string, client: ClientEnd, localOnly = false): void {
     const pending: PendingConnect = { client, abandoned: false, timer: undefined };
     client.pending = pending;
     const refusal = this.#refusal(name);
@@ -992,7 +991,7 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#track(this.#routeElsewhere(name, client, pending));
   }
 
-  #refuse(client: RoutedClient, name: string, reason: string, kind: RefusalReason): void {
+  #refuse(client: ClientEnd, name: string, reason: string, kind: RefusalReason): void {
     logger.info("Refused {client} for {name}: {reason}", { client: client.label, name, reason });
     // A client that went away is not told, nor counted.
     if (!client.pending?.abandoned) this.#counters.refused(kind);
@@ -1031,7 +1030,7 @@ export class DiscoverPoint implements AsyncDisposable {
    */
   async #routeElsewhere(
     name: string,
-    client: RoutedClient,
+    client: ClientEnd,
     pending: PendingConnect,
   ): Promise<void> {
     let holders: Holder[];
@@ -1117,7 +1116,7 @@ export class DiscoverPoint implements AsyncDisposable {
   async #forward(
     address: string,
     name: string,
-    client: RoutedClient,
+    client: ClientEnd,
     pending: PendingConnect,
   ): Promise<"carried" | "silent" | "not-held"> {
     const identity = this.#clusterKey;

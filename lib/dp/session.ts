@@ -35,6 +35,11 @@ export interface ClientEnd extends PipeSink, PipeSource {
   readonly address: string;
   /** The key the client proved (Connect `K`), if any. */
   readonly key?: string | undefined;
+  /**
+   * Set by the router: the Connect waiting for its Ack, so that a client that
+   * goes first can mark it abandoned. Cleared once the Ack is taken.
+   */
+  pending: PendingConnect | undefined;
   /** The indirect server accepted: the session is open. */
   accepted(session: DiscoverPointSession): void;
   /** The session cannot open; `reason` says why. */
@@ -318,6 +323,7 @@ export class ServerLink {
     }
     clearTimeout(head.timer);
     head.timer = undefined;
+    head.client.pending = undefined;
     if (ack.sessionId === -1) {
       if (!head.abandoned) {
         this.#settings.counters?.refused("server_refused");
