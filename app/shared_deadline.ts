@@ -14,7 +14,6 @@ export class SharedDeadline {
   readonly #ms: number;
   readonly #also: AbortSignal | undefined;
   #signal: AbortSignal | undefined;
-  #timedOut: AbortSignal | undefined;
   #until = 0;
 
   /**
@@ -31,10 +30,8 @@ export class SharedDeadline {
     const now = Date.now();
     if (this.#signal === undefined || now >= this.#until) {
       this.#until = now + SLICE_MS;
-      this.#timedOut = AbortSignal.timeout(this.#ms + SLICE_MS);
-      this.#signal = this.#also === undefined
-        ? this.#timedOut
-        : AbortSignal.any([this.#also, this.#timedOut]);
+      const timeout = AbortSignal.timeout(this.#ms + SLICE_MS);
+      this.#signal = this.#also === undefined ? timeout : AbortSignal.any([this.#also, timeout]);
     }
     return this.#signal;
   }
