@@ -346,6 +346,21 @@ Deno.test("writeTo forwards bytes delivered before and after it starts to a TCP 
   }
 });
 
+Deno.test("closeWrite() after the peer's End sends one Close without a reason, no End; before it, an End", async () => {
+  const carrier = new FakeCarrier();
+  const conn = newConn(carrier);
+  conn.endedByPeer();
+  await conn.closeWrite();
+  assert.deepEqual(carrier.sent.map((message) => message.type), [MessageType.Close]);
+  assert.deepEqual(carrier.sent[0], { type: MessageType.Close, sessionId: SESSION_ID, reason: "" });
+
+  const other = new FakeCarrier();
+  const first = newConn(other);
+  await first.closeWrite();
+  first.endedByPeer();
+  assert.deepEqual(other.sent.map((message) => message.type), [MessageType.End, MessageType.Close]);
+});
+
 Deno.test("writeTo returns after the peer's End once everything delivered before it is written", async () => {
   const carrier = new FakeCarrier();
   const conn = newConn(carrier);
