@@ -7,6 +7,7 @@
 
 import { getLogger } from "../_log.ts";
 import { sleep } from "../_backoff.ts";
+import { DeadlineQueue } from "../_deadline_queue.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Identity } from "../link/auth.ts";
 import { answerAloha, dialDiscoverPoint, refuse } from "../link/handshake.ts";
@@ -351,6 +352,8 @@ export class DiscoverPoint implements AsyncDisposable {
   #idleSweep: ReturnType<typeof setInterval> | undefined;
   #closing = false;
   readonly #stop = new AbortController();
+  /** Every Connect's Ack deadline, behind one timer. */
+  readonly #ackDeadlines: DeadlineQueue<PendingConnect>;
 
   /** Creates a discover point; nothing listens until {@linkcode start}. */
   constructor(options: DiscoverPointOptions = {}) {
@@ -369,6 +372,10 @@ export class DiscoverPoint implements AsyncDisposable {
       }
     }
     this.#limits = limits;
+    this.#ackDeadlines = new DeadlineQueue(
+      limits.ackTimeout,
+      (pending) => this.#ackOverdue(pending),
+    );
     this.#keepalive = options.keepalive;
     this.#maxWindow = options.maxWindow;
     this.#features = options.features ?? DP_FEATURES;
@@ -966,7 +973,13 @@ export class DiscoverPoint implements AsyncDisposable {
    * @param localOnly Set for sessions another discover point relayed here: they go no further.
    */
   #route(name: string, client: ClientEnd, localOnly = false): void {
-    const pending: PendingConnect = { client, abandoned: false, timer: undefined };
+    const pending: PendingConnect = {
+      client,
+      abandoned: false,
+      server: undefined,
+      overdue: false,
+      deadline: undefined,
+    };
     client.pending = pending;
     const refusal = this.#refusal(name);
     if (refusal !== undefined) return this.#refuse(client, name, refusal.reason, refusal.kind);
@@ -1000,28 +1013,38 @@ export class DiscoverPoint implements AsyncDisposable {
 
   /** Starts the Ack deadline of a Connect sent (or about to be) on `server`. */
   #awaitAck(server: ServerLink, pending: PendingConnect): void {
-    const { client } = pending;
-    const name = server.name;
-    const ackTimeout = this.#limits.ackTimeout;
-    pending.timer = setTimeout(() => {
-      pending.abandoned = true;
-      const reason =
-        `Indirect server "${name}" did not answer within ${ackTimeout} ms (limit ackTimeout)`;
-      logger.warn("Refused {client}: {reason}", { client: client.label, reason });
-      this.#counters.refused("ack_timeout");
-      client.refused(reason);
-      // Still no Ack after as long again: the server fails its duty, and its link goes.
-      pending.timer = setTimeout(() => {
-        server.fail(
-          new ProtocolError(
-            `Indirect server "${name}" left a Connect unanswered for ${
-              2 * ackTimeout
-            } ms (limit ackTimeout)`,
-          ),
-        );
-      }, ackTimeout);
-    }, ackTimeout);
+    pending.server = server;
+    pending.deadline = this.#ackDeadlines.add(pending);
     server.pending.push(pending);
+  }
+
+  /**
+   * A Connect's Ack deadline passed: the first time, its client is refused; if
+   * still no Ack after as long again, the server fails its duty and its link goes.
+   */
+  #ackOverdue(pending: PendingConnect): void {
+    const server = pending.server!;
+    const ackTimeout = this.#limits.ackTimeout;
+    if (pending.overdue) {
+      pending.deadline = undefined;
+      server.fail(
+        new ProtocolError(
+          `Indirect server "${server.name}" left a Connect unanswered for ${
+            2 * ackTimeout
+          } ms (limit ackTimeout)`,
+        ),
+      );
+      return;
+    }
+    pending.abandoned = true;
+    pending.overdue = true;
+    const { client } = pending;
+    const reason =
+      `Indirect server "${server.name}" did not answer within ${ackTimeout} ms (limit ackTimeout)`;
+    logger.warn("Refused {client}: {reason}", { client: client.label, reason });
+    this.#counters.refused("ack_timeout");
+    client.refused(reason);
+    pending.deadline = this.#ackDeadlines.add(pending);
   }
 
   /**
@@ -1354,6 +1377,7 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#closing = true;
     this.#stop.abort();
     clearInterval(this.#idleSweep);
+    this.#ackDeadlines.close();
     this.#listener?.close();
     for (const listener of this.#publicListeners.values()) listener.close();
     this.#publicPorts.close();

@@ -8,6 +8,7 @@
  */
 
 import { getLogger } from "../_log.ts";
+import type { QueuedDeadline } from "../_deadline_queue.ts";
 import { RecentSet } from "../_recent_set.ts";
 import { BufferBudget, Pipe, type PipeSink, type PipeSource, routeFromEnd } from "./pipe.ts";
 import type { Counters, NameTraffic, RefusalReason } from "./counters.ts";
@@ -52,8 +53,12 @@ export interface PendingConnect {
   readonly client: ClientEnd;
   /** Set once the client gave up or the Ack deadline passed; a late Ack is then closed. */
   abandoned: boolean;
-  /** The Ack deadline timer. */
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** The server link the Connect went to, once sent. */
+  server: ServerLink | undefined;
+  /** Set once the Ack deadline passed: a second one is then running, for the server's link. */
+  overdue: boolean;
+  /** The Ack deadline, while one runs (cancelled when the Ack comes). */
+  deadline: QueuedDeadline<PendingConnect> | undefined;
 }
 
 /** The server side of one session, as a pipe end. */
@@ -321,8 +326,8 @@ export class ServerLink {
         `Cannot accept Ack for session ${ack.sessionId}: no Connect is waiting for one`,
       );
     }
-    clearTimeout(head.timer);
-    head.timer = undefined;
+    head.deadline?.cancel();
+    head.deadline = undefined;
     head.client.pending = undefined;
     if (ack.sessionId === -1) {
       if (!head.abandoned) {
@@ -371,7 +376,7 @@ export class ServerLink {
    */
   end(reason: string, kind: RefusalReason = "link_lost"): void {
     for (const pending of this.pending.splice(0)) {
-      clearTimeout(pending.timer);
+      pending.deadline?.cancel();
       if (pending.abandoned) continue;
       this.#settings.counters?.refused(kind);
       pending.client.refused(reason);
