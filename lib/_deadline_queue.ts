@@ -46,6 +46,7 @@ export class DeadlineQueue<T> {
   #closed = false;
 
   /**
+   * Makes an empty queue; its timer runs only while a deadline waits.
    * @param ms How long every deadline waits.
    * @param onExpired Called with the item of each deadline that expires uncancelled.
    * @param clock Where time comes from (tests drive their own).
