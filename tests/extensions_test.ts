@@ -540,6 +540,31 @@ Deno.test("binary: a raw server that announced binary gets Data as frames and ma
   reader.releaseLock();
 });
 
+for (const closeOnce of [true, false]) {
+  const label = closeOnce
+    ? "with close-once the DP does not answer"
+    : "without close-once the DP answers";
+  Deno.test(`close-once: ${label} a raw server's Close`, async () => {
+    await using dp = await startDiscoverPoint();
+    using raw = await FramePeer.connect(dp.address);
+    const aloha = await rawAloha(raw, 2, "once", closeOnce ? ["close-once"] : ["half-close"]);
+    assert.equal((aloha.body.F as string[]).includes("close-once"), closeOnce);
+    for (const [id, client] of [[7, "first"], [8, "second"]] as const) {
+      const connecting = connect({ dp: dp.address, name: "once", clientName: client });
+      const connectMessage = await raw.expectText();
+      if (id === 8 && !closeOnce) {
+        // The answer to the first session's Close came before the second Connect.
+        assert.deepEqual([connectMessage.type, connectMessage.body], [4, { X: 7, R: "" }]);
+        assert.equal((await raw.expectText()).type, 1);
+      } else assert.deepEqual([connectMessage.type, connectMessage.body.N], [1, client]);
+      await raw.sendMessage(2, { X: id, R: "" });
+      using conn = await connecting;
+      await raw.sendMessage(4, { X: id, R: "" });
+      assert.deepEqual(await readAll(conn.readable), new Uint8Array());
+    }
+  });
+}
+
 const BAD_FRAMES: readonly [string, Uint8Array, RegExp][] = [
   [
     "a frame of a type without binary form",

@@ -17,6 +17,7 @@ import {
   type RawPeer,
   readAll,
   readExactly,
+  settlesWithin,
   spawnDiscoverPoint,
   startDiscoverPoint,
   unusedAddress,
@@ -506,6 +507,30 @@ Deno.test("connect() delivers Data that arrives in the same segment as the Ack",
   assert.equal(new TextDecoder().decode(await readAll(client.readable)), "hi");
   await client.closed;
   await assert.rejects(client.write(new Uint8Array(1)), SessionClosedError);
+});
+
+Deno.test("close-once: a server's Close is final, and Data that crossed it is ignored", async () => {
+  using dp = new RawListener();
+  using listener = listen({ dp: dp.address, name: "s", pool: 1 });
+  using link = await dp.accept();
+  const aloha = await answerHandshake(
+    link,
+    '0\n{"V":10000,"R":4,"N":"scripted","F":["close-once"]}\n',
+  );
+  assert.ok((aloha.body.F as string[]).includes("close-once"));
+  await link.send('1\n{"N":"first"}\n');
+  assert.deepEqual(await link.expect(), { type: 2, body: { X: 1, R: "" } });
+  const first = await listener.accept();
+  first.close();
+  assert.deepEqual(await link.expect(), { type: 4, body: { X: 1, R: "" } });
+  // No answer comes, and none is needed: the session has ended.
+  await settlesWithin(first.closed, "the session after its final Close");
+  // Data the discover point sent before it read that Close is dropped; the link carries on.
+  await link.send('3\n{"X":1,"C":"aGk="}\n1\n{"N":"second"}\n');
+  assert.deepEqual(await link.expect(), { type: 2, body: { X: 2, R: "" } });
+  using second = await listener.accept();
+  await link.send('3\n{"X":2,"C":"aGk="}\n4\n{"X":2,"R":""}\n');
+  assert.equal(new TextDecoder().decode(await readAll(second.readable)), "hi");
 });
 
 Deno.test("connect() to a discover point without extensions sends only Part 1 messages", async () => {

@@ -308,7 +308,10 @@ export class ServerLink {
       }
       this.sessions.delete(message.sessionId);
       const reason = clipReason(message.reason);
-      this.trySend({ type: MessageType.Close, sessionId: message.sessionId, reason });
+      // With close-once the server freed the number as it sent Close; else it waits for ours.
+      if (!this.link.closeOnce) {
+        this.trySend({ type: MessageType.Close, sessionId: message.sessionId, reason });
+      }
       session.serverClosed(reason);
       this.#checkIdle();
     }

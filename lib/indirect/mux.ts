@@ -5,6 +5,7 @@
  */
 
 import { getLogger } from "../_log.ts";
+import { RecentSet } from "../_recent_set.ts";
 import { ConnectionReset } from "../_platform.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Link } from "../link/link.ts";
@@ -17,6 +18,12 @@ import {
 import { IndirectSession, type SessionCarrier } from "./session.ts";
 
 const logger = getLogger(["rtcp", "mux"]);
+
+/**
+ * How many ended session numbers a server's link remembers with `close-once`,
+ * to ignore the Data the discover point sent before our Close reached it.
+ */
+const RECENTLY_ENDED = 4096;
 
 /** Options of {@linkcode SessionMux}. */
 export interface SessionMuxOptions {
@@ -38,11 +45,14 @@ export class SessionMux implements SessionCarrier {
   readonly link: Link;
   readonly #sessions = new Map<number, IndirectSession>();
   readonly #options: SessionMuxOptions;
+  /** With `close-once`: numbers whose sessions ended, for Data that crossed our Close. */
+  readonly #recentlyEnded: RecentSet | undefined;
 
   /** Creates the table for `link`; call {@linkcode run} to start routing. */
   constructor(link: Link, options: SessionMuxOptions = {}) {
     this.link = link;
     this.#options = options;
+    if (this.closeOnce) this.#recentlyEnded = new RecentSet(RECENTLY_ENDED);
   }
 
   /** Number of sessions not yet fully ended. */
@@ -58,6 +68,11 @@ export class SessionMux implements SessionCarrier {
   /** Whether both ends agreed on `flow-control`. */
   get flowControl(): boolean {
     return this.link.flowControl;
+  }
+
+  /** A server's link (it takes Connects) that agreed on `close-once`: its Closes are final. */
+  get closeOnce(): boolean {
+    return this.#options.onConnect !== undefined && this.link.closeOnce;
   }
 
   /** Largest Data content for the link's codec. */
@@ -78,6 +93,7 @@ export class SessionMux implements SessionCarrier {
       clientKey,
     });
     this.#sessions.set(sessionId, session);
+    this.#recentlyEnded?.delete(sessionId);
     return session;
   }
 
@@ -86,7 +102,9 @@ export class SessionMux implements SessionCarrier {
 
   /** See {@linkcode SessionCarrier.release}. */
   release(sessionId: number): void {
-    if (this.#sessions.delete(sessionId)) this.#options.onRelease?.(sessionId);
+    if (!this.#sessions.delete(sessionId)) return;
+    this.#recentlyEnded?.add(sessionId);
+    this.#options.onRelease?.(sessionId);
   }
 
   /** See {@linkcode SessionCarrier.ref}. */
@@ -117,6 +135,7 @@ export class SessionMux implements SessionCarrier {
           case MessageType.Data: {
             const session = this.#sessions.get(message.sessionId);
             if (session === undefined) {
+              if (this.#recentlyEnded?.has(message.sessionId)) break;
               throw new ProtocolError(
                 `Cannot accept Data for session ${message.sessionId}: no such session on this link`,
               );

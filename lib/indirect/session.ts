@@ -27,6 +27,11 @@ export interface SessionCarrier {
   readonly halfClose: boolean;
   /** Whether both ends agreed on the `flow-control` extension. */
   readonly flowControl: boolean;
+  /**
+   * Whether a Close this end sends is final (a server's link that agreed on
+   * `close-once`): the session ends as it is sent, with no answer to wait for.
+   */
+  readonly closeOnce?: boolean;
   /** Largest Data content to send in one message. */
   readonly maxDataBytes: number;
   /** Largest receive window to grow to, with `flow-control`. */
@@ -41,7 +46,8 @@ export interface SessionCarrier {
 
 /**
  * `open`: both directions may flow; `closing`: we sent Close and wait for the
- * discover point's answer; `closed`: done, the number is free.
+ * discover point's answer (none comes with `close-once`: the session goes
+ * straight to `closed`); `closed`: done, the number is free.
  */
 type SessionState = "open" | "closing" | "closed";
 
@@ -742,6 +748,11 @@ export class IndirectSession implements IndirectConn {
       this.#carrier.send({ type: MessageType.Close, sessionId: this.sessionId, reason });
     } catch {
       // The link is gone; its end closes this session for good.
+      return;
+    }
+    if (this.#carrier.closeOnce) {
+      this.#endInput();
+      this.#moveTo("closed");
     }
   }
 

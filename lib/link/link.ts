@@ -37,6 +37,8 @@ export const Feature = {
   Relay: "relay",
   /** Port messages: a server asks the discover point for a public port for its name. */
   PublicPort: "public-port",
+  /** The discover point does not answer an indirect server's Close: one message less per session. */
+  CloseOnce: "close-once",
 } as const;
 
 /** The name of an extension, as announced in Aloha `F`: a value of {@linkcode Feature}. */
@@ -58,6 +60,7 @@ export const ALL_FEATURES: readonly EndFeature[] = [
   Feature.Auth,
   Feature.Pool,
   Feature.PublicPort,
+  Feature.CloseOnce,
 ];
 
 /** What a discover point offers: every extension, and `relay` for links from other discover points. */
@@ -165,6 +168,11 @@ export class Link {
   /** Whether both ends agreed on `half-close`. */
   get halfClose(): boolean {
     return this.#features.has(Feature.HalfClose);
+  }
+
+  /** Whether both ends agreed on `close-once`: a server's Close gets no answer. */
+  get closeOnce(): boolean {
+    return this.#features.has(Feature.CloseOnce);
   }
 
   /** Records the extensions both ends announced (the handshake is done), switching to their codec. */
