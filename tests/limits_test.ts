@@ -205,7 +205,7 @@ Deno.test("DiscoverPoint maxSessionsPerServer refuses one more session to that n
   await assertEchoes(conns.add(await connect({ dp: dp.address, name: "full" })), "freed");
 });
 
-Deno.test("DiscoverPoint maxSessions refuses one more session to any name", async () => {
+Deno.test("DiscoverPoint maxSessions refuses one more session to any name, until one ends", async () => {
   await using dp = await startDiscoverPoint({ maxSessions: 2 });
   await using _a = await echoServer(dp, "a");
   await using _b = await echoServer(dp, "b");
@@ -217,6 +217,10 @@ Deno.test("DiscoverPoint maxSessions refuses one more session to any name", asyn
   }
   await assertEchoes(a, "a still works");
   await assertEchoes(b, "b still works");
+  // The count goes down as sessions end.
+  a.close();
+  await a.closed;
+  await assertEchoes(conns.add(await connect({ dp: dp.address, name: "a" })), "a again");
 });
 
 Deno.test("DiscoverPoint maxLinksPerServer refuses another registration: listen() accept() rejects with the limit", async () => {

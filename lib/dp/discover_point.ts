@@ -39,6 +39,7 @@ import {
 } from "./registry.ts";
 import {
   type ClientEnd,
+  LoadCount,
   type PendingConnect,
   ServerLink,
   type SessionSettings,
@@ -395,6 +396,7 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#settings = {
       maxWindow: options.maxWindow,
       budget: new BufferBudget(),
+      load: new LoadCount(),
       counters: this.#counters,
     };
     this.#gate = new Gate({
@@ -1015,7 +1017,7 @@ export class DiscoverPoint implements AsyncDisposable {
   #awaitAck(server: ServerLink, pending: PendingConnect): void {
     pending.server = server;
     pending.deadline = this.#ackDeadlines.add(pending);
-    server.pending.push(pending);
+    server.expect(pending);
   }
 
   /**
@@ -1234,7 +1236,7 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#links.add(link);
     this.#forwarded.add(upstream);
     this.#counters.forwardedSessions++;
-    upstream.pending.push(pending);
+    upstream.expect(pending);
     try {
       upstream.acknowledge(answer);
     } catch (error) {
@@ -1348,9 +1350,7 @@ export class DiscoverPoint implements AsyncDisposable {
         kind: "limit",
       };
     }
-    let total = 0;
-    for (const link of this.#serverLinks()) total += link.load;
-    if (total >= limits.maxSessions) {
+    if (this.#settings.load!.value >= limits.maxSessions) {
       return {
         reason:
           `Too many sessions on this discover point (limit maxSessions = ${limits.maxSessions})`,

@@ -164,12 +164,24 @@ export class DiscoverPointSession {
   }
 }
 
+/**
+ * The discover point's load: sessions open or being opened, and Connects left
+ * unanswered, on every server link together (what limit `maxSessions` counts).
+ * Kept as links change, so that admitting a session never walks every link.
+ */
+export class LoadCount {
+  /** The count. */
+  value = 0;
+}
+
 /** What every session of a discover point shares. */
 export interface SessionSettings {
   /** Largest flow-control window granted per session direction. */
   readonly maxWindow?: number | undefined;
   /** The discover point's count of bytes waiting in pipes. */
   readonly budget: BufferBudget;
+  /** The discover point's load, which every server link adds to. */
+  readonly load?: LoadCount | undefined;
   /** The discover point's counters (refusals), if it keeps them. */
   readonly counters?: Counters | undefined;
 }
@@ -182,7 +194,7 @@ export class ServerLink {
   readonly link: Link;
   /** Open sessions by number. */
   readonly sessions: Map<number, DiscoverPointSession> = new Map();
-  /** Connects in the order they were sent, waiting for their Acks. */
+  /** Connects in the order they were sent, waiting for their Acks ({@linkcode expect} adds). */
   readonly pending: PendingConnect[] = [];
   /** The key the server proved for its name, if any. */
   readonly key: string | undefined;
@@ -244,9 +256,21 @@ export class ServerLink {
     }
   }
 
+  /** A Connect was sent (or is about to be) on this link: its Ack is the next one not yet taken. */
+  expect(pending: PendingConnect): void {
+    this.pending.push(pending);
+    this.#addLoad(1);
+  }
+
+  #addLoad(delta: number): void {
+    const load = this.#settings.load;
+    if (load !== undefined) load.value += delta;
+  }
+
   /** Removes session `id`, remembering its number; returns whether it was open. */
   forget(id: number): boolean {
     if (!this.sessions.delete(id)) return false;
+    this.#addLoad(-1);
     this.#recentlyClosed.add(id);
     this.#checkIdle();
     return true;
@@ -307,6 +331,7 @@ export class ServerLink {
         continue;
       }
       this.sessions.delete(message.sessionId);
+      this.#addLoad(-1);
       const reason = clipReason(message.reason);
       // With close-once the server freed the number as it sent Close; else it waits for ours.
       if (!this.link.closeOnce) {
@@ -329,6 +354,7 @@ export class ServerLink {
         `Cannot accept Ack for session ${ack.sessionId}: no Connect is waiting for one`,
       );
     }
+    this.#addLoad(-1);
     head.deadline?.cancel();
     head.deadline = undefined;
     head.client.pending = undefined;
@@ -364,6 +390,7 @@ export class ServerLink {
     }
     const session = new DiscoverPointSession(ack.sessionId, this, head.client, this.#settings);
     this.sessions.set(ack.sessionId, session);
+    this.#addLoad(1);
     if (this.traffic) this.traffic.sessions++;
     logger.debug("Session {id} of {name} opened for {client}", {
       id: ack.sessionId,
@@ -378,6 +405,7 @@ export class ServerLink {
    * @param kind What the refusals of pending Connects count as.
    */
   end(reason: string, kind: RefusalReason = "link_lost"): void {
+    this.#addLoad(-(this.pending.length + this.sessions.size));
     for (const pending of this.pending.splice(0)) {
       pending.deadline?.cancel();
       if (pending.abandoned) continue;
