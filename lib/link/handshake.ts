@@ -6,6 +6,7 @@
 
 import { ED25519, type Identity, newNonce, signTranscript } from "./auth.ts";
 import { dialTransport } from "../transport/dial.ts";
+import type { Transport } from "../transport/tcp.ts";
 import { ProtocolError, VersionMismatchError } from "../errors.ts";
 import { Feature, Link, type LinkOptions } from "./link.ts";
 import {
@@ -44,6 +45,18 @@ export interface DialOptions extends LinkOptions {
   caCerts?: readonly string[];
 }
 
+/**
+ * The extensions to announce on `transport`: `close-once` takes away the
+ * discover point's answer to a server's Close, and with it the prompt
+ * acknowledgement that lets a transport that delays small writes (Nagle's
+ * algorithm) send the next one without waiting some 40 ms for it.
+ */
+export function featuresFor(transport: Transport, features: readonly string[]): string[] {
+  return transport.delaysSmallWrites
+    ? features.filter((feature) => feature !== Feature.CloseOnce)
+    : [...features];
+}
+
 /** The extensions both Alohas list. */
 export function agreedFeatures(
   ours: readonly string[] | undefined,
@@ -77,7 +90,7 @@ export async function dialDiscoverPoint(address: string, options: DialOptions): 
   const transport = await dialTransport(address, options);
   const link = new Link(transport, options);
   try {
-    const features = (options.features ?? []).filter((feature) =>
+    const features = featuresFor(transport, options.features ?? []).filter((feature) =>
       feature !== Feature.Auth || options.identity !== undefined
     );
     link.send({
@@ -255,7 +268,7 @@ export async function answerAloha(link: Link, options: AnswerOptions): Promise<A
       ),
     );
   }
-  const features = agreedFeatures(options.features, first.features);
+  const features = agreedFeatures(featuresFor(link.transport, options.features), first.features);
   const refusal = options.check?.(first, features);
   if (refusal !== undefined) throw refuse(link, new ProtocolError(refusal));
   link.useFeatures(features);

@@ -17,6 +17,13 @@ export interface Transport {
   /** Bytes queued for writing and not yet handed to the operating system. */
   readonly queuedBytes: number;
   /**
+   * Whether a small write may wait for the peer's acknowledgement of the one
+   * before (Nagle's algorithm, which a WebSocket's socket cannot turn off).
+   * Such a link keeps the messages that make the peer answer at once: see
+   * extension `close-once`.
+   */
+  readonly delaysSmallWrites?: boolean;
+  /**
    * Reads the next chunk. The returned view is valid only until the next call.
    * @returns The chunk, or `null` at end of input (or after {@linkcode abort}).
    */

@@ -66,6 +66,8 @@ export class WebSocketTransport implements Transport {
   readonly localAddr: Deno.NetAddr;
   /** The far end's address. */
   readonly remoteAddr: Deno.NetAddr;
+  /** Always: a WebSocket gives no way to set TCP_NODELAY on its socket. */
+  readonly delaysSmallWrites = true;
   readonly #ws: WebSocket;
   readonly #highWaterMark: number;
   readonly #lowWaterMark: number;
