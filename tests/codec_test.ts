@@ -133,6 +133,24 @@ Deno.test("TextCodec round-trips every message type", async (t) => {
   }
 });
 
+Deno.test("TextCodec keeps names byte for byte, short or long, ASCII or not, and as UTF-8", () => {
+  const codec = new TextCodec();
+  const names = ["a", "é", "名前", "x".repeat(250), "x".repeat(300), "é".repeat(200), "🦕 dino"];
+  for (const name of names) {
+    const encoded = codec.encode({ type: MessageType.Connect, name });
+    const expected = new TextEncoder().encode(`1\n${JSON.stringify({ N: name })}\n`);
+    assert.deepEqual(encoded, expected, name);
+    const queue = new ByteQueue();
+    queue.push(encoded);
+    assert.deepEqual(codec.decode(queue), { type: MessageType.Connect, name });
+  }
+  const invalid = new ByteQueue();
+  invalid.push(
+    Uint8Array.of(0x31, 0x0a, 0x7b, 0x22, 0x4e, 0x22, 0x3a, 0x22, 0xc3, 0x22, 0x7d, 0x0a),
+  );
+  assert.throws(() => codec.decode(invalid), /Connect message: the body is not valid JSON/);
+});
+
 Deno.test("TextCodec.encode() writes the exact lines of PROTOCOL.md", () => {
   const codec = new TextCodec();
   const decoded = new TextDecoder();

@@ -10,6 +10,7 @@
 
 import { ByteQueue } from "./_bytes.ts";
 import { takeBuffer } from "./_frame_pool.ts";
+import { decodeUtf8, encodeUtf8 } from "./_utf8.ts";
 import { ProtocolError } from "../errors.ts";
 import { bodyOf, type Message, messageFromBody, MessageType, messageTypeName } from "./message.ts";
 
@@ -53,9 +54,6 @@ export interface TextCodecOptions {
   maxLineBytes?: number;
 }
 
-const encoder = new TextEncoder();
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
 function lineEnd(bytes: Uint8Array, newline: number, start: number): number {
   return newline > start && bytes[newline - 1] === CARRIAGE_RETURN ? newline - 1 : newline;
 }
@@ -80,11 +78,9 @@ export class TextCodec implements Codec {
   encode(message: Message): Uint8Array {
     if (message.type === MessageType.Data) {
       // The hot path: no JSON.stringify of the content, and no object for the body.
-      return encoder.encode(
-        `3\n{"X":${message.sessionId},"C":"${message.content.toBase64()}"}\n`,
-      );
+      return encodeUtf8(`3\n{"X":${message.sessionId},"C":"${message.content.toBase64()}"}\n`);
     }
-    return encoder.encode(`${message.type}\n${JSON.stringify(bodyOf(message))}\n`);
+    return encodeUtf8(`${message.type}\n${JSON.stringify(bodyOf(message))}\n`);
   }
 
   /** Decodes one message from the front of `queue`, if it is all there. */
@@ -123,7 +119,7 @@ export class TextCodec implements Codec {
     let body: unknown;
     try {
       body = JSON.parse(
-        utf8.decode(bytes.subarray(bodyStart, lineEnd(bytes, bodyNewline, bodyStart))),
+        decodeUtf8(bytes.subarray(bodyStart, lineEnd(bytes, bodyNewline, bodyStart))),
       );
     } catch (error) {
       throw new ProtocolError(
