@@ -12,7 +12,11 @@ export type TimerHandle = number | { [Symbol.toPrimitive](): number } | object;
 
 /** Where time comes from. */
 export interface Clock {
-  /** Milliseconds since some fixed point, like `Date.now()`. */
+  /**
+   * Milliseconds since some fixed point. Only differences are used, so the
+   * system clock's is monotonic (`performance.now()`): setting the time of
+   * day moves no deadline.
+   */
   now(): number;
   /** Calls `callback` once, `ms` milliseconds from now. */
   setTimeout(callback: () => void, ms: number): TimerHandle;
@@ -24,9 +28,9 @@ export interface Clock {
   refTimer?(timer: TimerHandle): void;
 }
 
-/** The system clock: `Date.now()` and the global timers. */
+/** The system clock: `performance.now()` and the global timers. */
 export const SYSTEM_CLOCK: Clock = {
-  now: () => Date.now(),
+  now: () => performance.now(),
   setTimeout: (callback, ms) => setTimeout(callback, ms),
   clearTimeout: (timer) => clearTimeout(timer as number | undefined),
   unrefTimer: (timer) => unrefTimer(timer as ReturnType<typeof setTimeout>),
