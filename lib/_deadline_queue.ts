@@ -57,6 +57,11 @@ export class DeadlineQueue<T> {
     this.#clock = clock;
   }
 
+  /** Entries held: those that wait, and cancelled ones not yet dropped. */
+  get size(): number {
+    return this.#entries.length - this.#head;
+  }
+
   /** Starts a deadline for `item`, `ms` from now. After {@linkcode close}, it never expires. */
   add(item: T): QueuedDeadline<T> {
     const entry = new QueuedDeadline(this.#clock.now() + this.#ms, item);
@@ -64,6 +69,12 @@ export class DeadlineQueue<T> {
       entry.cancel();
       return entry;
     }
+    // Most deadlines are cancelled soon, and about in order: drop those at the front now, so
+    // that the queue holds about as many entries as wait, not as many as the period saw.
+    while (this.#head < this.#entries.length && this.#entries[this.#head]!.item === undefined) {
+      this.#head++;
+    }
+    this.#compact();
     this.#entries.push(entry);
     if (!this.#expiring) this.#timer ??= this.#clock.setTimeout(() => this.#expire(), this.#ms);
     return entry;

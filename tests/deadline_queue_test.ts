@@ -64,3 +64,17 @@ Deno.test("DeadlineQueue: close stops the timer and later deadlines", () => {
   deepEqual(expired, []);
   equal(clock.pending, 0);
 });
+
+Deno.test("DeadlineQueue: deadlines cancelled in order leave nothing behind, however many came", () => {
+  const clock = new FakeClock();
+  const expired: number[] = [];
+  const queue = new DeadlineQueue<number>(100, (item) => expired.push(item), clock);
+  const live = queue.add(-1);
+  for (let i = 0; i < 10_000; i++) queue.add(i).cancel();
+  live.cancel();
+  const last = queue.add(10_000);
+  equal(queue.size, 1);
+  clock.advance(100);
+  deepEqual(expired, [10_000]);
+  last.cancel();
+});
