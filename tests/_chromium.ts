@@ -1,7 +1,8 @@
 /**
  * What the headless-Chromium tests share: where Chromium is, the check that
- * it is there (saying how to install it), and removing a profile directory
- * that Chromium's last processes may still be writing in.
+ * it is there (saying how to install it), starting and stopping it, and
+ * removing a profile directory that Chromium's last processes may still be
+ * writing in.
  * @module
  */
 
@@ -18,6 +19,56 @@ export async function assertChromium(): Promise<void> {
     installed,
     `${CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium), as .ci/run does`,
   );
+}
+
+/** How {@linkcode spawnChromium} starts Chromium. */
+export interface ChromiumOptions {
+  /** Flags beyond the headless set every test uses, and the URL to open last. */
+  args: readonly string[];
+  /** What becomes of Chromium's standard error. */
+  stderr: "piped" | "null";
+}
+
+/**
+ * Starts headless Chromium with its profile, caches and crash database in
+ * `dir`, in a session (and process group) of its own, so that
+ * {@linkcode killChromium} stops its helper processes with it.
+ */
+export function spawnChromium(dir: TempDir, options: ChromiumOptions): Deno.ChildProcess {
+  return new Deno.Command("setsid", {
+    args: [
+      CHROMIUM,
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-dev-shm-usage",
+      "--no-first-run",
+      "--no-default-browser-check",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--user-data-dir=${dir.file("profile")}`,
+      ...options.args,
+    ],
+    env: {
+      HOME: dir.path,
+      XDG_CONFIG_HOME: dir.file("config"),
+      XDG_CACHE_HOME: dir.file("cache"),
+    },
+    stdin: "null",
+    stdout: "null",
+    stderr: options.stderr,
+  }).spawn();
+}
+
+/** Kills Chromium's whole process group (the browser and its helpers) and waits for it. */
+export async function killChromium(chromium: Deno.ChildProcess): Promise<void> {
+  try {
+    Deno.kill(-chromium.pid, "SIGKILL");
+  } catch {
+    // Exited already.
+  }
+  await chromium.status;
 }
 
 /** Removes `dir`, again a little later if Chromium's last processes were still writing in it. */

@@ -16,7 +16,7 @@ import assert from "node:assert/strict";
 import { AdminEndpoint, connect, type IndirectListener, listen } from "../mod.ts";
 import { randomBytes, settlesWithin, startDiscoverPoint } from "./_helpers.ts";
 import { Lines, makeTempDir } from "./_programs.ts";
-import { assertChromium, CHROMIUM, removeDir } from "./_chromium.ts";
+import { assertChromium, killChromium, removeDir, spawnChromium } from "./_chromium.ts";
 import { serveEcho } from "./_ws.ts";
 
 const TOKEN = "fedcba9876543210fedcba9876543210";
@@ -184,33 +184,15 @@ Deno.test("admin page: headless Chromium asks for the token, then shows a new na
   let listener: IndirectListener | undefined;
   let echo: Promise<void> | undefined;
   try {
-    chromium = new Deno.Command("setsid", {
+    chromium = spawnChromium(dir, {
       args: [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
         "--window-size=1280,1100",
         "--remote-debugging-address=127.0.0.1",
         "--remote-debugging-port=0",
-        `--user-data-dir=${dir.file("profile")}`,
         "about:blank",
       ],
-      env: {
-        HOME: dir.path,
-        XDG_CONFIG_HOME: dir.file("config"),
-        XDG_CACHE_HOME: dir.file("cache"),
-      },
-      stdin: "null",
-      stdout: "null",
       stderr: "piped",
-    }).spawn();
+    });
     stderr = new Lines(chromium.stderr);
     const [, browserUrl] = await settlesWithin(
       stderr.waitFor(/^DevTools listening on (ws:\/\/\S+)$/),
@@ -309,14 +291,7 @@ Deno.test("admin page: headless Chromium asks for the token, then shows a new na
     await sh('cp "$1" "${TMPDIR:-/tmp}/$2"', [shot, KEPT_SCREENSHOT]);
   } finally {
     await cdp?.close();
-    if (chromium !== undefined) {
-      try {
-        Deno.kill(-chromium.pid, "SIGKILL"); // The whole group: the browser and its helpers.
-      } catch {
-        // Exited already.
-      }
-      await chromium.status;
-    }
+    if (chromium !== undefined) await killChromium(chromium);
     await stderr?.done;
     listener?.close();
     await echo;

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { DiscoverPoint, type IndirectListener, listen } from "../mod.ts";
 import { settlesWithin } from "./_helpers.ts";
-import { assertChromium, CHROMIUM, removeDir } from "./_chromium.ts";
+import { assertChromium, killChromium, removeDir, spawnChromium } from "./_chromium.ts";
 import { serveEcho } from "./_ws.ts";
 import { makeTempDir, type TempDir } from "./_programs.ts";
 
@@ -167,33 +167,10 @@ Deno.test("browser: a page connects by name through a ws:// discover point and 1
     await settlesWithin(listener.ready, "the echo server's registration");
     echo = serveEcho(listener);
 
-    // In a session (and process group) of its own, so that its helper processes go with it.
-    chromium = new Deno.Command("setsid", {
-      args: [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        `--user-data-dir=${dir.file("profile")}`,
-        `http://127.0.0.1:${server.addr.port}/`,
-      ],
-      // Its profile, caches and crash database stay in the temporary directory.
-      env: {
-        HOME: dir.path,
-        XDG_CONFIG_HOME: dir.file("config"),
-        XDG_CACHE_HOME: dir.file("cache"),
-      },
-      stdin: "null",
-      stdout: "null",
+    chromium = spawnChromium(dir, {
+      args: ["--disable-quic", `http://127.0.0.1:${server.addr.port}/`],
       stderr: "null",
-    }).spawn();
+    });
     const exited = chromium.status.then((status) => {
       throw new Error(`Chromium exited (code ${status.code}) before the page reported`);
     });
@@ -208,14 +185,7 @@ Deno.test("browser: a page connects by name through a ws:// discover point and 1
     assert.equal(outcome.bytes, SIZE);
     assert.equal(outcome.sha256, await sha256Hex(pattern(SIZE)));
   } finally {
-    if (chromium !== undefined) {
-      try {
-        Deno.kill(-chromium.pid, "SIGKILL"); // The whole group: the browser and its helpers.
-      } catch {
-        // Exited already.
-      }
-      await chromium.status;
-    }
+    if (chromium !== undefined) await killChromium(chromium);
     listener?.close();
     await echo;
     await dp?.close();
