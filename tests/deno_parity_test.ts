@@ -163,6 +163,19 @@ async function readerText(
 }
 
 /** The shape of a `Deno.NetAddr`, without the values that differ from run to run. */
+/** What the peer reads, and what the client's read, write and close do, once a stream ended it. */
+async function afterStreamEnded(
+  client: Deno.Conn,
+  server: Deno.Conn,
+): Promise<Record<string, unknown>> {
+  return {
+    peer: await server.read(new Uint8Array(1)),
+    read: await outcome(client.read(new Uint8Array(1))),
+    write: await outcome(client.write(bytes("x"))),
+    close: attempt(() => client.close()),
+  };
+}
+
 function shape(addr: Deno.Addr): Record<string, unknown> {
   const net = addr as Deno.NetAddr;
   return {
@@ -335,12 +348,7 @@ const CHECKS: Check[] = [
     async run(setup) {
       const { client, server } = await pair(setup);
       await client.readable.cancel();
-      return {
-        peer: await server.read(new Uint8Array(1)),
-        read: await outcome(client.read(new Uint8Array(1))),
-        write: await outcome(client.write(bytes("x"))),
-        close: attempt(() => client.close()),
-      };
+      return await afterStreamEnded(client, server);
     },
     deno: { peer: null, read: "BadResource", write: "BadResource", close: "BadResource" },
     indirect: { peer: null, read: "BadResource", write: "BadResource", close: "ok" },
@@ -350,12 +358,7 @@ const CHECKS: Check[] = [
     async run(setup) {
       const { client, server } = await pair(setup);
       await client.writable.abort(new Error("changed my mind"));
-      return {
-        peer: await server.read(new Uint8Array(1)),
-        read: await outcome(client.read(new Uint8Array(1))),
-        write: await outcome(client.write(bytes("x"))),
-        close: attempt(() => client.close()),
-      };
+      return await afterStreamEnded(client, server);
     },
     deno: { peer: null, read: "BadResource", write: "BadResource", close: "BadResource" },
     indirect: { peer: null, read: "BadResource", write: "BadResource", close: "ok" },
