@@ -116,7 +116,9 @@ export class DeadlineQueue<T> {
 
   #compact(): void {
     if (this.#head === this.#entries.length) {
-      this.#entries = [];
+      // Emptied in place: in the common case (each deadline cancelled before the next comes)
+      // this runs for every new one.
+      this.#entries.length = 0;
       this.#head = 0;
     } else if (this.#head >= COMPACT_AT && this.#head * 2 >= this.#entries.length) {
       this.#entries = this.#entries.slice(this.#head);
