@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { IndirectConn } from "../lib/indirect/types.ts";
+import { IndirectSession, type PumpListener } from "../lib/indirect/session.ts";
 
 /** Smallest buffer a direction between two sockets reads into: what an idle one holds. */
 const MIN_PIPE_BUFFER_BYTES = 2 * 1024;
@@ -37,17 +37,25 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
-function isSession(conn: Deno.Conn): conn is IndirectConn {
-  return typeof (conn as Partial<IndirectConn>).readFrom === "function";
+function isSession(conn: Deno.Conn): conn is IndirectSession {
+  return conn instanceof IndirectSession;
 }
+
+/** The direction numbers a splice gives its pumps. */
+const A_TO_B = 0;
+const B_TO_A = 1;
 
 /**
  * Pipes `a` and `b` into each other. When one side's input ends, the other
  * side's output is half-closed (`closeWrite()`) and the other direction keeps
  * flowing; once both have ended, or on the first error or {@linkcode stop},
- * both are closed and {@linkcode done} resolves.
+ * both are closed and `finished` is called.
+ *
+ * A direction to or from a session is that session's pump, which reports to
+ * the splice itself (it is their {@linkcode PumpListener}): an idle session
+ * holds no promise or callback per direction here.
  */
-export class Splice {
+export class Splice implements PumpListener {
   readonly #a: Deno.Conn;
   readonly #b: Deno.Conn;
   readonly #result: PipeResult = { aToB: 0, bToA: 0 };
@@ -63,7 +71,7 @@ export class Splice {
    * Starts piping; `bufferSize` is what a direction between two sockets reads
    * at a time. `finished` is called once, with the byte counts and the error
    * that ended the piping early, if any (a callback rather than a promise:
-   * an idle session holds less).
+   * an idle session holds less), and never before the constructor returns.
    */
   constructor(
     a: Deno.Conn,
@@ -74,8 +82,8 @@ export class Splice {
     this.#a = a;
     this.#b = b;
     this.#finished = finished;
-    this.#direction(a, b, bufferSize, this.#countAToB);
-    this.#direction(b, a, bufferSize, this.#countBToA);
+    this.#direction(a, b, A_TO_B, bufferSize);
+    this.#direction(b, a, B_TO_A, bufferSize);
   }
 
   /** Ends both directions at once: both connections close, and `reason` is the result's error. */
@@ -83,53 +91,49 @@ export class Splice {
     this.#fail(reason);
   }
 
-  readonly #countAToB = (bytes: number): void => {
-    this.#result.aToB += bytes;
-  };
-
-  readonly #countBToA = (bytes: number): void => {
-    this.#result.bToA += bytes;
-  };
-
-  /**
-   * Moves `from`'s bytes to `to`. A session moves bytes between the socket and
-   * its own buffers without a copy in between, and waits in its own read.
-   */
-  #direction(
-    from: Deno.Conn,
-    to: Deno.Conn,
-    bufferSize: number,
-    count: (bytes: number) => void,
-  ): void {
-    const ended = to === this.#b ? this.#aToBEnded : this.#bToAEnded;
-    if (isSession(to)) void to.readFrom(from, count).then(ended, this.#fail);
+  /** Moves `from`'s bytes to `to`: a session's pump when either is one, else a copy. */
+  #direction(from: Deno.Conn, to: Deno.Conn, direction: number, bufferSize: number): void {
+    if (isSession(to)) to.pumpFrom(from, this, direction);
     else if (isSession(from)) {
       // A session that has fully ended (the peer closed it, rather than half-closing) cannot
       // take bytes any more: once what it delivered is forwarded, end both rather than wait
       // for the other side to send something that would fail.
       void from.closed.then(this.#onSessionEnded);
-      const drained = () => {
-        this.#sessionDrained = true;
-        if (this.#sessionEnded) this.#closeBoth();
-        ended();
-      };
-      void from.writeTo(to, count).then(drained, this.#fail);
-    } else void copy(from, to, bufferSize, count).then(ended, this.#fail);
+      from.pumpTo(to, this, direction);
+    } else {
+      void copy(from, to, bufferSize, (bytes) => this.pumped(direction, bytes)).then(
+        () => this.pumpEnded(direction),
+        this.#fail,
+      );
+    }
   }
 
-  readonly #aToBEnded = (): void => this.#ended(this.#b);
-  readonly #bToAEnded = (): void => this.#ended(this.#a);
+  /** From a pump: `bytes` more went through in `direction`. */
+  pumped(direction: number, bytes: number): void {
+    if (direction === A_TO_B) this.#result.aToB += bytes;
+    else this.#result.bToA += bytes;
+  }
+
+  /** From a pump: `direction`'s input ended and all of it went through; half-close its output. */
+  pumpEnded(direction: number): void {
+    const [from, to] = direction === A_TO_B ? [this.#a, this.#b] : [this.#b, this.#a];
+    if (isSession(from) && !isSession(to)) {
+      this.#sessionDrained = true;
+      if (this.#sessionEnded) this.#closeBoth();
+    }
+    if (this.#closed) return this.#directionDone();
+    to.closeWrite().then(() => this.#directionDone(), this.#fail);
+  }
+
+  /** From a pump: `direction` stopped on `error`, which ends the splice. */
+  pumpFailed(_direction: number, error: unknown): void {
+    this.#fail(error);
+  }
 
   readonly #onSessionEnded = (): void => {
     this.#sessionEnded = true;
     if (this.#sessionDrained) this.#closeBoth();
   };
-
-  /** A direction's input ended: half-close its output. */
-  #ended(to: Deno.Conn): void {
-    if (this.#closed) return this.#directionDone();
-    to.closeWrite().then(() => this.#directionDone(), this.#fail);
-  }
 
   #directionDone(): void {
     if (--this.#running === 0) this.#settle();

@@ -45,6 +45,22 @@ export interface SessionCarrier {
 }
 
 /**
+ * Hears how the pumps that {@linkcode IndirectSession.pumpFrom} and
+ * {@linkcode IndirectSession.pumpTo} start go, each told apart by the
+ * `direction` number its caller gave. One listener can serve both directions
+ * of a forwarded session: an idle session then holds no promise and no
+ * callback per direction. It is never called before `pumpFrom` or `pumpTo` returns.
+ */
+export interface PumpListener {
+  /** `bytes` more went through. */
+  pumped(direction: number, bytes: number): void;
+  /** The pump is over: its source ended (`pumpFrom`), or the peer's stream did (`pumpTo`). */
+  pumpEnded(direction: number, total: number): void;
+  /** The pump stopped on `error`; see `readFrom` and `writeTo` for which. */
+  pumpFailed(direction: number, error: unknown): void;
+}
+
+/**
  * `open`: both directions may flow; `closing`: we sent Close and wait for the
  * discover point's answer (none comes with `close-once`: the session goes
  * straight to `closed`); `closed`: done, the number is free.
@@ -469,26 +485,41 @@ export class IndirectSession implements IndirectConn {
     sink: { write(p: Uint8Array): Promise<number> },
     progress?: (bytes: number) => void,
   ): Promise<number> {
-    if (this.#closedByUser) {
-      return Promise.reject(
-        new SessionClosedError(`Cannot read from session ${this.sessionId}: it was closed`),
-      );
+    const outcome = new PumpOutcome(progress);
+    this.pumpTo(sink, outcome, 0);
+    return outcome.promise;
+  }
+
+  /**
+   * {@linkcode writeTo}, reporting to `listener` rather than through a promise
+   * and a callback: for forwarders that hold many idle sessions.
+   * @param sink Where the bytes go, e.g. a `Deno.TcpConn`.
+   * @param listener Told of each piece written, and of the end.
+   * @param direction Passed back to `listener` with every call.
+   */
+  pumpTo(
+    sink: { write(p: Uint8Array): Promise<number> },
+    listener: PumpListener,
+    direction: number,
+  ): void {
+    let refusal: Error | undefined;
+    if (this.#closedByUser) refusal = this.#closedForReading();
+    else if (this.#forward !== undefined) {
+      refusal = new TypeError(`Session ${this.sessionId} is already being written out`);
     }
-    if (this.#forward !== undefined) {
-      return Promise.reject(
-        new TypeError(`Session ${this.sessionId} is already being written out`),
-      );
+    if (refusal !== undefined) {
+      queueMicrotask(() => listener.pumpFailed(direction, refusal));
+      return;
     }
-    const done = Promise.withResolvers<number>();
     this.#forward = new Forward(
       sink,
-      progress,
-      done,
+      listener,
+      direction,
       (count) => this.#sinkWrote(count),
       (error) => this.#sinkFailed(error),
     );
-    this.#forwardNext();
-    return done.promise;
+    // Later, so that the listener hears nothing before this returns.
+    queueMicrotask(() => this.#forwardNext());
   }
 
   /** Hands the sink the next chunk, or settles writeTo() at the end; nothing while a write is under way. */
@@ -507,8 +538,8 @@ export class IndirectSession implements IndirectConn {
       else if (this.#readClosed) error = this.#closedForReading();
       else if (!this.#readEnded) return; // Waits: deliver() and the end come back here.
       this.#forward = undefined;
-      if (error) forward.done.reject(error);
-      else forward.done.resolve(forward.total);
+      if (error) forward.listener.pumpFailed(forward.direction, error);
+      else forward.listener.pumpEnded(forward.direction, forward.total);
       return;
     }
     // Bytes count as consumed once the sink has them.
@@ -530,7 +561,7 @@ export class IndirectSession implements IndirectConn {
     forward.writing = undefined;
     this.#sinkBytes -= chunk.length;
     forward.total += chunk.length;
-    forward.progress?.(chunk.length);
+    forward.listener.pumped(forward.direction, chunk.length);
     this.#consumed();
     // The chunk was ours alone (deliver hands its buffer over): its memory serves again.
     recycle(chunk);
@@ -544,7 +575,7 @@ export class IndirectSession implements IndirectConn {
     // The chunk the sink failed on is dropped (it counts as consumed); those after it stay readable.
     this.#sinkBytes -= chunk.length;
     this.#forward = undefined;
-    forward.done.reject(error);
+    forward.listener.pumpFailed(forward.direction, error);
   }
 
   // ---- the write side -----------------------------------------------------
@@ -629,19 +660,35 @@ export class IndirectSession implements IndirectConn {
     source: { read(p: Uint8Array): Promise<number | null> },
     progress?: (bytes: number) => void,
   ): Promise<number> {
-    // Not a loop in an async function: an idle session waits in the source's read alone.
-    const done = Promise.withResolvers<number>();
+    const outcome = new PumpOutcome(progress);
+    this.pumpFrom(source, outcome, 0);
+    return outcome.promise;
+  }
+
+  /**
+   * {@linkcode readFrom}, reporting to `listener` rather than through a
+   * promise and a callback: for forwarders that hold many idle sessions. An
+   * idle session waits in the source's read alone.
+   * @param source Where the bytes come from, e.g. a `Deno.TcpConn`.
+   * @param listener Told of each piece sent, and of the end.
+   * @param direction Passed back to `listener` with every call.
+   */
+  pumpFrom(
+    source: { read(p: Uint8Array): Promise<number | null> },
+    listener: PumpListener,
+    direction: number,
+  ): void {
     const pull: Pull = new Pull(
       source,
-      progress,
+      listener,
+      direction,
       new FrameReader(undefined, this.#carrier.maxDataBytes),
-      done,
       (count) => this.#sourceRead(pull, count),
       (error) => this.#pullEnded(pull, { error }),
       () => this.#pullNext(pull),
     );
-    this.#pullNext(pull);
-    return done.promise;
+    // Later, so that the listener hears nothing before this returns.
+    queueMicrotask(pull.next);
   }
 
   /** Reads the source again, once credit allows. */
@@ -683,7 +730,7 @@ export class IndirectSession implements IndirectConn {
       return this.#pullEnded(pull, { error });
     }
     pull.total += content.length;
-    pull.progress?.(content.length);
+    pull.listener.pumped(pull.direction, content.length);
     if (full) full.then(pull.next, pull.next);
     else this.#pullNext(pull);
   }
@@ -691,8 +738,8 @@ export class IndirectSession implements IndirectConn {
   /** readFrom() is over: at the source's end, or failed with `error`. */
   #pullEnded(pull: Pull, failure?: { error: unknown }): void {
     pull.reader.release();
-    if (failure === undefined) pull.done.resolve(pull.total);
-    else pull.done.reject(failure.error);
+    if (failure === undefined) pull.listener.pumpEnded(pull.direction, pull.total);
+    else pull.listener.pumpFailed(pull.direction, failure.error);
   }
 
   /**
@@ -793,7 +840,34 @@ export class IndirectSession implements IndirectConn {
   }
 }
 
-/** A {@linkcode IndirectSession.writeTo} under way: where the bytes go, and how far it got. */
+/** A pump's outcome as a promise, for {@linkcode IndirectSession.readFrom} and `writeTo`. */
+class PumpOutcome implements PumpListener {
+  readonly #done = Promise.withResolvers<number>();
+  readonly #progress: ((bytes: number) => void) | undefined;
+
+  constructor(progress: ((bytes: number) => void) | undefined) {
+    this.#progress = progress;
+  }
+
+  /** Resolves to the bytes moved in all, or rejects with what stopped the pump. */
+  get promise(): Promise<number> {
+    return this.#done.promise;
+  }
+
+  pumped(_direction: number, bytes: number): void {
+    this.#progress?.(bytes);
+  }
+
+  pumpEnded(_direction: number, total: number): void {
+    this.#done.resolve(total);
+  }
+
+  pumpFailed(_direction: number, error: unknown): void {
+    this.#done.reject(error);
+  }
+}
+
+/** A {@linkcode IndirectSession.pumpTo} under way: where the bytes go, and how far it got. */
 class Forward {
   /** The chunk being written, and how much of it the sink took. */
   writing: Uint8Array<ArrayBuffer> | undefined;
@@ -803,14 +877,14 @@ class Forward {
 
   constructor(
     readonly sink: { write(p: Uint8Array): Promise<number> },
-    readonly progress: ((bytes: number) => void) | undefined,
-    readonly done: PromiseWithResolvers<number>,
+    readonly listener: PumpListener,
+    readonly direction: number,
     readonly onWrote: (count: number) => void,
     readonly onFailed: (error: unknown) => void,
   ) {}
 }
 
-/** A {@linkcode IndirectSession.readFrom} under way: where the bytes come from, and how far it got. */
+/** A {@linkcode IndirectSession.pumpFrom} under way: where the bytes come from, and how far it got. */
 class Pull {
   /** The limit of the read under way. */
   limit: number | undefined;
@@ -819,9 +893,9 @@ class Pull {
 
   constructor(
     readonly source: { read(p: Uint8Array): Promise<number | null> },
-    readonly progress: ((bytes: number) => void) | undefined,
+    readonly listener: PumpListener,
+    readonly direction: number,
     readonly reader: FrameReader,
-    readonly done: PromiseWithResolvers<number>,
     readonly onRead: (count: number | null) => void,
     readonly onFailed: (error: unknown) => void,
     readonly next: () => void,
