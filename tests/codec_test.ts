@@ -9,7 +9,7 @@ import {
 import { ByteQueue } from "../lib/wire/_bytes.ts";
 import { BinaryCodec } from "../lib/wire/binary_codec.ts";
 import { ProtocolError } from "../lib/errors.ts";
-import { type Message, MessageType, Role, VERSION } from "../lib/wire/message.ts";
+import { type Message, messageFromBody, MessageType, Role, VERSION } from "../lib/wire/message.ts";
 
 const text = new TextEncoder();
 
@@ -149,6 +149,70 @@ Deno.test("TextCodec keeps names byte for byte, short or long, ASCII or not, and
     Uint8Array.of(0x31, 0x0a, 0x7b, 0x22, 0x4e, 0x22, 0x3a, 0x22, 0xc3, 0x22, 0x7d, 0x0a),
   );
   assert.throws(() => codec.decode(invalid), /Connect message: the body is not valid JSON/);
+});
+
+Deno.test("TextCodec reads Connect, Ack, End and Close lines as JSON would, near misses too", () => {
+  const codec = new TextCodec();
+  const bodies: [number, string[]][] = [
+    [MessageType.End, [
+      '{"X":7}',
+      '{"X":0}',
+      '{"X":123456789012345}',
+      '{"X":1234567890123456}',
+      '{"X":7,"R":""}',
+      '{"X":07}',
+      '{"X":-1}',
+      '{"X":7.5}',
+      '{"X":7e2}',
+      '{"X":7 }',
+      '{"X":7}}',
+      '{"X":}',
+      '{"X":"7"}',
+    ]],
+    [MessageType.Ack, [
+      '{"X":7,"R":""}',
+      '{"X":7}',
+      '{"X":7,"R":"no"}',
+      '{"X":-1,"R":"no"}',
+      '{"X":7,"R":""} ',
+      '{"X":7,"R":"",}',
+      '{"X":7,"R":"" }',
+      '{"X":00,"R":""}',
+    ]],
+    [MessageType.Close, ['{"X":7,"R":""}', '{"X":7}', '{"X":7,"R":"bye"}', '{"X":7,"R":1}']],
+    [MessageType.Connect, [
+      '{"N":"wire"}',
+      '{"N":""}',
+      '{"N":"127.0.0.1:40494"}',
+      '{"N":"}',
+      '{"N":"a\\"b"}',
+      '{"N":"a","K":"x"}',
+      '{"N":"\u00e9"}',
+      '{"N":"é"}',
+      '{"N":"\t"}',
+      '{"N":"	"}',
+      `{"N":"${"x".repeat(1024)}"}`,
+      `{"N":"${"x".repeat(1025)}"}`,
+      '{"N":7}',
+    ]],
+  ];
+  for (const [type, list] of bodies) {
+    for (const body of list) {
+      let expected: Message | RegExp;
+      try {
+        expected = messageFromBody(type, JSON.parse(body));
+      } catch (error) {
+        expected = error instanceof SyntaxError
+          ? /the body is not valid JSON/
+          : new RegExp(RegExp.escape((error as Error).message));
+      }
+      const queue = new ByteQueue();
+      queue.push(bytes(`${type}\n${body}\n`));
+      if (expected instanceof RegExp) {
+        assert.throws(() => codec.decode(queue), expected, body);
+      } else assert.deepEqual(codec.decode(queue), expected, body);
+    }
+  }
 });
 
 Deno.test("TextCodec.encode() writes the exact lines of PROTOCOL.md", () => {

@@ -12,7 +12,14 @@ import { ByteQueue } from "./_bytes.ts";
 import { takeBuffer } from "./_frame_pool.ts";
 import { decodeUtf8, encodeUtf8 } from "./_utf8.ts";
 import { ProtocolError } from "../errors.ts";
-import { bodyOf, type Message, messageFromBody, MessageType, messageTypeName } from "./message.ts";
+import {
+  bodyOf,
+  MAX_NAME_LENGTH,
+  type Message,
+  messageFromBody,
+  MessageType,
+  messageTypeName,
+} from "./message.ts";
 
 /** Default longest line (type line or JSON body) a reader accepts: 1 MiB. */
 export const MAX_LINE_BYTES = 1024 * 1024;
@@ -76,9 +83,17 @@ export class TextCodec implements Codec {
 
   /** Encodes `message` as a type line and a JSON line. */
   encode(message: Message): Uint8Array {
-    if (message.type === MessageType.Data) {
-      // The hot path: no JSON.stringify of the content, and no object for the body.
-      return encodeUtf8(`3\n{"X":${message.sessionId},"C":"${message.content.toBase64()}"}\n`);
+    // The hot paths, byte for byte what JSON.stringify writes: no body object, no JSON.
+    switch (message.type) {
+      case MessageType.Data:
+        return encodeUtf8(`3\n{"X":${message.sessionId},"C":"${message.content.toBase64()}"}\n`);
+      case MessageType.End:
+        return encodeUtf8(`5\n{"X":${message.sessionId}}\n`);
+      case MessageType.Ack:
+      case MessageType.Close:
+        if (message.reason === "") {
+          return encodeUtf8(`${message.type}\n{"X":${message.sessionId},"R":""}\n`);
+        }
     }
     return encodeUtf8(`${message.type}\n${JSON.stringify(bodyOf(message))}\n`);
   }
@@ -116,11 +131,15 @@ export class TextCodec implements Codec {
       return undefined;
     }
     this.#scanned = 0;
+    const bodyEnd = lineEnd(bytes, bodyNewline, bodyStart);
+    const control = decodeControl(type, bytes, bodyStart, bodyEnd);
+    if (control !== undefined) {
+      queue.consume(bodyNewline + 1);
+      return control;
+    }
     let body: unknown;
     try {
-      body = JSON.parse(
-        decodeUtf8(bytes.subarray(bodyStart, lineEnd(bytes, bodyNewline, bodyStart))),
-      );
+      body = JSON.parse(decodeUtf8(bytes.subarray(bodyStart, bodyEnd)));
     } catch (error) {
       throw new ProtocolError(
         `Cannot decode ${typeLabel(type)}: the body is not valid JSON: ${(error as Error).message}`,
@@ -130,6 +149,69 @@ export class TextCodec implements Codec {
     queue.consume(bodyNewline + 1);
     return messageFromBody(type, body);
   }
+}
+
+/** `{"X":` */
+const X_KEY = [0x7b, 0x22, 0x58, 0x22, 0x3a];
+/** `,"R":""}` */
+const EMPTY_REASON = [0x2c, 0x22, 0x52, 0x22, 0x3a, 0x22, 0x22, 0x7d];
+/** `{"N":"` */
+const N_KEY = [0x7b, 0x22, 0x4e, 0x22, 0x3a, 0x22];
+const CLOSE_BRACE = 0x7d;
+const QUOTE = 0x22;
+/** Most digits of a session number read here; longer ones (up to 2^53) take the JSON path. */
+const MAX_QUICK_DIGITS = 15;
+
+function startsWith(bytes: Uint8Array, at: number, expected: readonly number[]): boolean {
+  for (let i = 0; i < expected.length; i++) if (bytes[at + i] !== expected[i]) return false;
+  return true;
+}
+
+/**
+ * The control messages every session sends, read without JSON when their body
+ * is in the exact form this codec writes: `{"X":N}` (End), `{"X":N,"R":""}`
+ * or `{"X":N}` (Ack, Close), `{"N":"ASCII"}` (Connect). `undefined` for
+ * anything else, which the JSON path then reads (or rejects) as before, so
+ * both paths accept the same bodies and give the same messages.
+ */
+function decodeControl(
+  type: number,
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+): Message | undefined {
+  if (type === MessageType.Connect) return decodeConnect(bytes, start, end);
+  if (type !== MessageType.End && type !== MessageType.Ack && type !== MessageType.Close) {
+    return undefined;
+  }
+  if (!startsWith(bytes, start, X_KEY)) return undefined;
+  const digits = start + X_KEY.length;
+  let at = digits;
+  let sessionId = 0;
+  for (; at < end && isDigit(bytes[at]); at++) sessionId = sessionId * 10 + (bytes[at]! - 0x30);
+  const count = at - digits;
+  // JSON has no leading zeros; a number too long for this loop goes the long way.
+  if (count === 0 || count > MAX_QUICK_DIGITS || (count > 1 && bytes[digits] === 0x30)) {
+    return undefined;
+  }
+  if (at + 1 === end && bytes[at] === CLOSE_BRACE) {
+    return type === MessageType.End ? { type, sessionId } : { type, sessionId, reason: "" };
+  }
+  if (type === MessageType.End || at + EMPTY_REASON.length !== end) return undefined;
+  return startsWith(bytes, at, EMPTY_REASON) ? { type, sessionId, reason: "" } : undefined;
+}
+
+function decodeConnect(bytes: Uint8Array, start: number, end: number): Message | undefined {
+  const first = start + N_KEY.length;
+  // The name, then `"}`; printable ASCII with no escapes only.
+  const length = end - first - 2;
+  if (length < 0 || length > MAX_NAME_LENGTH || !startsWith(bytes, start, N_KEY)) return undefined;
+  if (bytes[end - 1] !== CLOSE_BRACE || bytes[end - 2] !== QUOTE) return undefined;
+  for (let i = first; i < end - 2; i++) {
+    const byte = bytes[i]!;
+    if (byte < 0x20 || byte > 0x7e || byte === QUOTE || byte === 0x5c) return undefined;
+  }
+  return { type: MessageType.Connect, name: decodeUtf8(bytes.subarray(first, end - 2)) };
 }
 
 function typeLabel(type: number): string {
