@@ -188,13 +188,17 @@ export class SessionMux implements SessionCarrier {
       throw error;
     } finally {
       this.link.abort();
-      const reason = new ConnectionReset(
-        `Session ended: the link to the discover point ${this.link.peer} ${
-          failure === undefined ? "closed" : `failed: ${(failure as Error).message}`
-        }`,
-        { cause: failure },
-      );
-      for (const session of [...this.#sessions.values()]) session.abort(reason);
+      // An error costs a stack trace: made only for sessions still open (a client's link ends
+      // after its one session, with none).
+      if (this.#sessions.size > 0) {
+        const reason = new ConnectionReset(
+          `Session ended: the link to the discover point ${this.link.peer} ${
+            failure === undefined ? "closed" : `failed: ${(failure as Error).message}`
+          }`,
+          { cause: failure },
+        );
+        for (const session of [...this.#sessions.values()]) session.abort(reason);
+      }
     }
   }
 }
