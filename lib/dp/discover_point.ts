@@ -355,6 +355,8 @@ export class DiscoverPoint implements AsyncDisposable {
   readonly #stop = new AbortController();
   /** Every Connect's Ack deadline, behind one timer. */
   readonly #ackDeadlines: DeadlineQueue<PendingConnect>;
+  /** Every link's handshake deadline (its signal aborts), behind one timer. */
+  readonly #handshakeDeadlines: DeadlineQueue<AbortController>;
 
   /** Creates a discover point; nothing listens until {@linkcode start}. */
   constructor(options: DiscoverPointOptions = {}) {
@@ -376,6 +378,15 @@ export class DiscoverPoint implements AsyncDisposable {
     this.#ackDeadlines = new DeadlineQueue(
       limits.ackTimeout,
       (pending) => this.#ackOverdue(pending),
+    );
+    this.#handshakeDeadlines = new DeadlineQueue(
+      limits.handshakeTimeout,
+      (controller) =>
+        controller.abort(
+          new ProtocolError(
+            `Cannot handshake: no complete handshake within ${limits.handshakeTimeout} ms (limit handshakeTimeout)`,
+          ),
+        ),
     );
     this.#keepalive = options.keepalive;
     this.#maxWindow = options.maxWindow;
@@ -717,9 +728,7 @@ export class DiscoverPoint implements AsyncDisposable {
       this.#linkInfo.set(link, info);
       this.#links.add(link);
       let established = false;
-      const deadline = this.#deadline(
-        `no complete handshake within ${this.#limits.handshakeTimeout} ms (limit handshakeTimeout)`,
-      );
+      const deadline = this.#handshakeDeadline();
       const tooMany = this.#gate.beginHandshake(source);
       let handshaking = tooMany === undefined;
       const handshakeDone = () => {
@@ -807,6 +816,13 @@ export class DiscoverPoint implements AsyncDisposable {
   /** Counts a new link or connection from `source` at the gate, or says why it cannot come in. */
   #enter(source: string): string | undefined {
     return this.#closing ? "The discover point is shutting down" : this.#gate.enter(source);
+  }
+
+  /** A link's handshake deadline: one entry in a queue, not a timer per link. */
+  #handshakeDeadline(): Deadline {
+    const controller = new AbortController();
+    const entry = this.#handshakeDeadlines.add(controller);
+    return { signal: controller.signal, cancel: () => entry.cancel() };
   }
 
   #deadline(reason: string, ms: number = this.#limits.handshakeTimeout): Deadline {
@@ -1409,6 +1425,8 @@ export class DiscoverPoint implements AsyncDisposable {
       }
       await Promise.allSettled([...this.#tasks]);
     }
+    // Every link has ended, and with it every handshake.
+    this.#handshakeDeadlines.close();
     await leaving;
   }
 
