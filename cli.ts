@@ -508,16 +508,21 @@ type Side = "expose" | "connect";
 function forward(
   side: Side,
   session: IndirectConn,
-  local: Deno.Conn,
-  label: Record<string, unknown>,
+  local: Deno.TcpConn,
+  peer: string,
   sessions: Sessions,
 ): void {
   const started = performance.now();
   sessions.splice(session, local, async ({ aToB, bToA, error }) => {
     // Lets the Close reach the discover point before a shutdown exits.
     await session.closed;
+    const failed = error !== undefined && !sessions.signal.aborted;
+    // A line per session is for debugging: at info, writing it costs a busy forwarder a fifth
+    // of its session setup rate. Sessions that fail are logged at any level.
+    if (!failed && !logger.isEnabledFor("debug")) return;
+    // Made only for a line that is written: an idle session holds none of it.
     const properties = {
-      ...label,
+      ...sessionLabel(side, session, local, peer),
       id: session.sessionId,
       key: session.clientKey,
       up: side === "expose" ? aToB : bToA,
@@ -527,11 +532,9 @@ function forward(
     const bytes = `{up} bytes from client to server, {down} bytes back, client {client}${
       session.clientKey === undefined ? "" : " with key {key}"
     }`;
-    // A line per session is for debugging: at info, writing it costs a busy forwarder a fifth
-    // of its session setup rate. Sessions that fail are logged at any level.
     if (error === undefined) {
       logger.debug(`Session {id} closed after {duration} ms: ${bytes}`, properties);
-    } else if (sessions.signal.aborted) {
+    } else if (!failed) {
       logger.debug(`Session {id} closed on shutdown after {duration} ms: ${bytes}`, properties);
     } else {
       logger.warning(`Session {id} failed after {duration} ms (${bytes}): {message}`, {
@@ -540,6 +543,21 @@ function forward(
       });
     }
   });
+}
+
+/**
+ * Who a forwarded session is for the log: its client, and the target
+ * (`expose`, `peer` is the `--to` address) or the name (`connect`).
+ */
+function sessionLabel(
+  side: Side,
+  session: IndirectConn,
+  local: Deno.TcpConn,
+  peer: string,
+): Record<string, string> {
+  return side === "expose"
+    ? { client: formatAddress(session.remoteAddr), to: peer }
+    : { client: formatAddress(local.remoteAddr), name: peer };
 }
 
 /** The key and CA certificate that `--key` and `--tls-ca` name, as `listen()`/`connect()` take them. */
@@ -664,12 +682,17 @@ async function runExpose(options: ExposeOptions, stop: ShutdownSignal): Promise<
       session.close((error as Error).message);
       return;
     }
-    const client = formatAddress(session.remoteAddr);
-    const opened = session.clientKey === undefined
-      ? "Session {id} opened from {client} to {to}"
-      : "Session {id} opened from {client} with key {key} to {to}";
-    logger.debug(opened, { id: session.sessionId, client, key: session.clientKey, to });
-    forward("expose", session, target, { client, to }, sessions);
+    if (logger.isEnabledFor("debug")) {
+      const opened = session.clientKey === undefined
+        ? "Session {id} opened from {client} to {to}"
+        : "Session {id} opened from {client} with key {key} to {to}";
+      logger.debug(opened, {
+        ...sessionLabel("expose", session, target, to),
+        id: session.sessionId,
+        key: session.clientKey,
+      });
+    }
+    forward("expose", session, target, to, sessions);
   };
   // Every link asks for the public port: say each answer once.
   const told = new Set<string>();
@@ -830,22 +853,25 @@ async function runConnect(
   }
   const sessions = new Sessions();
   const open = async (local: Deno.TcpConn): Promise<void> => {
-    const client = formatAddress(local.remoteAddr);
     let session: IndirectConn;
     try {
       session = await connect({ dp, name, signal: sessions.signal, ...credentials });
     } catch (error) {
       local.close();
       if (sessions.signal.aborted) return;
-      logger.error("Cannot forward {client}: {message}", { client, message: messageOf(error) });
+      logger.error("Cannot forward {client}: {message}", {
+        client: formatAddress(local.remoteAddr),
+        message: messageOf(error),
+      });
       return;
     }
-    logger.debug("Session {id} opened from {client} to {name}", {
-      id: session.sessionId,
-      client,
-      name,
-    });
-    forward("connect", session, local, { client, name }, sessions);
+    if (logger.isEnabledFor("debug")) {
+      logger.debug("Session {id} opened from {client} to {name}", {
+        ...sessionLabel("connect", session, local, name),
+        id: session.sessionId,
+      });
+    }
+    forward("connect", session, local, name, sessions);
   };
   try {
     console.log(`Listening on ${formatAddress(server.addr)}`);

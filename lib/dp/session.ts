@@ -392,11 +392,13 @@ export class ServerLink {
     this.sessions.set(ack.sessionId, session);
     this.#addLoad(1);
     if (this.traffic) this.traffic.sessions++;
-    logger.debug("Session {id} of {name} opened for {client}", {
-      id: ack.sessionId,
-      name: this.name,
-      client: head.client.label,
-    });
+    if (logger.isEnabledFor("debug")) {
+      logger.debug("Session {id} of {name} opened for {client}", {
+        id: ack.sessionId,
+        name: this.name,
+        client: head.client.label,
+      });
+    }
     head.client.accepted(session);
   }
 
