@@ -9,7 +9,14 @@ import {
 import { ByteQueue } from "../lib/wire/_bytes.ts";
 import { BinaryCodec } from "../lib/wire/binary_codec.ts";
 import { ProtocolError } from "../lib/errors.ts";
-import { type Message, messageFromBody, MessageType, Role, VERSION } from "../lib/wire/message.ts";
+import {
+  bodyOf,
+  type Message,
+  messageFromBody,
+  MessageType,
+  Role,
+  VERSION,
+} from "../lib/wire/message.ts";
 
 const text = new TextEncoder();
 
@@ -212,6 +219,27 @@ Deno.test("TextCodec reads Connect, Ack, End and Close lines as JSON would, near
         assert.throws(() => codec.decode(queue), expected, body);
       } else assert.deepEqual(codec.decode(queue), expected, body);
     }
+  }
+});
+
+Deno.test("TextCodec writes Connect, Ack, End and Close lines byte for byte as JSON.stringify would", () => {
+  const codec = new TextCodec();
+  const ids = [0, 1, 9, 10, 99, 100, 12345, 2 ** 31 - 1, 10 ** 15 - 1, 10 ** 15, 2 ** 53 - 1];
+  const names = ["", "wire", "127.0.0.1:40494", 'a"b', "a\\b", "é", "\t", "~", "x".repeat(300)];
+  const messages: Message[] = [
+    ...ids.flatMap((sessionId): Message[] => [
+      { type: MessageType.End, sessionId },
+      { type: MessageType.Ack, sessionId, reason: "" },
+      { type: MessageType.Close, sessionId, reason: "" },
+      { type: MessageType.Close, sessionId, reason: "bye" },
+    ]),
+    { type: MessageType.Ack, sessionId: -1, reason: "no" },
+    ...names.map((name): Message => ({ type: MessageType.Connect, name })),
+    { type: MessageType.Connect, name: "wire", key: "ed25519:k", address: "127.0.0.1:1" },
+  ];
+  for (const message of messages) {
+    const expected = `${message.type}\n${JSON.stringify(bodyOf(message))}\n`;
+    assert.equal(new TextDecoder().decode(codec.encode(message)), expected, expected);
   }
 });
 

@@ -88,13 +88,20 @@ export class TextCodec implements Codec {
       case MessageType.Data:
         return encodeUtf8(`3\n{"X":${message.sessionId},"C":"${message.content.toBase64()}"}\n`);
       case MessageType.End:
-        return encodeUtf8(`5\n{"X":${message.sessionId}}\n`);
+        return encodeControl(message.type, message.sessionId, END_TAIL) ?? this.#json(message);
       case MessageType.Ack:
       case MessageType.Close:
-        if (message.reason === "") {
-          return encodeUtf8(`${message.type}\n{"X":${message.sessionId},"R":""}\n`);
-        }
+        if (message.reason !== "") break;
+        return encodeControl(message.type, message.sessionId, EMPTY_REASON_TAIL) ??
+          this.#json(message);
+      case MessageType.Connect:
+        if (message.key !== undefined || message.address !== undefined) break;
+        return encodeConnect(message.name) ?? this.#json(message);
     }
+    return this.#json(message);
+  }
+
+  #json(message: Message): Uint8Array {
     return encodeUtf8(`${message.type}\n${JSON.stringify(bodyOf(message))}\n`);
   }
 
@@ -159,8 +166,58 @@ const EMPTY_REASON = [0x2c, 0x22, 0x52, 0x22, 0x3a, 0x22, 0x22, 0x7d];
 const N_KEY = [0x7b, 0x22, 0x4e, 0x22, 0x3a, 0x22];
 const CLOSE_BRACE = 0x7d;
 const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
 /** Most digits of a session number read here; longer ones (up to 2^53) take the JSON path. */
 const MAX_QUICK_DIGITS = 15;
+/** `}` and the newline, after an End's number. */
+const END_TAIL = [CLOSE_BRACE, NEWLINE];
+/** `,"R":""}` and the newline, after an Ack's or a Close's number. */
+const EMPTY_REASON_TAIL = [...EMPTY_REASON, NEWLINE];
+/** `"}` and the newline, after a Connect's name. */
+const NAME_TAIL = [QUOTE, CLOSE_BRACE, NEWLINE];
+
+/**
+ * The line of a control message `type` (one digit) for session `sessionId`:
+ * `type`, newline, `{"X":`, the number, then `tail`, written byte by byte
+ * rather than through a string; `undefined` for a number of another form.
+ */
+function encodeControl(
+  type: number,
+  sessionId: number,
+  tail: readonly number[],
+): Uint8Array | undefined {
+  if (!Number.isInteger(sessionId) || sessionId < 0 || sessionId >= 10 ** MAX_QUICK_DIGITS) {
+    return undefined;
+  }
+  let digits = 1;
+  for (let rest = sessionId; rest >= 10; rest = Math.floor(rest / 10)) digits++;
+  const bytes = new Uint8Array(2 + X_KEY.length + digits + tail.length);
+  bytes[0] = 0x30 + type;
+  bytes[1] = NEWLINE;
+  bytes.set(X_KEY, 2);
+  let at = 2 + X_KEY.length + digits;
+  for (let rest = sessionId, i = 0; i < digits; i++, rest = Math.floor(rest / 10)) {
+    bytes[--at] = 0x30 + (rest % 10);
+  }
+  bytes.set(tail, 2 + X_KEY.length + digits);
+  return bytes;
+}
+
+/** A Connect's line for a name of printable ASCII that needs no escape; else `undefined`. */
+function encodeConnect(name: string): Uint8Array | undefined {
+  const bytes = new Uint8Array(2 + N_KEY.length + name.length + NAME_TAIL.length);
+  bytes[0] = 0x30 + MessageType.Connect;
+  bytes[1] = NEWLINE;
+  bytes.set(N_KEY, 2);
+  let at = 2 + N_KEY.length;
+  for (let i = 0; i < name.length; i++) {
+    const code = name.charCodeAt(i);
+    if (code < 0x20 || code > 0x7e || code === QUOTE || code === BACKSLASH) return undefined;
+    bytes[at++] = code;
+  }
+  bytes.set(NAME_TAIL, at);
+  return bytes;
+}
 
 function startsWith(bytes: Uint8Array, at: number, expected: readonly number[]): boolean {
   for (let i = 0; i < expected.length; i++) if (bytes[at + i] !== expected[i]) return false;
@@ -209,7 +266,7 @@ function decodeConnect(bytes: Uint8Array, start: number, end: number): Message |
   if (bytes[end - 1] !== CLOSE_BRACE || bytes[end - 2] !== QUOTE) return undefined;
   for (let i = first; i < end - 2; i++) {
     const byte = bytes[i]!;
-    if (byte < 0x20 || byte > 0x7e || byte === QUOTE || byte === 0x5c) return undefined;
+    if (byte < 0x20 || byte > 0x7e || byte === QUOTE || byte === BACKSLASH) return undefined;
   }
   return { type: MessageType.Connect, name: decodeUtf8(bytes.subarray(first, end - 2)) };
 }
