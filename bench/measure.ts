@@ -55,14 +55,28 @@ export async function throughput(
   const buf = () => new Uint8Array(256 * 1024);
   const start = performance.now();
   const deadline = start + seconds * 1000;
+  // All streams end together at the deadline. A stream that stopped reading while another still
+  // waits would hold the other up on a link without flow control (the original protocol's
+  // head-of-line blocking), and its read would wait for ever.
+  const stop = setTimeout(() => conns.forEach(closeQuietly), seconds * 1000);
+  const over = () => performance.now() >= deadline;
   try {
     const counts = await Promise.all(conns.map(async (conn) => {
       const p = buf();
       let bytes = 0;
       await writeAll(conn, new Uint8Array([Mode.source]));
-      while (performance.now() < deadline) {
-        const n = await conn.read(p);
-        if (n === null) throw new Deno.errors.UnexpectedEof("Source ended early");
+      while (!over()) {
+        let n: number | null;
+        try {
+          n = await conn.read(p);
+        } catch (error) {
+          if (over()) break; // Closed at the deadline.
+          throw error;
+        }
+        if (n === null) {
+          if (over()) break;
+          throw new Deno.errors.UnexpectedEof("Source ended early");
+        }
         bytes += n;
       }
       return bytes;
@@ -71,6 +85,7 @@ export async function throughput(
     const bytes = counts.reduce((a, b) => a + b, 0);
     return { bytes, seconds: elapsed, mibPerSec: bytes / 2 ** 20 / elapsed };
   } finally {
+    clearTimeout(stop);
     conns.forEach(closeQuietly);
   }
 }
