@@ -45,11 +45,11 @@ export interface SessionCarrier {
 }
 
 /**
- * Hears how the pumps that {@linkcode IndirectSession.pumpFrom} and
- * {@linkcode IndirectSession.pumpTo} start go, each told apart by the
- * `direction` number its caller gave. One listener can serve both directions
- * of a forwarded session: an idle session then holds no promise and no
- * callback per direction. It is never called before `pumpFrom` or `pumpTo` returns.
+ * Told how a pump started by {@linkcode IndirectSession.pumpFrom} or
+ * {@linkcode IndirectSession.pumpTo} goes; the `direction` number its caller
+ * gave tells two pumps apart. One listener can serve both directions of a
+ * forwarded session, so an idle session holds no promise and no callback per
+ * direction. It is never called before `pumpFrom` or `pumpTo` returns.
  */
 export interface PumpListener {
   /** `bytes` more went through. */
