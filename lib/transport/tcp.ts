@@ -80,7 +80,11 @@ export interface TcpTransportOptions {
   maxQueuedBytes?: number;
 }
 
-const MIN_READ_BYTES = 2 * 1024;
+/**
+ * First and smallest read buffer of a link: what an idle link's pending read
+ * holds. A link per session (an indirect client's) makes it a cost per session.
+ */
+const MIN_READ_BYTES = 512;
 /** Small reads in a row after which the read buffer halves. */
 const SMALL_READS_TO_SHRINK = 16;
 const MAX_READ_BYTES = 1024 * 1024;
