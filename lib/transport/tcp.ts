@@ -103,7 +103,7 @@ export class TcpTransport implements Transport {
   readonly #conn: Deno.Conn<Deno.NetAddr>;
   readonly #highWaterMark: number;
   readonly #maxQueuedBytes: number;
-  /** Made on the first read(): a socket read through readInto() (a public port's) never needs it. */
+  /** Made on the first read(): a socket read into its caller's buffers (a public port's) never needs it. */
   #readBuffer: Uint8Array | undefined;
   /** Reads in a row that used less than an eighth of the read buffer. */
   #smallReads = 0;
@@ -142,17 +142,15 @@ export class TcpTransport implements Transport {
 
   /** Reads the next chunk into a buffer that adapts to the traffic. */
   async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return this.#endOfInput();
     const buffer = this.#readBuffer ??= new Uint8Array(MIN_READ_BYTES);
     // Not through readInto(): one async step less per chunk on the links' hot path.
     let count: number | null;
     try {
-      count = await this.#conn.read(buffer);
+      count = this.afterRead(await this.readRaw(buffer));
     } catch (error) {
-      if (this.#closed) return this.#endOfInput();
-      throw error;
+      return this.afterReadFailed(error);
     }
-    if (count === null) return this.#peerEnded();
+    if (count === null) return null;
     // Grow for bulk transfers, shrink for idle links so thousands of them stay cheap. Shrink only
     // after many small reads in a row: a bulk transfer's reads vary in size, and a buffer that
     // flips between two sizes costs a fresh (zeroed) megabyte every other read.
@@ -169,7 +167,9 @@ export class TcpTransport implements Transport {
 
   /**
    * Reads into `p`, for a caller that keeps what it reads (no copy from the
-   * transport's buffer): the discover point's public-port sockets.
+   * transport's buffer). The discover point's public-port clients, which sit
+   * idle by the thousand, take its three steps themselves: {@linkcode readRaw},
+   * then {@linkcode afterRead} or {@linkcode afterReadFailed}.
    * @returns The number of bytes read, or `null` at end of input (or after {@linkcode abort}).
    */
   async readInto(p: Uint8Array): Promise<number | null> {
