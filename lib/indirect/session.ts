@@ -531,9 +531,8 @@ export class IndirectSession implements IndirectConn {
       this.#failIfCut(); // Which may settle this forward already, through #wakeTakers().
       if (this.#forward !== forward) return;
       let error: Error | undefined;
-      if (this.#closedByUser && !this.#stopped) {
-        error = new SessionClosedError(`Cannot read from session ${this.sessionId}: it was closed`);
-      } else if (this.#stopped) error = this.#interrupted("reading");
+      if (this.#closedByUser && !this.#stopped) error = this.#closedForReading();
+      else if (this.#stopped) error = this.#interrupted("reading");
       else if (this.#readError) error = this.#readError;
       else if (this.#readClosed) error = this.#closedForReading();
       else if (!this.#readEnded) return; // Waits: deliver() and the end come back here.
