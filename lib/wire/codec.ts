@@ -268,7 +268,12 @@ function decodeConnect(bytes: Uint8Array, start: number, end: number): Message |
     const byte = bytes[i]!;
     if (byte < 0x20 || byte > 0x7e || byte === QUOTE || byte === BACKSLASH) return undefined;
   }
-  return { type: MessageType.Connect, name: decodeUtf8(bytes.subarray(first, end - 2)) };
+  // Checked to be ASCII above: one character per byte, with no second pass.
+  const name = String.fromCharCode.apply(
+    null,
+    bytes.subarray(first, end - 2) as unknown as number[],
+  );
+  return { type: MessageType.Connect, name };
 }
 
 function typeLabel(type: number): string {
