@@ -256,8 +256,6 @@ const MORE_INTERVAL = 250;
 /** How often the idle sweep runs, as a share of `idleTimeout`. */
 const IDLE_SWEEPS_PER_TIMEOUT = 4;
 
-/** A client end the router can route: it records its Connect while the Ack is awaited. */
-
 /** Why a session cannot be taken now: the reason the client is told, and how it counts. */
 interface Refusal {
   readonly reason: string;
