@@ -25,7 +25,7 @@
 import { parseArgs } from "node:util";
 import { getLogger } from "./lib/_log.ts";
 // From the modules themselves, not mod.ts: a forwarder does not load the discover point's code.
-import { connect } from "./lib/indirect/connect.ts";
+import { IndirectDialer } from "./lib/indirect/dialer.ts";
 import {
   listen,
   type PoolBounds,
@@ -852,10 +852,12 @@ async function runConnect(
     return 1;
   }
   const sessions = new Sessions();
+  // One link carries every session where the discover point multiplexes: one handshake for all.
+  const dialer = new IndirectDialer({ dp, name, ...credentials });
   const open = async (local: Deno.TcpConn): Promise<void> => {
     let session: IndirectConn;
     try {
-      session = await connect({ dp, name, signal: sessions.signal, ...credentials });
+      session = await dialer.connect(sessions.signal);
     } catch (error) {
       local.close();
       if (sessions.signal.aborted) return;
@@ -897,6 +899,7 @@ async function runConnect(
     await sessions.close();
     return 1;
   } finally {
+    await dialer.close();
     try {
       server.close();
     } catch {

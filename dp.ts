@@ -103,6 +103,8 @@ Limits:
   --max-sessions-per-server N  Sessions open to one name (default 10000)
   --max-sessions N             Sessions open in total (default 100000)
   --max-pending-per-server N   Connects waiting for one name's Ack (default 1000)
+  --max-sessions-per-client-link N
+                               Sessions on one multiplexed client link (default 1024)
   --max-links N                Links and public-port connections in total (default 20000)
   --max-names N                Names registered (default 10000)
   --max-links-per-ip N         Links and public-port connections from one address;

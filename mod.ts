@@ -47,6 +47,8 @@ export { Feature } from "./lib/link/link.ts";
 export type { EndFeature, FeatureName, KeepaliveOptions } from "./lib/link/link.ts";
 export type { Clock, TimerHandle } from "./lib/_clock.ts";
 export { connect } from "./lib/indirect/connect.ts";
+export { IndirectDialer } from "./lib/indirect/dialer.ts";
+export type { IndirectDialerOptions } from "./lib/indirect/dialer.ts";
 export type {
   ConnectOptions,
   DirectConnectOptions,

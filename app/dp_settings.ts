@@ -52,6 +52,7 @@ export const LIMIT_FLAGS = {
   "max-sessions-per-server": "maxSessionsPerServer",
   "max-sessions": "maxSessions",
   "max-pending-per-server": "maxPendingPerServer",
+  "max-sessions-per-client-link": "maxSessionsPerClientLink",
   "max-links": "maxLinks",
   "max-names": "maxNames",
   "max-links-per-ip": "maxLinksPerSource",

@@ -13,6 +13,7 @@ import type { Identity } from "../link/auth.ts";
 import { answerAloha, dialDiscoverPoint, refuse } from "../link/handshake.ts";
 import { DP_FEATURES, Feature, type KeepaliveOptions, Link } from "../link/link.ts";
 import { LinkClient, SocketClient } from "./client.ts";
+import { MultiplexedClient } from "./multiplexed_client.ts";
 import { Gate, type Verdict } from "./gate.ts";
 import type { LinkPort } from "./tls_port.ts";
 import { type HttpHandler, LINK_PATH, webSocketLinkHandler } from "./http.ts";
@@ -98,6 +99,11 @@ export interface DiscoverPointOptions {
   maxSessions?: number;
   /** Most Connects waiting for an Ack on one ISName. @default {1000} */
   maxPendingPerServer?: number;
+  /**
+   * Most sessions open (or opening) on one indirect client's link that
+   * agreed on `multiplex`; a Connect beyond it is refused. @default {1024}
+   */
+  maxSessionsPerClientLink?: number;
   /**
    * Milliseconds a closing link may take to flush what it has queued, at
    * shutdown and whenever a link ends: a peer that never reads cannot keep it.
@@ -224,6 +230,7 @@ const DEFAULT_LIMITS: Limits = {
   maxSessionsPerServer: 10_000,
   maxSessions: 100_000,
   maxPendingPerServer: 1_000,
+  maxSessionsPerClientLink: 1024,
   shutdownGrace: 2_000,
   maxLinks: 20_000,
   maxNames: 10_000,
@@ -766,11 +773,18 @@ export class DiscoverPoint implements AsyncDisposable {
             );
           }
           const relayed = link.features.has(Feature.Relay);
+          const multiplexed = connect.sessionId !== undefined;
+          if (multiplexed && (relayed || !link.features.has(Feature.Multiplex))) {
+            throw new ProtocolError(
+              "Cannot accept Connect with X: this link did not agree on multiplex",
+            );
+          }
           const verdict = await this.#gate.connection(aloha, connect, proof, source, relayed);
           established = true;
           info.role = relayed ? "peer_dp" : "client";
           if (relayed) this.#counters.relayedSessions++;
-          await this.#serveClient(link, aloha, connect.name, verdict, relayed);
+          if (multiplexed) await this.#serveMultiplexed(link, aloha, connect, verdict);
+          else await this.#serveClient(link, aloha, connect.name, verdict, relayed);
         }
       } catch (error) {
         logger.warn("Closed link from {peer}: {message}", {
@@ -947,7 +961,31 @@ export class DiscoverPoint implements AsyncDisposable {
     }
   }
 
-  /** Serves a plain TCP client on the public port of `name`: one session, raw bytes. */
+  /**
+   * Serves an indirect client's link that agreed on `multiplex`: sessions to
+   * the name of its `first` Connect, as many as it asks for, until it closes.
+   * The link's standing is its proof's: a client refused at its first Connect
+   * is refused every session, else the policy is asked again for each.
+   */
+  async #serveMultiplexed(
+    link: Link,
+    aloha: AlohaMessage,
+    first: ConnectMessage,
+    { key, refusal }: Verdict,
+  ): Promise<void> {
+    const name = first.name;
+    const client = new MultiplexedClient(link, {
+      name,
+      label: aloha.name || link.peer,
+      key,
+      maxSessions: this.#limits.maxSessionsPerClientLink,
+      policy: () => refusal ?? this.#names.connection(name, key),
+      refuse: (session, reason, kind) => this.#refuse(session, name, reason, kind),
+      route: (session) => this.#route(name, session),
+    });
+    await client.run(first);
+  }
+
   /**
    * Serves a plain TCP client on the public port of `name`: one session, raw
    * bytes. Not an async function: an idle session waits in its socket's read
@@ -1176,7 +1214,13 @@ export class DiscoverPoint implements AsyncDisposable {
       link = await dialDiscoverPoint(address, {
         role: Role.IndirectClient,
         name: client.label.slice(0, MAX_NAME_LENGTH),
-        features: [...this.#features.filter((feature) => feature !== Feature.Relay), Feature.Relay],
+        // One session per link to another discover point: never multiplexed.
+        features: [
+          ...this.#features.filter((feature) =>
+            feature !== Feature.Relay && feature !== Feature.Multiplex
+          ),
+          Feature.Relay,
+        ],
         keepalive: this.#keepalive,
         maxLineBytes: this.#limits.maxLineBytes,
         closeTimeout: this.#limits.shutdownGrace,

@@ -8,8 +8,8 @@ import { getLogger } from "../_log.ts";
 import { TimedOut } from "../_platform.ts";
 import type { Identity } from "../link/auth.ts";
 import { DiscoverPointUnreachableError, ProtocolError, SessionRefusedError } from "../errors.ts";
-import { dialDiscoverPoint } from "../link/handshake.ts";
-import { ALL_FEATURES, type EndFeature, type KeepaliveOptions } from "../link/link.ts";
+import { dialDiscoverPoint, type DialOptions } from "../link/handshake.ts";
+import { DEFAULT_FEATURES, type EndFeature, type KeepaliveOptions } from "../link/link.ts";
 import { MessageType, messageTypeName, Role } from "../wire/message.ts";
 import { SessionMux } from "./mux.ts";
 import type { IndirectConn } from "./types.ts";
@@ -59,12 +59,25 @@ export type ConnectOptions = DirectConnectOptions | IndirectConnectOptions;
 class ConnectTimeout extends Error {}
 
 /** Tries each discover point in turn until one can be reached. */
-async function connectIndirect(options: IndirectConnectOptions): Promise<IndirectConn> {
-  const dps = typeof options.dp === "string" ? [options.dp] : options.dp;
+function connectIndirect(options: IndirectConnectOptions): Promise<IndirectConn> {
+  return throughEach(options.dp, (dp) => connectThrough(dp, options));
+}
+
+/**
+ * Runs `attempt` on each discover point of `dp` in turn, while it fails with
+ * {@linkcode DiscoverPointUnreachableError}.
+ * @returns What the first attempt that did not fail so returned.
+ * @throws The last attempt's error, or any other error at once.
+ */
+export async function throughEach<T>(
+  dp: string | readonly string[],
+  attempt: (dp: string) => Promise<T>,
+): Promise<T> {
+  const dps = typeof dp === "string" ? [dp] : dp;
   if (dps.length === 0) throw new TypeError("Cannot connect: dp lists no discover point");
   for (const [index, dp] of dps.entries()) {
     try {
-      return await connectThrough(dp, options);
+      return await attempt(dp);
     } catch (error) {
       if (!(error instanceof DiscoverPointUnreachableError) || index === dps.length - 1) {
         throw error;
@@ -78,7 +91,17 @@ async function connectIndirect(options: IndirectConnectOptions): Promise<Indirec
   throw new Error("unreachable");
 }
 
-async function connectThrough(dp: string, options: IndirectConnectOptions): Promise<IndirectConn> {
+/**
+ * Runs `attempt` with a signal that aborts after `options.timeout` (default
+ * 10 s) or with `options.signal`.
+ * @throws {Deno.errors.TimedOut} At the timeout, saying that `name` did not
+ * answer through `dp`; else what `attempt` throws.
+ */
+export async function withinTimeout<T>(
+  dp: string,
+  options: Pick<IndirectConnectOptions, "name" | "timeout" | "signal">,
+  attempt: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
   const timeout = options.timeout ?? 10_000;
   if (!(timeout > 0)) {
     throw new RangeError(`Cannot connect with timeout ${timeout}: expected more than 0 ms`);
@@ -88,18 +111,43 @@ async function connectThrough(dp: string, options: IndirectConnectOptions): Prom
   const onAbort = () => controller.abort(options.signal!.reason);
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
-  const signal = controller.signal;
   try {
+    return await attempt(controller.signal);
+  } catch (error) {
+    if (error instanceof ConnectTimeout) {
+      throw new TimedOut(
+        `Cannot open session to "${options.name}" through "${dp}": no answer within ${timeout} ms`,
+      );
+    }
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** The options of a link to `dp` for an indirect client of `options.name`. */
+export function clientLinkOptions(
+  options: IndirectConnectOptions,
+  signal: AbortSignal,
+): DialOptions {
+  return {
+    role: Role.IndirectClient,
+    name: options.clientName ?? "",
+    features: options.features ?? DEFAULT_FEATURES,
+    keepalive: options.keepalive,
+    signal,
+    authName: options.name,
+    ...(options.key ? { identity: options.key } : {}),
+    ...(options.caCerts ? { caCerts: options.caCerts } : {}),
+  };
+}
+
+function connectThrough(dp: string, options: IndirectConnectOptions): Promise<IndirectConn> {
+  return withinTimeout(dp, options, async (signal) => {
     const link = await dialDiscoverPoint(dp, {
-      role: Role.IndirectClient,
-      name: options.clientName ?? "",
-      features: options.features ?? ALL_FEATURES,
-      keepalive: options.keepalive,
-      signal,
+      ...clientLinkOptions(options, signal),
       pipelined: [{ type: MessageType.Connect, name: options.name }],
-      authName: options.name,
-      ...(options.key ? { identity: options.key } : {}),
-      ...(options.caCerts ? { caCerts: options.caCerts } : {}),
     });
     try {
       const answer = await link.nextWithin(signal);
@@ -127,17 +175,7 @@ async function connectThrough(dp: string, options: IndirectConnectOptions): Prom
       link.abort();
       throw error;
     }
-  } catch (error) {
-    if (error instanceof ConnectTimeout) {
-      throw new TimedOut(
-        `Cannot open session to "${options.name}" through "${dp}": no answer within ${timeout} ms`,
-      );
-    }
-    throw error;
-  } finally {
-    clearTimeout(timer);
-    options.signal?.removeEventListener("abort", onAbort);
-  }
+  });
 }
 
 /**

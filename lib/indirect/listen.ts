@@ -11,7 +11,7 @@ import { parseDiscoverPoint } from "../transport/dial.ts";
 import { VersionMismatchError } from "../errors.ts";
 import { BadResource, Interrupted, unrefTimer } from "../_platform.ts";
 import { dialDiscoverPoint } from "../link/handshake.ts";
-import { ALL_FEATURES, type EndFeature, Feature, type KeepaliveOptions } from "../link/link.ts";
+import { DEFAULT_FEATURES, type EndFeature, Feature, type KeepaliveOptions } from "../link/link.ts";
 import { type ConnectMessage, MAX_NAME_LENGTH, MessageType, Role } from "../wire/message.ts";
 import { SessionMux } from "./mux.ts";
 import type { IndirectConn, IndirectListener } from "./types.ts";
@@ -328,7 +328,7 @@ class IndirectServer implements IndirectListener {
       const link = await dialDiscoverPoint(dp, {
         role: Role.IndirectServer,
         name,
-        features: this.#options.features ?? ALL_FEATURES,
+        features: this.#options.features ?? DEFAULT_FEATURES,
         keepalive: this.#options.keepalive,
         signal,
         ...(this.#options.key ? { identity: this.#options.key } : {}),

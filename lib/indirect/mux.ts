@@ -10,6 +10,8 @@ import { ConnectionReset } from "../_platform.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Link } from "../link/link.ts";
 import {
+  type AckMessage,
+  type CloseMessage,
   type ConnectMessage,
   MessageType,
   messageTypeName,
@@ -37,6 +39,21 @@ export interface SessionMuxOptions {
   onPort?: (message: PortMessage) => void;
   /** Largest flow-control window per session direction. @default {4194304} */
   maxWindow?: number;
+  /**
+   * Handles an Ack on an established link (extension `multiplex`: the answer
+   * to one of our Connects); without it an Ack is a protocol error.
+   */
+  onAck?: (message: AckMessage) => void;
+  /**
+   * Handles a Close for a number with no session (extension `multiplex`: the
+   * refusal of one of our Connects); without it such a Close is ignored.
+   */
+  onStrayClose?: (message: CloseMessage) => void;
+  /**
+   * The link is shared by sessions that come and go (extension `multiplex`):
+   * its owner holds it, and a session's `ref()` and `unref()` do nothing.
+   */
+  shared?: boolean;
 }
 
 /** The sessions carried by one link, keyed by session number. */
@@ -85,6 +102,11 @@ export class SessionMux implements SessionCarrier {
     return this.#options.maxWindow;
   }
 
+  /** Whether session `sessionId` is open (or still ending). */
+  has(sessionId: number): boolean {
+    return this.#sessions.has(sessionId);
+  }
+
   /** Creates and registers session `sessionId`, before its Ack is sent. */
   open(sessionId: number, remoteAddr?: Deno.NetAddr, clientKey?: string): IndirectSession {
     const session = new IndirectSession(this, sessionId, {
@@ -109,12 +131,12 @@ export class SessionMux implements SessionCarrier {
 
   /** See {@linkcode SessionCarrier.ref}. */
   ref(): void {
-    this.link.ref();
+    if (!this.#options.shared) this.link.ref();
   }
 
   /** See {@linkcode SessionCarrier.unref}. */
   unref(): void {
-    this.link.unref();
+    if (!this.#options.shared) this.link.unref();
   }
 
   /**
@@ -147,11 +169,13 @@ export class SessionMux implements SessionCarrier {
           }
           case MessageType.Close: {
             const session = this.#sessions.get(message.sessionId);
-            if (session === undefined) {
+            if (session !== undefined) session.closedByPeer(message.reason);
+            else if (this.#options.onStrayClose) this.#options.onStrayClose(message);
+            else {
               logger.debug("Ignored Close for unknown session {sessionId}", {
                 sessionId: message.sessionId,
               });
-            } else session.closedByPeer(message.reason);
+            }
             break;
           }
           case MessageType.End:
@@ -170,6 +194,12 @@ export class SessionMux implements SessionCarrier {
               );
             }
             this.#options.onPort(message);
+            break;
+          case MessageType.Ack:
+            if (this.#options.onAck === undefined) {
+              throw new ProtocolError("Cannot accept Ack: no Connect of ours waits on this link");
+            }
+            this.#options.onAck(message);
             break;
           case MessageType.Connect:
             if (this.#options.onConnect === undefined) {

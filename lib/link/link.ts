@@ -39,6 +39,8 @@ export const Feature = {
   PublicPort: "public-port",
   /** The discover point does not answer an indirect server's Close: one message less per session. */
   CloseOnce: "close-once",
+  /** An indirect client's link carries many sessions, each numbered by the client in its Connect. */
+  Multiplex: "multiplex",
 } as const;
 
 /** The name of an extension, as announced in Aloha `F`: a value of {@linkcode Feature}. */
@@ -61,7 +63,16 @@ export const ALL_FEATURES: readonly EndFeature[] = [
   Feature.Pool,
   Feature.PublicPort,
   Feature.CloseOnce,
+  Feature.Multiplex,
 ];
+
+/**
+ * What `listen()` and `connect()` offer unless told otherwise: every
+ * extension but `multiplex`, which only an `IndirectDialer`'s link uses.
+ */
+export const DEFAULT_FEATURES: readonly EndFeature[] = ALL_FEATURES.filter((feature) =>
+  feature !== Feature.Multiplex
+);
 
 /** What a discover point offers: every extension, and `relay` for links from other discover points. */
 export const DP_FEATURES: readonly string[] = [...ALL_FEATURES, Feature.Relay];

@@ -95,7 +95,10 @@ export class TextCodec implements Codec {
         return encodeControl(message.type, message.sessionId, EMPTY_REASON_TAIL) ??
           this.#json(message);
       case MessageType.Connect:
-        if (message.key !== undefined || message.address !== undefined) break;
+        if (
+          message.key !== undefined || message.address !== undefined ||
+          message.sessionId !== undefined
+        ) break;
         return encodeConnect(message.name) ?? this.#json(message);
     }
     return this.#json(message);

@@ -108,6 +108,8 @@ export interface ConnectMessage {
   readonly key?: string;
   /** Extension `auth`, DP → IS: the client's address as the discover point saw it (`P`). */
   readonly address?: string;
+  /** Extension `multiplex`, IC → DP: the client's number for the session on its link (`X`). */
+  readonly sessionId?: number;
 }
 
 /** Ack: answers a Connect. */
@@ -365,11 +367,15 @@ export function messageFromBody(type: number, body: unknown): Message {
     case MessageType.Connect: {
       const key = optional(type, fields, "K", MAX_SHORT_FIELD);
       const address = optional(type, fields, "P", MAX_SHORT_FIELD);
+      const sessionId = fields.X === undefined
+        ? undefined
+        : integer(type, fields, "X", 0, SESSION_ID_MAX);
       return {
         type,
         name: name(type, fields),
         ...(key === undefined ? {} : { key }),
         ...(address === undefined ? {} : { address }),
+        ...(sessionId === undefined ? {} : { sessionId }),
       };
     }
     case MessageType.Ack:
@@ -439,6 +445,7 @@ export function bodyOf(message: Message): Record<string, unknown> {
       const body: Body = { N: message.name };
       if (message.key !== undefined) body.K = message.key;
       if (message.address !== undefined) body.P = message.address;
+      if (message.sessionId !== undefined) body.X = message.sessionId;
       return body;
     }
     case MessageType.Ack:

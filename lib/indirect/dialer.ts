@@ -1,0 +1,222 @@
+/**
+ * `IndirectDialer`: many sessions to one named server over one link to the
+ * discover point (extension `multiplex`), as `ssh -L` carries its channels
+ * over one connection: one TCP (and TLS) handshake and one proof for all of
+ * them, and a session opens in one round trip.
+ * @module
+ */
+
+import { getLogger } from "../_log.ts";
+import { ConnectionReset } from "../_platform.ts";
+import { ProtocolError, SessionRefusedError } from "../errors.ts";
+import { dialDiscoverPoint } from "../link/handshake.ts";
+import { ALL_FEATURES, Feature, type Link } from "../link/link.ts";
+import { type AckMessage, type CloseMessage, MessageType } from "../wire/message.ts";
+import {
+  clientLinkOptions,
+  connect,
+  type IndirectConnectOptions,
+  throughEach,
+  withinTimeout,
+} from "./connect.ts";
+import { SessionMux } from "./mux.ts";
+import type { IndirectConn } from "./types.ts";
+
+const logger = getLogger(["rtcp", "connect"]);
+
+/** The largest session number a client gives; then it starts again from 1. */
+const MAX_NUMBER = 2 ** 31 - 1;
+
+/** Options of an {@linkcode IndirectDialer}: those of `connect({ dp, name })`. */
+export type IndirectDialerOptions = IndirectConnectOptions;
+
+/**
+ * Opens sessions to one indirect server through one link to the discover
+ * point, kept open between sessions until {@linkcode close}. The link is
+ * dialled on the first {@linkcode connect}, and again after it breaks.
+ * A discover point that does not agree on `multiplex` (or `features`
+ * without it) gets a link per session, as `connect()` opens.
+ * @example
+ * ```ts ignore
+ * await using dialer = new IndirectDialer({ dp: "dp.example.com:7000", name: "db" });
+ * using first = await dialer.connect();
+ * using second = await dialer.connect(); // same link, one round trip
+ * ```
+ */
+export class IndirectDialer implements AsyncDisposable {
+  readonly #options: IndirectConnectOptions;
+  /** The shared link being dialled or in use; `undefined` before the first and after it ends. */
+  #link: Promise<SharedLink | undefined> | undefined;
+  /** Set once a discover point did not agree on `multiplex`: a link per session from then on. */
+  #perSession = false;
+  #closed = false;
+  /** Aborted by {@linkcode close}: stops a dial under way. */
+  readonly #stop = new AbortController();
+
+  /** A dialer for the sessions `options` describe; nothing is dialled yet. */
+  constructor(options: IndirectDialerOptions) {
+    this.#options = {
+      ...options,
+      features: options.features ?? ALL_FEATURES,
+      signal: options.signal === undefined
+        ? this.#stop.signal
+        : AbortSignal.any([options.signal, this.#stop.signal]),
+    };
+    this.#perSession = !this.#options.features!.includes(Feature.Multiplex);
+  }
+
+  /**
+   * Opens a session, on the shared link (dialled first if there is none).
+   * @param signal Cancels this attempt only.
+   * @returns A connection shaped like `Deno.Conn`.
+   * @throws {SessionRefusedError} If no server has the name, or it refused.
+   * @throws {DiscoverPointUnreachableError} If no discover point can be reached.
+   * @throws {Deno.errors.TimedOut} If the session did not open within `timeout`.
+   */
+  async connect(signal?: AbortSignal): Promise<IndirectConn> {
+    if (this.#closed) throw new Deno.errors.BadResource("Cannot connect: the dialer is closed");
+    const options = signal === undefined
+      ? this.#options
+      : { ...this.#options, signal: AbortSignal.any([signal, this.#stop.signal]) };
+    if (this.#perSession) return await connect(options);
+    const link = await (this.#link ??= this.#dial());
+    if (link === undefined) return await connect(options);
+    return await withinTimeout(link.dp, options, (signal) => link.open(signal));
+  }
+
+  /** Closes the shared link; sessions still open on it end. Nothing is dialled again. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#stop.abort(new Deno.errors.Interrupted("The dialer is closed"));
+    const link = await this.#link?.catch(() => undefined);
+    await link?.close();
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /**
+   * Dials the shared link: `undefined` when the discover point does not
+   * multiplex (that link is closed, and each session gets its own).
+   */
+  async #dial(): Promise<SharedLink | undefined> {
+    const options = this.#options;
+    try {
+      const link = await throughEach(
+        options.dp,
+        (dp) =>
+          withinTimeout(dp, options, async (signal) => {
+            const link = await dialDiscoverPoint(dp, clientLinkOptions(options, signal));
+            return new SharedLink(dp, link, options, () => this.#link = undefined);
+          }),
+      );
+      if (link.multiplexed && !this.#closed) return link;
+      if (!link.multiplexed) {
+        logger.info("{dp} does not multiplex sessions: one link per session", { dp: link.dp });
+        this.#perSession = true;
+      }
+      await link.close();
+      this.#link = undefined;
+      return undefined;
+    } catch (error) {
+      this.#link = undefined;
+      throw error;
+    }
+  }
+}
+
+/** A Connect sent on the shared link, waiting for its answer. */
+interface Waiter extends PromiseWithResolvers<IndirectConn> {
+  /** Its caller gave up: an Ack that still comes opens a session only to close it. */
+  abandoned: boolean;
+}
+
+/** The link an {@linkcode IndirectDialer} shares between its sessions. */
+class SharedLink {
+  /** The discover point the link goes to. */
+  readonly dp: string;
+  readonly #link: Link;
+  readonly #name: string;
+  readonly #mux: SessionMux;
+  readonly #waiting = new Map<number, Waiter>();
+  readonly #ended: Promise<void>;
+  #lastNumber = 0;
+
+  /** Starts routing `link`'s messages; `onEnd` is called once it ends. */
+  constructor(dp: string, link: Link, options: IndirectConnectOptions, onEnd: () => void) {
+    this.dp = dp;
+    this.#link = link;
+    this.#name = options.name;
+    this.#mux = new SessionMux(link, {
+      maxWindow: options.maxWindow,
+      shared: true,
+      onAck: (ack) => this.#acked(ack),
+      onStrayClose: (close) => this.#refused(close),
+    });
+    this.#ended = this.#mux.run().catch((error) => {
+      logger.debug("The link to {dp} ended: {message}", { dp, message: error.message });
+    }).finally(() => {
+      onEnd();
+      const reason = new ConnectionReset(
+        `Cannot open session to "${this.#name}": the link to the discover point ${link.peer} ended`,
+      );
+      for (const waiter of this.#waiting.values()) waiter.reject(reason);
+      this.#waiting.clear();
+    });
+  }
+
+  /** Whether the discover point agreed on `multiplex`. */
+  get multiplexed(): boolean {
+    return this.#link.features.has(Feature.Multiplex);
+  }
+
+  /** Sends a Connect with a number of ours; resolves with the session once acknowledged. */
+  open(signal: AbortSignal): Promise<IndirectConn> {
+    const number = this.#nextNumber();
+    this.#link.send({ type: MessageType.Connect, name: this.#name, sessionId: number });
+    const waiter: Waiter = { ...Promise.withResolvers<IndirectConn>(), abandoned: false };
+    this.#waiting.set(number, waiter);
+    const abandon = () => {
+      waiter.abandoned = true;
+      waiter.reject(signal.reason);
+    };
+    signal.addEventListener("abort", abandon, { once: true });
+    return waiter.promise.finally(() => signal.removeEventListener("abort", abandon));
+  }
+
+  /** Closes the link: open sessions end, Connects waiting fail. */
+  async close(): Promise<void> {
+    await this.#link.close();
+    await this.#ended;
+  }
+
+  /** The next number not in use, counting up and starting again from 1. */
+  #nextNumber(): number {
+    do {
+      this.#lastNumber = this.#lastNumber >= MAX_NUMBER ? 1 : this.#lastNumber + 1;
+    } while (this.#waiting.has(this.#lastNumber) || this.#mux.has(this.#lastNumber));
+    return this.#lastNumber;
+  }
+
+  #acked(ack: AckMessage): void {
+    const waiter = this.#waiting.get(ack.sessionId);
+    if (waiter === undefined) {
+      throw new ProtocolError(
+        `Cannot accept Ack for session ${ack.sessionId}: no Connect of ours waits for it`,
+      );
+    }
+    this.#waiting.delete(ack.sessionId);
+    const conn = this.#mux.open(ack.sessionId);
+    if (waiter.abandoned) conn.close();
+    else waiter.resolve(conn);
+  }
+
+  #refused(close: CloseMessage): void {
+    const waiter = this.#waiting.get(close.sessionId);
+    if (waiter === undefined) return;
+    this.#waiting.delete(close.sessionId);
+    waiter.reject(new SessionRefusedError(this.#name, close.reason));
+  }
+}
