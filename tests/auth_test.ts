@@ -21,6 +21,7 @@ import {
   type Identity,
   importIdentity,
   type IndirectConn,
+  IndirectDialer,
   listen,
   NamesFile,
   parsePublicKey,
@@ -1175,4 +1176,25 @@ Deno.test("auth: a key without the auth extension in features is refused, not si
     listener.ready,
     (error: Error) => error instanceof TypeError && /add "auth" to features/.test(error.message),
   );
+});
+
+Deno.test("auth: an IndirectDialer proves its key once, and each session is the listed client's", async () => {
+  const [owner, member, stranger] = [await newKey(), await newKey(), await newKey()];
+  await using dp = await ownedDp(owner, { clients: [member] });
+  await using server = await startEchoOwner(dp, "db", owner);
+  await using dialer = new IndirectDialer({ dp: dp.address, name: "db", key: member });
+  using first = await dialer.connect();
+  const links = dp.dp.stats().links;
+  using second = await dialer.connect();
+  assert.equal(dp.dp.stats().links, links, "the second session shares the first one's link");
+  await Promise.all([assertEchoes(first, "one"), assertEchoes(second, "two")]);
+  assert.deepEqual(server.requests.map((request) => request.clientKey), [
+    member.publicKey,
+    member.publicKey,
+  ]);
+  // A stranger's dialer is refused every session, with the policy's reason.
+  await using strangers = new IndirectDialer({ dp: dp.address, name: "db", key: stranger });
+  await assertSessionRefused(strangers.connect(), NOT_CLIENT("db", stranger.publicKey));
+  await assertSessionRefused(strangers.connect(), NOT_CLIENT("db", stranger.publicKey));
+  assert.equal(server.requests.length, 2);
 });

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { IndirectDialer, listen, SessionRefusedError } from "../mod.ts";
 import {
   assertEchoes,
+  eventually,
   IS_ALOHA,
   type RawMessage,
   RawPeer,
@@ -112,6 +113,31 @@ Deno.test("IndirectDialer opens a link per session where the DP does not multipl
     using b = await dialer.connect();
     assert.equal(dp.dp.stats().links, servers + 2);
     await Promise.all([assertEchoes(a, "first"), assertEchoes(b, "second")]);
+  } finally {
+    listener.close();
+    await serving;
+  }
+});
+
+Deno.test("IndirectDialer: when its link's DP goes, the next session dials the next DP", async () => {
+  await using first = await startDiscoverPoint();
+  await using second = await startDiscoverPoint();
+  const listener = listen({ dp: [first.address, second.address], name: "echo" });
+  const serving = serveEcho(listener);
+  try {
+    await eventually(
+      () => first.dp.stats().servers === 1 && second.dp.stats().servers === 1,
+      "the server at both discover points",
+    );
+    await using dialer = new IndirectDialer({ dp: [first.address, second.address], name: "echo" });
+    using before = await dialer.connect();
+    await assertEchoes(before, "through the first");
+    assert.equal(second.dp.stats().sessions, 0);
+    await first.dp.close();
+    await assert.rejects(before.read(new Uint8Array(8)), Deno.errors.ConnectionReset);
+    using after = await dialer.connect();
+    await assertEchoes(after, "through the second");
+    assert.equal(second.dp.stats().sessions, 1);
   } finally {
     listener.close();
     await serving;
@@ -258,4 +284,37 @@ Deno.test("multiplex on the wire: a Connect withdrawn before its Ack, and Data b
   // Its Connect was abandoned with the link: the late Ack gets a Close.
   await send(server, 2, { X: 41, R: "" });
   assert.equal((await expectType(server, 4)).X, 41);
+});
+
+Deno.test("IndirectDialer: a connect() given up before its Ack closes the session the Ack opens", async () => {
+  await using dp = await startDiscoverPoint();
+  using server = await RawPeer.connect(dp.address);
+  await server.send(IS_ALOHA("slow"));
+  await expectType(server, 0);
+  await using dialer = new IndirectDialer({ dp: dp.address, name: "slow" });
+  const controller = new AbortController();
+  const opening = dialer.connect(controller.signal);
+  await expectType(server, 1);
+  controller.abort(new Error("gave up"));
+  await assert.rejects(opening, /gave up/);
+  await send(server, 2, { X: 3, R: "" });
+  assert.equal((await expectType(server, 4)).X, 3);
+  await send(server, 4, { X: 3, R: "" });
+});
+
+Deno.test("IndirectDialer.close() ends its sessions, and connect() after it fails", async () => {
+  await using dp = await startDiscoverPoint();
+  const listener = listen({ dp: dp.address, name: "echo" });
+  const serving = serveEcho(listener);
+  try {
+    const dialer = new IndirectDialer({ dp: dp.address, name: "echo" });
+    using conn = await dialer.connect();
+    await assertEchoes(conn, "before");
+    await dialer.close();
+    await assert.rejects(conn.read(new Uint8Array(8)), Deno.errors.ConnectionReset);
+    await assert.rejects(dialer.connect(), Deno.errors.BadResource);
+  } finally {
+    listener.close();
+    await serving;
+  }
 });

@@ -47,6 +47,8 @@ export class IndirectDialer implements AsyncDisposable {
   readonly #options: IndirectConnectOptions;
   /** The shared link being dialled or in use; `undefined` before the first and after it ends. */
   #link: Promise<SharedLink | undefined> | undefined;
+  /** The shared link last dialled, until it ends. */
+  #current: SharedLink | undefined;
   /** Set once a discover point did not agree on `multiplex`: a link per session from then on. */
   #perSession = false;
   #closed = false;
@@ -79,9 +81,16 @@ export class IndirectDialer implements AsyncDisposable {
       ? this.#options
       : { ...this.#options, signal: AbortSignal.any([signal, this.#stop.signal]) };
     if (this.#perSession) return await connect(options);
-    const link = await (this.#link ??= this.#dial());
-    if (link === undefined) return await connect(options);
-    return await withinTimeout(link.dp, options, (signal) => link.open(signal));
+    for (let attempt = 1;; attempt++) {
+      const link = await this.#shared();
+      if (link === undefined) return await connect(options);
+      try {
+        return await withinTimeout(link.dp, options, (signal) => link.open(signal));
+      } catch (error) {
+        // The link ended before the answer (the discover point went away): once more, anew.
+        if (!(error instanceof LinkEnded) || attempt === 2) throw error;
+      }
+    }
   }
 
   /** Closes the shared link; sessions still open on it end. Nothing is dialled again. */
@@ -97,35 +106,50 @@ export class IndirectDialer implements AsyncDisposable {
     return this.close();
   }
 
+  /** The shared link: the one in use, or one dialled now (all callers share the dial). */
+  #shared(): Promise<SharedLink | undefined> {
+    if (this.#link === undefined) {
+      const dialing = this.#dial();
+      this.#link = dialing;
+      dialing.catch(() => {
+        if (this.#link === dialing) this.#link = undefined;
+      });
+    }
+    return this.#link;
+  }
+
   /**
    * Dials the shared link: `undefined` when the discover point does not
    * multiplex (that link is closed, and each session gets its own).
    */
   async #dial(): Promise<SharedLink | undefined> {
     const options = this.#options;
-    try {
-      const link = await throughEach(
-        options.dp,
-        (dp) =>
-          withinTimeout(dp, options, async (signal) => {
-            const link = await dialDiscoverPoint(dp, clientLinkOptions(options, signal));
-            return new SharedLink(dp, link, options, () => this.#link = undefined);
-          }),
-      );
-      if (link.multiplexed && !this.#closed) return link;
-      if (!link.multiplexed) {
-        logger.info("{dp} does not multiplex sessions: one link per session", { dp: link.dp });
-        this.#perSession = true;
-      }
-      await link.close();
-      this.#link = undefined;
-      return undefined;
-    } catch (error) {
-      this.#link = undefined;
-      throw error;
+    const shared = await throughEach(
+      options.dp,
+      (dp) =>
+        withinTimeout(dp, options, async (signal) => {
+          const link = await dialDiscoverPoint(dp, clientLinkOptions(options, signal));
+          const shared: SharedLink = new SharedLink(dp, link, options, () => {
+            if (this.#current !== shared) return;
+            this.#current = undefined;
+            this.#link = undefined;
+          });
+          this.#current = shared;
+          return shared;
+        }),
+    );
+    if (shared.multiplexed && !this.#closed) return shared;
+    if (!shared.multiplexed) {
+      logger.info("{dp} does not multiplex sessions: one link per session", { dp: shared.dp });
+      this.#perSession = true;
     }
+    await shared.close();
+    return undefined;
   }
 }
+
+/** A Connect's link ended before its answer came. */
+class LinkEnded extends ConnectionReset {}
 
 /** A Connect sent on the shared link, waiting for its answer. */
 interface Waiter extends PromiseWithResolvers<IndirectConn> {
@@ -141,7 +165,9 @@ class SharedLink {
   readonly #name: string;
   readonly #mux: SessionMux;
   readonly #waiting = new Map<number, Waiter>();
-  readonly #ended: Promise<void>;
+  /** Settles once the link has ended and its waiters were told. */
+  readonly #routing: Promise<void>;
+  #over = false;
   #lastNumber = 0;
 
   /** Starts routing `link`'s messages; `onEnd` is called once it ends. */
@@ -155,16 +181,20 @@ class SharedLink {
       onAck: (ack) => this.#acked(ack),
       onStrayClose: (close) => this.#refused(close),
     });
-    this.#ended = this.#mux.run().catch((error) => {
+    this.#routing = this.#mux.run().catch((error) => {
       logger.debug("The link to {dp} ended: {message}", { dp, message: error.message });
     }).finally(() => {
+      this.#over = true;
       onEnd();
-      const reason = new ConnectionReset(
-        `Cannot open session to "${this.#name}": the link to the discover point ${link.peer} ended`,
-      );
+      const reason = this.#ended();
       for (const waiter of this.#waiting.values()) waiter.reject(reason);
       this.#waiting.clear();
     });
+  }
+
+  /** Whether the link has ended. */
+  get over(): boolean {
+    return this.#over;
   }
 
   /** Whether the discover point agreed on `multiplex`. */
@@ -174,8 +204,13 @@ class SharedLink {
 
   /** Sends a Connect with a number of ours; resolves with the session once acknowledged. */
   open(signal: AbortSignal): Promise<IndirectConn> {
+    if (this.#over) return Promise.reject(this.#ended());
     const number = this.#nextNumber();
-    this.#link.send({ type: MessageType.Connect, name: this.#name, sessionId: number });
+    try {
+      this.#link.send({ type: MessageType.Connect, name: this.#name, sessionId: number });
+    } catch {
+      return Promise.reject(this.#ended());
+    }
     const waiter: Waiter = { ...Promise.withResolvers<IndirectConn>(), abandoned: false };
     this.#waiting.set(number, waiter);
     const abandon = () => {
@@ -189,7 +224,14 @@ class SharedLink {
   /** Closes the link: open sessions end, Connects waiting fail. */
   async close(): Promise<void> {
     await this.#link.close();
-    await this.#ended;
+    await this.#routing;
+  }
+
+  /** The error of a Connect whose link ended first. */
+  #ended(): LinkEnded {
+    return new LinkEnded(
+      `Cannot open session to "${this.#name}": the link to the discover point ${this.#link.peer} ended`,
+    );
   }
 
   /** The next number not in use, counting up and starting again from 1. */
