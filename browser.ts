@@ -26,6 +26,7 @@
  */
 
 import { connect as connectAny, type IndirectConnectOptions } from "./lib/indirect/connect.ts";
+import { IndirectDialer as AnyDialer } from "./lib/indirect/dialer.ts";
 import { parseDiscoverPoint } from "./lib/transport/dial.ts";
 import type { IndirectConn } from "./lib/indirect/types.ts";
 
@@ -50,15 +51,41 @@ export type BrowserConnectOptions = Omit<IndirectConnectOptions, "caCerts">;
  * ```
  */
 export async function connect(options: BrowserConnectOptions): Promise<IndirectConn> {
-  for (const dp of typeof options.dp === "string" ? [options.dp] : options.dp) {
-    const { scheme } = parseDiscoverPoint(dp);
+  checkWebSocket(options.dp);
+  return await connectAny(options);
+}
+
+/**
+ * Many sessions to one server over one WebSocket (extension `multiplex`):
+ * `connect()` opens each in one round trip, `close()` closes the WebSocket.
+ * @example
+ * ```ts ignore
+ * const dialer = new IndirectDialer({ dp: "wss://dp.example.com/rtcp", name: "echo" });
+ * const [a, b] = await Promise.all([dialer.connect(), dialer.connect()]);
+ * await dialer.close();
+ * ```
+ */
+export class IndirectDialer extends AnyDialer {
+  /**
+   * A dialer for the sessions `options` describe; nothing is dialled yet.
+   * @throws {TypeError} If `dp` is not a `ws://` or `wss://` URL.
+   */
+  constructor(options: BrowserConnectOptions) {
+    checkWebSocket(options.dp);
+    super(options);
+  }
+}
+
+/** Throws unless every discover point of `dp` is a WebSocket URL: a page cannot open TCP connections. */
+function checkWebSocket(dp: string | readonly string[]): void {
+  for (const each of typeof dp === "string" ? [dp] : dp) {
+    const { scheme } = parseDiscoverPoint(each);
     if (scheme !== "ws" && scheme !== "wss") {
       throw new TypeError(
-        `Cannot use discover point "${dp}" in a web page: expected ws://host:port/path or wss://host/path`,
+        `Cannot use discover point "${each}" in a web page: expected ws://host:port/path or wss://host/path`,
       );
     }
   }
-  return await connectAny(options);
 }
 
 export type { IndirectConnectOptions } from "./lib/indirect/connect.ts";

@@ -26,6 +26,8 @@ interface PageResult {
   bytes: number;
   sha256?: string;
   error?: string;
+  /** What two sessions of one `IndirectDialer` (one WebSocket) echoed. */
+  multiplexed?: string[];
 }
 
 /** The bytes the page writes: deterministic, so both ends can compute them. */
@@ -53,7 +55,7 @@ function page(dp: string, size: number): string {
   addEventListener("error", (event) => report({ ok: false, bytes: 0, error: "page error: " + event.message }));
 </script>
 <script type="module" onerror="report({ ok: false, bytes: 0, error: 'cannot load the module' })">
-  import { connect } from "/rtcp.js";
+  import { connect, IndirectDialer } from "/rtcp.js";
 
   const SIZE = ${size};
   function pattern(size) {
@@ -89,8 +91,21 @@ function page(dp: string, size: number): string {
     reader.releaseLock();
     await writing;
     conn.close();
+    // Two sessions over one WebSocket: extension multiplex.
+    const dialer = new IndirectDialer({ dp: ${JSON.stringify(dp)}, name: "echo" });
+    const multiplexed = await Promise.all(["first", "second"].map(async (text) => {
+      const session = await dialer.connect();
+      await session.write(new TextEncoder().encode(text));
+      const echoed = new Uint8Array(text.length);
+      let got = 0;
+      while (got < echoed.length) got += await session.read(echoed.subarray(got)) ?? echoed.length;
+      session.close();
+      return new TextDecoder().decode(echoed);
+    }));
+    await dialer.close();
     const [want, got] = await Promise.all([sha256Hex(sent), sha256Hex(received)]);
     result = {
+      multiplexed,
       ok: bytes === SIZE && want === got,
       bytes,
       sha256: got,
@@ -184,6 +199,7 @@ Deno.test("browser: a page connects by name through a ws:// discover point and 1
     assert.ok(outcome.ok, `the page reports a bad echo: ${JSON.stringify(outcome)}`);
     assert.equal(outcome.bytes, SIZE);
     assert.equal(outcome.sha256, await sha256Hex(pattern(SIZE)));
+    assert.deepEqual(outcome.multiplexed, ["first", "second"]);
   } finally {
     if (chromium !== undefined) await killChromium(chromium);
     listener?.close();

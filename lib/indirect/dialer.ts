@@ -7,7 +7,7 @@
  */
 
 import { getLogger } from "../_log.ts";
-import { ConnectionReset } from "../_platform.ts";
+import { BadResource, ConnectionReset, Interrupted } from "../_platform.ts";
 import { ProtocolError, SessionRefusedError } from "../errors.ts";
 import { dialDiscoverPoint } from "../link/handshake.ts";
 import { ALL_FEATURES, Feature, type Link } from "../link/link.ts";
@@ -76,7 +76,7 @@ export class IndirectDialer implements AsyncDisposable {
    * @throws {Deno.errors.TimedOut} If the session did not open within `timeout`.
    */
   async connect(signal?: AbortSignal): Promise<IndirectConn> {
-    if (this.#closed) throw new Deno.errors.BadResource("Cannot connect: the dialer is closed");
+    if (this.#closed) throw new BadResource("Cannot connect: the dialer is closed");
     const options = signal === undefined
       ? this.#options
       : { ...this.#options, signal: AbortSignal.any([signal, this.#stop.signal]) };
@@ -96,7 +96,7 @@ export class IndirectDialer implements AsyncDisposable {
   /** Closes the shared link; sessions still open on it end. Nothing is dialled again. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#stop.abort(new Deno.errors.Interrupted("The dialer is closed"));
+    this.#stop.abort(new Interrupted("The dialer is closed"));
     const link = await this.#link?.catch(() => undefined);
     await link?.close();
   }
