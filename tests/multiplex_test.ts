@@ -258,6 +258,32 @@ Deno.test("multiplex on the wire: sessions beyond maxSessionsPerClientLink are r
   }
 });
 
+Deno.test("multiplex on the wire: each session past a link's first counts against maxLinksPerSource", async () => {
+  await using dp = await startDiscoverPoint({ maxLinksPerSource: 3 });
+  const listener = listen({ dp: dp.address, name: "echo", pool: 1 });
+  const serving = serveEcho(listener);
+  try {
+    await listener.ready;
+    // From 127.0.0.1: the server's link, this link with its first session, and one more session.
+    using peer = await multiplexedPeer(dp.address);
+    await send(peer, 1, { N: "echo", X: 1 });
+    assert.deepEqual(await expectType(peer, 2), { X: 1, R: "" });
+    await send(peer, 1, { N: "echo", X: 2 });
+    assert.deepEqual(await expectType(peer, 2), { X: 2, R: "" });
+    await send(peer, 1, { N: "echo", X: 3 });
+    const refusal = await expectType(peer, 4);
+    assert.equal(refusal.X, 3);
+    assert.match(refusal.R, /limit maxLinksPerSource = 3\): each session on a shared link counts/);
+    await send(peer, 4, { X: 2, R: "" });
+    assert.deepEqual(await expectType(peer, 4), { X: 2, R: "" });
+    await send(peer, 1, { N: "echo", X: 3 });
+    assert.deepEqual(await expectType(peer, 2), { X: 3, R: "" });
+  } finally {
+    listener.close();
+    await serving;
+  }
+});
+
 Deno.test("multiplex on the wire: a Connect withdrawn before its Ack, and Data before it", async () => {
   await using dp = await startDiscoverPoint();
   // A server that answers only when told: the client's Close and Data can come first.

@@ -110,11 +110,17 @@ export interface DiscoverPointOptions {
    * @default {2000}
    */
   shutdownGrace?: number;
-  /** Most links and public-port connections open at once. @default {20000} */
+  /**
+   * Most links and public-port connections open at once; each session on a
+   * multiplexed client link past its first counts as one more. @default {20000}
+   */
   maxLinks?: number;
   /** Most ISNames registered at once. @default {10000} */
   maxNames?: number;
-  /** Most links and public-port connections from one source address; 0 for no limit. @default {0} */
+  /**
+   * Most links and public-port connections from one source address (counted
+   * as `maxLinks` counts them); 0 for no limit. @default {0}
+   */
   maxLinksPerSource?: number;
   /** Most links from one source address still in their handshake; 0 for no limit. @default {1024} */
   maxHandshakesPerSource?: number;
@@ -974,6 +980,7 @@ export class DiscoverPoint implements AsyncDisposable {
     { key, refusal }: Verdict,
   ): Promise<void> {
     const name = first.name;
+    const source = link.transport.remoteAddr.hostname;
     const client = new MultiplexedClient(link, {
       name,
       label: aloha.name || link.peer,
@@ -981,6 +988,8 @@ export class DiscoverPoint implements AsyncDisposable {
       maxSessions: this.#limits.maxSessionsPerClientLink,
       policy: () => refusal ?? this.#names.connection(name, key),
       refuse: (session, reason, kind) => this.#refuse(session, name, reason, kind),
+      enter: () => this.#enter(source),
+      leave: () => this.#gate.leave(source),
       route: (session) => this.#route(name, session),
     });
     await client.run(first);

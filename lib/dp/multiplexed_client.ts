@@ -37,6 +37,14 @@ export interface MultiplexedClientOptions {
   readonly policy: () => string | undefined;
   /** Refuses a session the link cannot have (`session.refused`), counting it as `kind`. */
   readonly refuse: (session: MultiplexedSession, reason: string, kind: "policy" | "limit") => void;
+  /**
+   * Counts one more connection from the link's source (as the discover
+   * point's link limits count links), or says why it cannot: each session
+   * beyond the link's first does, so one link holds no more than as many links would.
+   */
+  readonly enter: () => string | undefined;
+  /** Counts one connection less, for a session {@linkcode enter} counted. */
+  readonly leave: () => void;
   /** Routes a session's Connect to a server of the name (it answers through the session). */
   readonly route: (session: MultiplexedSession) => void;
 }
@@ -54,6 +62,8 @@ export class MultiplexedSession implements ClientEnd {
   session: DiscoverPointSession | undefined;
   /** Where the session stands. */
   state: SessionState = "waiting";
+  /** Whether it counts as a connection of its own at the discover point's gate. */
+  counted = false;
   readonly #client: MultiplexedClient;
 
   /** Creates session `number` of `client`. */
@@ -174,7 +184,7 @@ export class MultiplexedClient {
   /** The discover point ends `session` (refused, or closed by its server): Close, number freed. */
   closedHere(session: MultiplexedSession, reason: string): void {
     session.state = "done";
-    this.#sessions.delete(session.number);
+    this.#remove(session);
     this.#recentlyClosed.add(session.number);
     this.send({ type: MessageType.Close, sessionId: session.number, reason });
   }
@@ -233,8 +243,10 @@ export class MultiplexedClient {
       failure = `The indirect client's link failed: ${(error as Error).message}`;
       throw error;
     } finally {
-      for (const session of this.#sessions.values()) this.#gone(session, failure);
-      this.#sessions.clear();
+      for (const session of this.#sessions.values()) {
+        this.#remove(session);
+        this.#gone(session, failure);
+      }
     }
   }
 
@@ -265,14 +277,30 @@ export class MultiplexedClient {
         `Too many sessions on this link (limit maxSessionsPerClientLink = ${maxSessions}); open another link`;
       return refuse(session, reason, "limit");
     }
+    if (this.#sessions.size > 1) {
+      const refusal = this.options.enter();
+      if (refusal !== undefined) {
+        return refuse(session, `${refusal}: each session on a shared link counts as one`, "limit");
+      }
+      session.counted = true;
+    }
     const refusal = this.options.policy();
     if (refusal !== undefined) return refuse(session, refusal, "policy");
     this.options.route(session);
   }
 
+  /** Forgets `session`'s number on the link, and its count at the gate. */
+  #remove(session: MultiplexedSession): void {
+    this.#sessions.delete(session.number);
+    if (session.counted) {
+      session.counted = false;
+      this.options.leave();
+    }
+  }
+
   /** The client closed `session` (or withdrew its Connect): answered with a Close. */
   #closedByClient(session: MultiplexedSession, reason: string): void {
-    this.#sessions.delete(session.number);
+    this.#remove(session);
     this.#gone(session, reason);
     this.send({ type: MessageType.Close, sessionId: session.number, reason });
   }
