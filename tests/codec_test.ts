@@ -194,6 +194,9 @@ Deno.test("TextCodec reads Connect, Ack, End and Close lines as JSON would, near
       '{"N":"}',
       '{"N":"a\\"b"}',
       '{"N":"a","K":"x"}',
+      '{"N":"a","X":7}',
+      '{"N":"a","X":-1}',
+      '{"N":"a","X":1.5}',
       '{"N":"\u00e9"}',
       '{"N":"é"}',
       '{"N":"\t"}',
@@ -236,6 +239,7 @@ Deno.test("TextCodec writes Connect, Ack, End and Close lines byte for byte as J
     { type: MessageType.Ack, sessionId: -1, reason: "no" },
     ...names.map((name): Message => ({ type: MessageType.Connect, name })),
     { type: MessageType.Connect, name: "wire", key: "ed25519:k", address: "127.0.0.1:1" },
+    { type: MessageType.Connect, name: "wire", sessionId: 7 },
   ];
   for (const message of messages) {
     const expected = `${message.type}\n${JSON.stringify(bodyOf(message))}\n`;
@@ -262,6 +266,7 @@ Deno.test("TextCodec.encode() writes the exact lines of PROTOCOL.md", () => {
       '0\n{"V":10000,"R":3,"N":"","F":["x"]}\n',
     ],
     [{ type: MessageType.Connect, name: "wire" }, '1\n{"N":"wire"}\n'],
+    [{ type: MessageType.Connect, name: "wire", sessionId: 3 }, '1\n{"N":"wire","X":3}\n'],
     [{ type: MessageType.Ack, sessionId: 7, reason: "" }, '2\n{"X":7,"R":""}\n'],
     [{ type: MessageType.Ack, sessionId: -1, reason: "no" }, '2\n{"X":-1,"R":"no"}\n'],
     [{ type: MessageType.Data, sessionId: 7, content: bytes("hi") }, '3\n{"X":7,"C":"aGk="}\n'],
