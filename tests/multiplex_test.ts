@@ -10,6 +10,7 @@ import { IndirectDialer, listen, SessionRefusedError } from "../mod.ts";
 import {
   assertEchoes,
   eventually,
+  type InProcessDiscoverPoint,
   IS_ALOHA,
   type RawMessage,
   RawPeer,
@@ -31,6 +32,24 @@ async function serveEcho(listener: Deno.Listener<Deno.Conn>): Promise<void> {
   await Promise.all(sessions);
 }
 
+/** A discover point with an echo server registered as "echo"; disposing stops both. */
+async function echoAt(
+  options: Parameters<typeof startDiscoverPoint>[0] = {},
+): Promise<{ dp: InProcessDiscoverPoint } & AsyncDisposable> {
+  const dp = await startDiscoverPoint(options);
+  const listener = listen({ dp: dp.address, name: "echo", pool: 1 });
+  const serving = serveEcho(listener);
+  await listener.ready;
+  return {
+    dp,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await serving;
+      await dp[Symbol.asyncDispose]();
+    },
+  };
+}
+
 /** Sends a text message on a raw link. */
 function send(peer: RawPeer, type: number, body: unknown): Promise<void> {
   return peer.sendMessage(type, body);
@@ -43,6 +62,25 @@ async function expectType(peer: RawPeer, type: number): Promise<RawMessage["body
   return message.body;
 }
 
+/** Sends Connect `X` to "echo" on a raw multiplexed link; asserts that it is acknowledged. */
+async function opens(peer: RawPeer, number: number): Promise<void> {
+  await send(peer, 1, { N: "echo", X: number });
+  assert.deepEqual(await expectType(peer, 2), { X: number, R: "" });
+}
+
+/** Sends Connect `X` to `name`; asserts that a Close refuses it with a reason matching `reason`. */
+async function refused(
+  peer: RawPeer,
+  number: number,
+  reason: RegExp,
+  name = "echo",
+): Promise<void> {
+  await send(peer, 1, { N: name, X: number });
+  const refusal = await expectType(peer, 4);
+  assert.equal(refusal.X, number);
+  assert.match(refusal.R, reason);
+}
+
 /** Opens a raw client link that agreed on multiplex. */
 async function multiplexedPeer(address: string): Promise<RawPeer> {
   const peer = await RawPeer.connect(address);
@@ -53,27 +91,21 @@ async function multiplexedPeer(address: string): Promise<RawPeer> {
 }
 
 Deno.test("IndirectDialer carries concurrent sessions over one link", async () => {
-  await using dp = await startDiscoverPoint();
-  const listener = listen({ dp: dp.address, name: "echo" });
-  const serving = serveEcho(listener);
+  await using echo = await echoAt();
+  const { dp } = echo;
+  await using dialer = new IndirectDialer({ dp: dp.address, name: "echo" });
+  using first = await dialer.connect();
+  const linksWithOne = dp.dp.stats().links;
+  const others = await Promise.all([1, 2, 3, 4].map(() => dialer.connect()));
   try {
-    await using dialer = new IndirectDialer({ dp: dp.address, name: "echo" });
-    using first = await dialer.connect();
-    const linksWithOne = dp.dp.stats().links;
-    const others = await Promise.all([1, 2, 3, 4].map(() => dialer.connect()));
-    try {
-      assert.equal(dp.dp.stats().links, linksWithOne, "the sessions share the first one's link");
-      assert.equal(dp.dp.stats().sessions, 5);
-      assert.equal(new Set([first, ...others].map((conn) => conn.sessionId)).size, 5);
-      await Promise.all([first, ...others].map((conn, i) => assertEchoes(conn, `session ${i}`)));
-    } finally {
-      for (const conn of others) conn.close();
-    }
-    await assertEchoes(first, "still open");
+    assert.equal(dp.dp.stats().links, linksWithOne, "the sessions share the first one's link");
+    assert.equal(dp.dp.stats().sessions, 5);
+    assert.equal(new Set([first, ...others].map((conn) => conn.sessionId)).size, 5);
+    await Promise.all([first, ...others].map((conn, i) => assertEchoes(conn, `session ${i}`)));
   } finally {
-    listener.close();
-    await serving;
+    for (const conn of others) conn.close();
   }
+  await assertEchoes(first, "still open");
 });
 
 Deno.test("IndirectDialer: a refused session leaves the link for the next", async () => {
@@ -100,23 +132,16 @@ Deno.test("IndirectDialer: a refused session leaves the link for the next", asyn
 });
 
 Deno.test("IndirectDialer opens a link per session where the DP does not multiplex", async () => {
-  await using dp = await startDiscoverPoint({
+  await using echo = await echoAt({
     features: ["half-close", "keepalive", "flow-control", "binary"],
   });
-  const listener = listen({ dp: dp.address, name: "echo" });
-  const serving = serveEcho(listener);
-  try {
-    await listener.ready;
-    const servers = dp.dp.stats().links;
-    await using dialer = new IndirectDialer({ dp: dp.address, name: "echo" });
-    using a = await dialer.connect();
-    using b = await dialer.connect();
-    assert.equal(dp.dp.stats().links, servers + 2);
-    await Promise.all([assertEchoes(a, "first"), assertEchoes(b, "second")]);
-  } finally {
-    listener.close();
-    await serving;
-  }
+  const { dp } = echo;
+  const servers = dp.dp.stats().links;
+  await using dialer = new IndirectDialer({ dp: dp.address, name: "echo" });
+  using a = await dialer.connect();
+  using b = await dialer.connect();
+  assert.equal(dp.dp.stats().links, servers + 2);
+  await Promise.all([assertEchoes(a, "first"), assertEchoes(b, "second")]);
 });
 
 Deno.test("IndirectDialer: when its link's DP goes, the next session dials the next DP", async () => {
@@ -171,117 +196,70 @@ Deno.test("IndirectDialer: a session the server ends frees its number, the link 
 });
 
 Deno.test("multiplex on the wire: numbers are the client's, the DP translates", async () => {
-  await using dp = await startDiscoverPoint();
-  const listener = listen({ dp: dp.address, name: "echo" });
-  const serving = serveEcho(listener);
-  try {
-    await listener.ready;
-    using peer = await multiplexedPeer(dp.address);
-    await send(peer, 1, { N: "echo", X: 7 });
-    assert.deepEqual(await expectType(peer, 2), { X: 7, R: "" });
-    await send(peer, 1, { N: "echo", X: 9 });
-    assert.deepEqual(await expectType(peer, 2), { X: 9, R: "" });
-    await send(peer, 3, { X: 9, C: btoa("nine") });
-    assert.deepEqual(await expectType(peer, 3), { X: 9, C: btoa("nine") });
-    await send(peer, 4, { X: 7, R: "done" });
-    assert.deepEqual(await expectType(peer, 4), { X: 7, R: "done" });
-    // Another name on this link: that session is refused, the link goes on.
-    await send(peer, 1, { N: "other", X: 11 });
-    const refusal = await expectType(peer, 4);
-    assert.equal(refusal.X, 11);
-    assert.match(refusal.R, /carries sessions to "echo" only/);
-    // Number 7 was closed: the client may give it again.
-    await send(peer, 1, { N: "echo", X: 7 });
-    assert.deepEqual(await expectType(peer, 2), { X: 7, R: "" });
-    await send(peer, 3, { X: 7, C: btoa("seven") });
-    assert.deepEqual(await expectType(peer, 3), { X: 7, C: btoa("seven") });
-  } finally {
-    listener.close();
-    await serving;
-  }
+  await using echo = await echoAt();
+  const { dp } = echo;
+  using peer = await multiplexedPeer(dp.address);
+  await opens(peer, 7);
+  await opens(peer, 9);
+  await send(peer, 3, { X: 9, C: btoa("nine") });
+  assert.deepEqual(await expectType(peer, 3), { X: 9, C: btoa("nine") });
+  await send(peer, 4, { X: 7, R: "done" });
+  assert.deepEqual(await expectType(peer, 4), { X: 7, R: "done" });
+  // Another name on this link: that session is refused, the link goes on.
+  await refused(peer, 11, /carries sessions to "echo" only/, "other");
+  // Number 7 was closed: the client may give it again.
+  await opens(peer, 7);
+  await send(peer, 3, { X: 7, C: btoa("seven") });
+  assert.deepEqual(await expectType(peer, 3), { X: 7, C: btoa("seven") });
 });
 
 Deno.test("multiplex on the wire: a number in use, or X without the extension, ends only that link", async () => {
-  await using dp = await startDiscoverPoint();
-  const listener = listen({ dp: dp.address, name: "echo" });
-  const serving = serveEcho(listener);
-  try {
-    await listener.ready;
-    await using dialer = new IndirectDialer({ dp: dp.address, name: "echo" });
-    using bystander = await dialer.connect();
+  await using echo = await echoAt();
+  const { dp } = echo;
+  await using dialer = new IndirectDialer({ dp: dp.address, name: "echo" });
+  using bystander = await dialer.connect();
 
-    using twice = await multiplexedPeer(dp.address);
-    await send(twice, 1, { N: "echo", X: 1 });
-    assert.deepEqual(await expectType(twice, 2), { X: 1, R: "" });
-    await send(twice, 1, { N: "echo", X: 1 });
-    assert.deepEqual(await twice.untilEnd(), []);
+  using twice = await multiplexedPeer(dp.address);
+  await opens(twice, 1);
+  await send(twice, 1, { N: "echo", X: 1 });
+  assert.deepEqual(await twice.untilEnd(), []);
 
-    using unagreed = await RawPeer.connect(dp.address);
-    await unagreed.send(`0\n${JSON.stringify({ V: 10000, R: 3, N: "raw" })}\n`);
-    await expectType(unagreed, 0);
-    await send(unagreed, 1, { N: "echo", X: 1 });
-    assert.deepEqual(await unagreed.untilEnd(), []);
+  using unagreed = await RawPeer.connect(dp.address);
+  await unagreed.send(`0\n${JSON.stringify({ V: 10000, R: 3, N: "raw" })}\n`);
+  await expectType(unagreed, 0);
+  await send(unagreed, 1, { N: "echo", X: 1 });
+  assert.deepEqual(await unagreed.untilEnd(), []);
 
-    using stray = await multiplexedPeer(dp.address);
-    await send(stray, 1, { N: "echo", X: 1 });
-    assert.deepEqual(await expectType(stray, 2), { X: 1, R: "" });
-    await send(stray, 3, { X: 2, C: btoa("nobody") });
-    assert.deepEqual(await stray.untilEnd(), []);
+  using stray = await multiplexedPeer(dp.address);
+  await opens(stray, 1);
+  await send(stray, 3, { X: 2, C: btoa("nobody") });
+  assert.deepEqual(await stray.untilEnd(), []);
 
-    await assertEchoes(bystander, "nobody else noticed");
-  } finally {
-    listener.close();
-    await serving;
-  }
+  await assertEchoes(bystander, "nobody else noticed");
 });
 
 Deno.test("multiplex on the wire: sessions beyond maxSessionsPerClientLink are refused", async () => {
-  await using dp = await startDiscoverPoint({ maxSessionsPerClientLink: 1 });
-  const listener = listen({ dp: dp.address, name: "echo" });
-  const serving = serveEcho(listener);
-  try {
-    await listener.ready;
-    using peer = await multiplexedPeer(dp.address);
-    await send(peer, 1, { N: "echo", X: 1 });
-    assert.deepEqual(await expectType(peer, 2), { X: 1, R: "" });
-    await send(peer, 1, { N: "echo", X: 2 });
-    const refusal = await expectType(peer, 4);
-    assert.equal(refusal.X, 2);
-    assert.match(refusal.R, /limit maxSessionsPerClientLink = 1/);
-    await send(peer, 4, { X: 1, R: "" });
-    assert.deepEqual(await expectType(peer, 4), { X: 1, R: "" });
-    await send(peer, 1, { N: "echo", X: 2 });
-    assert.deepEqual(await expectType(peer, 2), { X: 2, R: "" });
-  } finally {
-    listener.close();
-    await serving;
-  }
+  await using echo = await echoAt({ maxSessionsPerClientLink: 1 });
+  const { dp } = echo;
+  using peer = await multiplexedPeer(dp.address);
+  await opens(peer, 1);
+  await refused(peer, 2, /limit maxSessionsPerClientLink = 1/);
+  await send(peer, 4, { X: 1, R: "" });
+  assert.deepEqual(await expectType(peer, 4), { X: 1, R: "" });
+  await opens(peer, 2);
 });
 
 Deno.test("multiplex on the wire: each session past a link's first counts against maxLinksPerSource", async () => {
-  await using dp = await startDiscoverPoint({ maxLinksPerSource: 3 });
-  const listener = listen({ dp: dp.address, name: "echo", pool: 1 });
-  const serving = serveEcho(listener);
-  try {
-    await listener.ready;
-    // From 127.0.0.1: the server's link, this link with its first session, and one more session.
-    using peer = await multiplexedPeer(dp.address);
-    await send(peer, 1, { N: "echo", X: 1 });
-    assert.deepEqual(await expectType(peer, 2), { X: 1, R: "" });
-    await send(peer, 1, { N: "echo", X: 2 });
-    assert.deepEqual(await expectType(peer, 2), { X: 2, R: "" });
-    await send(peer, 1, { N: "echo", X: 3 });
-    const refusal = await expectType(peer, 4);
-    assert.equal(refusal.X, 3);
-    assert.match(refusal.R, /limit maxLinksPerSource = 3\): each session on a shared link counts/);
-    await send(peer, 4, { X: 2, R: "" });
-    assert.deepEqual(await expectType(peer, 4), { X: 2, R: "" });
-    await send(peer, 1, { N: "echo", X: 3 });
-    assert.deepEqual(await expectType(peer, 2), { X: 3, R: "" });
-  } finally {
-    listener.close();
-    await serving;
-  }
+  await using echo = await echoAt({ maxLinksPerSource: 3 });
+  const { dp } = echo;
+  // From 127.0.0.1: the server's link, this link with its first session, and one more session.
+  using peer = await multiplexedPeer(dp.address);
+  await opens(peer, 1);
+  await opens(peer, 2);
+  await refused(peer, 3, /limit maxLinksPerSource = 3\): each session on a shared link counts/);
+  await send(peer, 4, { X: 2, R: "" });
+  assert.deepEqual(await expectType(peer, 4), { X: 2, R: "" });
+  await opens(peer, 3);
 });
 
 Deno.test("multiplex on the wire: a Connect withdrawn before its Ack, and Data before it", async () => {
@@ -329,18 +307,12 @@ Deno.test("IndirectDialer: a connect() given up before its Ack closes the sessio
 });
 
 Deno.test("IndirectDialer.close() ends its sessions, and connect() after it fails", async () => {
-  await using dp = await startDiscoverPoint();
-  const listener = listen({ dp: dp.address, name: "echo" });
-  const serving = serveEcho(listener);
-  try {
-    const dialer = new IndirectDialer({ dp: dp.address, name: "echo" });
-    using conn = await dialer.connect();
-    await assertEchoes(conn, "before");
-    await dialer.close();
-    await assert.rejects(conn.read(new Uint8Array(8)), Deno.errors.ConnectionReset);
-    await assert.rejects(dialer.connect(), Deno.errors.BadResource);
-  } finally {
-    listener.close();
-    await serving;
-  }
+  await using echo = await echoAt();
+  const { dp } = echo;
+  const dialer = new IndirectDialer({ dp: dp.address, name: "echo" });
+  using conn = await dialer.connect();
+  await assertEchoes(conn, "before");
+  await dialer.close();
+  await assert.rejects(conn.read(new Uint8Array(8)), Deno.errors.ConnectionReset);
+  await assert.rejects(dialer.connect(), Deno.errors.BadResource);
 });
