@@ -316,3 +316,11 @@ Deno.test("IndirectDialer.close() ends its sessions, and connect() after it fail
   await assert.rejects(conn.read(new Uint8Array(8)), Deno.errors.ConnectionReset);
   await assert.rejects(dialer.connect(), Deno.errors.BadResource);
 });
+
+Deno.test("IndirectDialer.connect() with a signal already aborted rejects with its reason", async () => {
+  await using echo = await echoAt();
+  await using dialer = new IndirectDialer({ dp: echo.dp.address, name: "echo" });
+  using first = await dialer.connect();
+  await assert.rejects(dialer.connect(AbortSignal.abort(new Error("not now"))), /not now/);
+  await assertEchoes(first, "the link is fine");
+});

@@ -32,8 +32,9 @@ export type IndirectDialerOptions = IndirectConnectOptions;
 
 /**
  * Opens sessions to one indirect server through one link to the discover
- * point, kept open between sessions until {@linkcode close}. The link is
- * dialled on the first {@linkcode connect}, and again after it breaks.
+ * point, kept open between sessions until {@linkcode close} (so it keeps
+ * the process alive until then). The link is dialled on the first
+ * {@linkcode connect}, and again after it breaks.
  * A discover point that does not agree on `multiplex` (or `features`
  * without it) gets a link per session, as `connect()` opens.
  * @example
@@ -217,7 +218,8 @@ class SharedLink {
       waiter.abandoned = true;
       waiter.reject(signal.reason);
     };
-    signal.addEventListener("abort", abandon, { once: true });
+    if (signal.aborted) abandon();
+    else signal.addEventListener("abort", abandon, { once: true });
     return waiter.promise.finally(() => signal.removeEventListener("abort", abandon));
   }
 
