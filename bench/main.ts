@@ -149,6 +149,7 @@ async function heldSessions(
   settings: Settings,
 ): Promise<SessionsFigure> {
   const idle = await rssAll(chain.members);
+  const idlePss = await Promise.all(chain.members.map((m) => m.pssKiB()));
   const client = spawnClient(group, "sessions", chain.entry, [
     "--count",
     String(settings.sessions),
@@ -158,12 +159,15 @@ async function heldSessions(
   try {
     const result = await client.readJson<SessionsResult>(CLIENT_TIMEOUT_MS);
     const held = await rssAll(chain.members);
+    const heldPss = await Promise.all(chain.members.map((m) => m.pssKiB()));
     await client.writeLine("release");
     await client.readJson(CLIENT_TIMEOUT_MS);
     const rss = chain.members.map((m, i) => ({
       name: m.name,
       idleKiB: idle[i],
       heldKiB: held[i],
+      idlePssKiB: idlePss[i],
+      heldPssKiB: heldPss[i],
     }));
     return { ...result, rss };
   } finally {

@@ -172,6 +172,16 @@ export class Child implements AsyncDisposable {
     return await readRssKiB(this.pid);
   }
 
+  /**
+   * The child's proportional memory in KiB (Pss: pages shared with other
+   * processes, such as the deno binary's, count divided among them), or
+   * undefined once it has exited.
+   */
+  async pssKiB(): Promise<number | undefined> {
+    const match = (await readProc(this.pid, "smaps_rollup")).match(/^Pss:\s+(\d+)\s+kB/m);
+    return match ? Number(match[1]) : undefined;
+  }
+
   /** CPU time (user + system) the child has used so far, in seconds; undefined once gone. */
   async cpuSeconds(): Promise<number | undefined> {
     return await readCpuSeconds(this.pid);

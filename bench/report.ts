@@ -27,6 +27,10 @@ export interface ProcessRss {
   idleKiB?: number;
   /** VmRSS in KiB while they were held open. */
   heldKiB?: number;
+  /** Pss in KiB before the sessions (shared pages divided among their processes). */
+  idlePssKiB?: number;
+  /** Pss in KiB while they were held open. */
+  heldPssKiB?: number;
 }
 
 /** Concurrent-session outcome plus the chain's memory around it. */
@@ -70,7 +74,10 @@ function ok<T extends object>(figure: Figure<T> | undefined): T | undefined {
   return figure === undefined || "error" in figure ? undefined : figure as T;
 }
 
-function sumRss(figure: SessionsFigure | undefined, key: "idleKiB" | "heldKiB") {
+function sumRss(
+  figure: SessionsFigure | undefined,
+  key: "idleKiB" | "heldKiB" | "heldPssKiB",
+) {
   if (figure === undefined || figure.rss.length === 0) return undefined;
   return figure.rss.reduce((sum, p) => sum + (p[key] ?? NaN), 0) / 1024;
 }
@@ -135,6 +142,12 @@ const METRICS: readonly Metric[] = [
     label: "chain RSS held MiB",
     digits: 1,
     get: (r) => sumRss(ok(r.sessions), "heldKiB"),
+  },
+  {
+    key: "pssHeldMiB",
+    label: "chain PSS held MiB",
+    digits: 1,
+    get: (r) => sumRss(ok(r.sessions), "heldPssKiB"),
   },
   {
     key: "dpRssHeldMiB",
@@ -226,17 +239,21 @@ function rssText(results: readonly PathResult[], path: PathName): string {
     ),
   ];
   return names.map((name) => {
-    const kib = (key: "idleKiB" | "heldKiB") =>
+    const kib = (key: "idleKiB" | "heldKiB" | "idlePssKiB" | "heldPssKiB") =>
       median(
         valuesOf(results, path, (r) => ok(r.sessions)?.rss.find((p) => p.name === name)?.[key]),
       );
     const held = median(valuesOf(results, path, (r) => ok(r.sessions)?.ok));
-    const idle = kib("idleKiB");
-    const grown = kib("heldKiB");
-    const each = idle === undefined || grown === undefined || !held
+    const growth = (idle: number | undefined, grown: number | undefined) =>
+      idle === undefined || grown === undefined || !held
+        ? ""
+        : ` (${((grown - idle) / held).toFixed(1)} KiB/session)`;
+    const [idle, grown] = [kib("idleKiB"), kib("heldKiB")];
+    const [idlePss, grownPss] = [kib("idlePssKiB"), kib("heldPssKiB")];
+    const pss = idlePss === undefined || grownPss === undefined
       ? ""
-      : ` (${((grown - idle) / held).toFixed(1)} KiB/session)`;
-    return `${name} ${formatMiB(idle)} -> ${formatMiB(grown)}${each}`;
+      : `; Pss ${formatMiB(idlePss)} -> ${formatMiB(grownPss)}${growth(idlePss, grownPss)}`;
+    return `${name} ${formatMiB(idle)} -> ${formatMiB(grown)}${growth(idle, grown)}${pss}`;
   }).join(", ");
 }
 
@@ -259,7 +276,10 @@ export function formatTable(results: readonly PathResult[]): string {
       "  ",
     );
   const out = [line(header), ...rows.map(line)];
-  out.push("", "RSS per process, MiB idle -> held (with the idle sessions held), and per session:");
+  out.push(
+    "",
+    "RSS (and Pss) per process, MiB idle -> held (with the idle sessions held), and per session:",
+  );
   for (const path of paths) out.push(`  ${path}: ${rssText(results, path) || "—"}`);
   const failures = results.flatMap((r) => {
     const where = rounds > 1 ? `${r.path} (round ${r.round})` : r.path;
