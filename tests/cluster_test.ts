@@ -13,6 +13,7 @@ import {
   connect,
   generateIdentity,
   type Holder,
+  IndirectDialer,
   KvRegistry,
   listen,
   type Membership,
@@ -82,6 +83,28 @@ Deno.test("cluster: a client entering at DP 3 reaches a server registered at DP 
       return [await sha256Hex(data), await sha256Hex(await echoOf(conn, data))];
     })),
     "50 sessions through DP 3",
+    30_000,
+  );
+  for (const [sent, echoed] of results) assert.equal(echoed, sent);
+  assert.equal(dp3!.dp.servers.size, 0, "DP 3 holds no link of its own");
+  listener.close();
+  await served;
+});
+
+Deno.test("cluster: an IndirectDialer's sessions on one link at DP 3 are carried to DP 1, 20 at once", async () => {
+  await using cluster = await startCluster(new MemoryRegistry());
+  const [dp1, , dp3] = cluster.dps;
+  const listener = listen({ dp: dp1!.address, name: "svc" });
+  const served = serveEcho(listener);
+  await settlesWithin(listener.ready, "the registration at DP 1");
+  await using dialer = new IndirectDialer({ dp: dp3!.address, name: "svc" });
+  const results = await settlesWithin(
+    Promise.all(Array.from({ length: 20 }, async () => {
+      const data = randomBytes(64 * 1024);
+      const conn = await dialer.connect();
+      return [await sha256Hex(data), await sha256Hex(await echoOf(conn, data))];
+    })),
+    "20 sessions through DP 3",
     30_000,
   );
   for (const [sent, echoed] of results) assert.equal(echoed, sent);
