@@ -167,11 +167,6 @@ export class MultiplexedClient {
     this.options = options;
   }
 
-  /** Sessions open or waiting on the link. */
-  get size(): number {
-    return this.#sessions.size;
-  }
-
   /** Sends, ignoring a broken link: run() sees it and ends the sessions. */
   send(message: Message): Promise<void> | undefined {
     try {
