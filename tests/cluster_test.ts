@@ -13,6 +13,7 @@ import {
   connect,
   generateIdentity,
   type Holder,
+  type IndirectConn,
   IndirectDialer,
   KvRegistry,
   listen,
@@ -70,47 +71,44 @@ class FixedRegistry implements Registry {
   }
 }
 
-Deno.test("cluster: a client entering at DP 3 reaches a server registered at DP 1; 50 sessions at once, checksummed", async () => {
+/**
+ * A server registered at DP 1 of a fresh cluster of three; `count` sessions at
+ * once that `open` opens (entering at DP 3) each echo 64 KiB, checksummed.
+ */
+async function echoesThroughDp3(
+  count: number,
+  open: (dp3: string) => { connect(): Promise<IndirectConn> } & AsyncDisposable,
+): Promise<void> {
   await using cluster = await startCluster(new MemoryRegistry());
   const [dp1, , dp3] = cluster.dps;
   const listener = listen({ dp: dp1!.address, name: "svc" });
   const served = serveEcho(listener);
   await settlesWithin(listener.ready, "the registration at DP 1");
+  await using client = open(dp3!.address);
   const results = await settlesWithin(
-    Promise.all(Array.from({ length: 50 }, async () => {
+    Promise.all(Array.from({ length: count }, async () => {
       const data = randomBytes(64 * 1024);
-      const conn = await connect({ dp: dp3!.address, name: "svc" });
+      const conn = await client.connect();
       return [await sha256Hex(data), await sha256Hex(await echoOf(conn, data))];
     })),
-    "50 sessions through DP 3",
+    `${count} sessions through DP 3`,
     30_000,
   );
   for (const [sent, echoed] of results) assert.equal(echoed, sent);
   assert.equal(dp3!.dp.servers.size, 0, "DP 3 holds no link of its own");
   listener.close();
   await served;
+}
+
+Deno.test("cluster: a client entering at DP 3 reaches a server registered at DP 1; 50 sessions at once, checksummed", async () => {
+  await echoesThroughDp3(50, (dp) => ({
+    connect: () => connect({ dp, name: "svc" }),
+    [Symbol.asyncDispose]: () => Promise.resolve(),
+  }));
 });
 
 Deno.test("cluster: an IndirectDialer's sessions on one link at DP 3 are carried to DP 1, 20 at once", async () => {
-  await using cluster = await startCluster(new MemoryRegistry());
-  const [dp1, , dp3] = cluster.dps;
-  const listener = listen({ dp: dp1!.address, name: "svc" });
-  const served = serveEcho(listener);
-  await settlesWithin(listener.ready, "the registration at DP 1");
-  await using dialer = new IndirectDialer({ dp: dp3!.address, name: "svc" });
-  const results = await settlesWithin(
-    Promise.all(Array.from({ length: 20 }, async () => {
-      const data = randomBytes(64 * 1024);
-      const conn = await dialer.connect();
-      return [await sha256Hex(data), await sha256Hex(await echoOf(conn, data))];
-    })),
-    "20 sessions through DP 3",
-    30_000,
-  );
-  for (const [sent, echoed] of results) assert.equal(echoed, sent);
-  assert.equal(dp3!.dp.servers.size, 0, "DP 3 holds no link of its own");
-  listener.close();
-  await served;
+  await echoesThroughDp3(20, (dp) => new IndirectDialer({ dp, name: "svc" }));
 });
 
 Deno.test("cluster: every DP serves a name held at one, public ports included", async () => {
