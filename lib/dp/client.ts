@@ -9,13 +9,7 @@ import { recycle } from "../wire/_frame_pool.ts";
 import { MAX_BINARY_DATA_BYTES } from "../wire/binary_codec.ts";
 import { ProtocolError } from "../errors.ts";
 import type { Link } from "../link/link.ts";
-import {
-  clipReason,
-  isSessionMessage,
-  type Message,
-  MessageType,
-  messageTypeName,
-} from "../wire/message.ts";
+import { clipReason, isSessionMessage, MessageType, messageTypeName } from "../wire/message.ts";
 import type { ClientEnd, DiscoverPointSession, PendingConnect } from "./session.ts";
 import { routeFromEnd } from "./pipe.ts";
 import type { TcpTransport } from "../transport/tcp.ts";
@@ -69,14 +63,14 @@ export class LinkClient implements ClientEnd {
     }
     this.#state = "open";
     this.#session = session;
-    this.#send({ type: MessageType.Ack, sessionId: session.id, reason: "" });
+    this.#link.trySend({ type: MessageType.Ack, sessionId: session.id, reason: "" });
   }
 
   /** Sends the refusal and ends the link. */
   refused(reason: string): void {
     if (this.#state !== "waiting") return;
     this.#state = "done";
-    this.#send({ type: MessageType.Ack, sessionId: -1, reason });
+    this.#link.trySend({ type: MessageType.Ack, sessionId: -1, reason });
     // The client may still be sending: finish, so the refusal is not lost to a reset.
     void this.#link.finish();
   }
@@ -84,7 +78,7 @@ export class LinkClient implements ClientEnd {
   /** Forwards server bytes. */
   send(bytes: Uint8Array): Promise<void> | undefined {
     if (this.#state !== "open") return undefined;
-    return this.#send({
+    return this.#link.trySend({
       type: MessageType.Data,
       sessionId: this.#session!.id,
       content: bytes,
@@ -100,33 +94,24 @@ export class LinkClient implements ClientEnd {
   /** Returns credit for client bytes that moved on. */
   grant(bytes: number): void {
     if (this.#state === "open") {
-      this.#send({ type: MessageType.Credit, sessionId: this.#session!.id, bytes });
+      this.#link.trySend({ type: MessageType.Credit, sessionId: this.#session!.id, bytes });
     }
   }
 
   /** Forwards End where this link agreed on half-close; an original client cannot be told. */
   end(): void {
     if (this.#state !== "open" || !this.#link.halfClose) return;
-    this.#send({ type: MessageType.End, sessionId: this.#session!.id });
+    this.#link.trySend({ type: MessageType.End, sessionId: this.#session!.id });
   }
 
   /** Forwards the server's Close and ends the link. */
   close(reason: string): void {
     if (this.#state !== "open") return;
     this.#state = "done";
-    this.#send({ type: MessageType.Close, sessionId: this.#session!.id, reason });
+    this.#link.trySend({ type: MessageType.Close, sessionId: this.#session!.id, reason });
     // The client may still be sending (Credit, Data crossing our Close): finish, so the bytes
     // it has received and not read yet are not lost to a reset. run() reads on to its end.
     void this.#link.finish();
-  }
-
-  #send(message: Message): Promise<void> | undefined {
-    try {
-      return this.#link.send(message);
-    } catch {
-      // The link broke; run() sees it and closes the session.
-      return undefined;
-    }
   }
 
   /**
@@ -162,7 +147,7 @@ export class LinkClient implements ClientEnd {
         this.#state = "done";
         const reason = clipReason(message.reason);
         session.clientClosed(reason);
-        this.#send({ type: MessageType.Close, sessionId: message.sessionId, reason });
+        this.#link.trySend({ type: MessageType.Close, sessionId: message.sessionId, reason });
         await this.#link.close();
         return;
       }

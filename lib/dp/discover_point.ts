@@ -880,7 +880,7 @@ export class DiscoverPoint implements AsyncDisposable {
         reason: grant.refusal,
       });
     }
-    server.trySend({
+    server.link.trySend({
       type: MessageType.Port,
       port: "port" in grant ? grant.port : 0,
       reason: "refusal" in grant ? grant.refusal : "",
@@ -1053,7 +1053,7 @@ export class DiscoverPoint implements AsyncDisposable {
       const proofs = server.link.features.has(Feature.Auth)
         ? { address: client.address, ...(client.key === undefined ? {} : { key: client.key }) }
         : {};
-      server.trySend({ type: MessageType.Connect, name: client.label, ...proofs });
+      server.link.trySend({ type: MessageType.Connect, name: client.label, ...proofs });
       return;
     }
     if (localOnly) {
@@ -1374,7 +1374,7 @@ export class DiscoverPoint implements AsyncDisposable {
     if (server === undefined) return;
     this.#askedMore.set(name, now);
     logger.debug("Asked {name} for one more link: a client waits for it elsewhere", { name });
-    server.trySend({ type: MessageType.More });
+    server.link.trySend({ type: MessageType.More });
   }
 
   /** Closes every session that has moved no byte either way for `idleTimeout`. */

@@ -13,7 +13,6 @@ import {
   clipReason,
   type ConnectMessage,
   isSessionMessage,
-  type Message,
   MessageType,
   messageTypeName,
 } from "../wire/message.ts";
@@ -105,7 +104,7 @@ export class MultiplexedSession implements ClientEnd {
     }
     this.state = "open";
     this.session = session;
-    this.#client.send({ type: MessageType.Ack, sessionId: this.number, reason: "" });
+    this.#client.link.trySend({ type: MessageType.Ack, sessionId: this.number, reason: "" });
   }
 
   /** Sends the refusal: a Close for the number, which the client may then give again. */
@@ -117,7 +116,7 @@ export class MultiplexedSession implements ClientEnd {
   /** Forwards server bytes. */
   send(bytes: Uint8Array): Promise<void> | undefined {
     if (this.state !== "open") return undefined;
-    return this.#client.send({
+    return this.#client.link.trySend({
       type: MessageType.Data,
       sessionId: this.number,
       content: bytes,
@@ -133,14 +132,14 @@ export class MultiplexedSession implements ClientEnd {
   /** Returns credit for client bytes that moved on. */
   grant(bytes: number): void {
     if (this.state === "open") {
-      this.#client.send({ type: MessageType.Credit, sessionId: this.number, bytes });
+      this.#client.link.trySend({ type: MessageType.Credit, sessionId: this.number, bytes });
     }
   }
 
   /** Forwards End where the link agreed on half-close. */
   end(): void {
     if (this.state === "open" && this.#client.link.halfClose) {
-      this.#client.send({ type: MessageType.End, sessionId: this.number });
+      this.#client.link.trySend({ type: MessageType.End, sessionId: this.number });
     }
   }
 
@@ -167,21 +166,12 @@ export class MultiplexedClient {
     this.options = options;
   }
 
-  /** Sends, ignoring a broken link: run() sees it and ends the sessions. */
-  send(message: Message): Promise<void> | undefined {
-    try {
-      return this.link.send(message);
-    } catch {
-      return undefined;
-    }
-  }
-
   /** The discover point ends `session` (refused, or closed by its server): Close, number freed. */
   closedHere(session: MultiplexedSession, reason: string): void {
     session.state = "done";
     this.#remove(session);
     this.#recentlyClosed.add(session.number);
-    this.send({ type: MessageType.Close, sessionId: session.number, reason });
+    this.link.trySend({ type: MessageType.Close, sessionId: session.number, reason });
   }
 
   /**
@@ -297,7 +287,7 @@ export class MultiplexedClient {
   #closedByClient(session: MultiplexedSession, reason: string): void {
     this.#remove(session);
     this.#gone(session, reason);
-    this.send({ type: MessageType.Close, sessionId: session.number, reason });
+    this.link.trySend({ type: MessageType.Close, sessionId: session.number, reason });
   }
 
   /** `session` is over on the client's side: its Connect is abandoned, or its session closed. */

@@ -18,7 +18,6 @@ import {
   type AckMessage,
   clipReason,
   isSessionMessage,
-  type Message,
   MessageType,
   messageTypeName,
 } from "../wire/message.ts";
@@ -82,7 +81,7 @@ class ServerEnd implements PipeSink, PipeSource {
   }
 
   send(bytes: Uint8Array): Promise<void> | undefined {
-    return this.#server.trySend({
+    return this.#server.link.trySend({
       type: MessageType.Data,
       sessionId: this.#id,
       content: bytes,
@@ -95,12 +94,12 @@ class ServerEnd implements PipeSink, PipeSource {
   }
 
   grant(bytes: number): void {
-    this.#server.trySend({ type: MessageType.Credit, sessionId: this.#id, bytes });
+    this.#server.link.trySend({ type: MessageType.Credit, sessionId: this.#id, bytes });
   }
 
   end(): void {
     if (this.#server.link.halfClose) {
-      this.#server.trySend({ type: MessageType.End, sessionId: this.#id });
+      this.#server.link.trySend({ type: MessageType.End, sessionId: this.#id });
       return;
     }
     // An original-protocol server cannot be told about a half-close; ending the session is
@@ -111,7 +110,7 @@ class ServerEnd implements PipeSink, PipeSource {
 
   close(reason: string): void {
     if (this.#server.forget(this.#id)) {
-      this.#server.trySend({ type: MessageType.Close, sessionId: this.#id, reason });
+      this.#server.link.trySend({ type: MessageType.Close, sessionId: this.#id, reason });
     }
   }
 }
@@ -247,15 +246,6 @@ export class ServerLink {
     this.link.abort();
   }
 
-  /** Sends, ignoring a broken link: its read loop reports the failure and cleans up. */
-  trySend(message: Message): Promise<void> | undefined {
-    try {
-      return this.link.send(message);
-    } catch {
-      return undefined;
-    }
-  }
-
   /** A Connect was sent (or is about to be) on this link: its Ack is the next one not yet taken. */
   expect(pending: PendingConnect): void {
     this.pending.push(pending);
@@ -335,7 +325,7 @@ export class ServerLink {
       const reason = clipReason(message.reason);
       // With close-once the server freed the number as it sent Close; else it waits for ours.
       if (!this.link.closeOnce) {
-        this.trySend({ type: MessageType.Close, sessionId: message.sessionId, reason });
+        this.link.trySend({ type: MessageType.Close, sessionId: message.sessionId, reason });
       }
       session.serverClosed(reason);
       this.#checkIdle();
@@ -381,7 +371,7 @@ export class ServerLink {
     this.#recentlyClosed.delete(ack.sessionId);
     if (head.abandoned) {
       this.#recentlyClosed.add(ack.sessionId);
-      this.trySend({
+      this.link.trySend({
         type: MessageType.Close,
         sessionId: ack.sessionId,
         reason: "The client went away",

@@ -338,6 +338,18 @@ export class Link {
     return this.transport.write(this.#encoder.encode(message));
   }
 
+  /**
+   * {@linkcode send}, ignoring a broken link: for a sender that is not the
+   * link's reader, which sees the failure and cleans up.
+   */
+  trySend(message: Message): Promise<void> | undefined {
+    try {
+      return this.send(message);
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Sends what is queued, then closes the link; drops it after `closeTimeout` if not done. */
   async close(): Promise<void> {
     this.#stopKeepalive();
