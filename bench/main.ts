@@ -5,6 +5,8 @@
  * Paths (every box a separate process, all on 127.0.0.1):
  * - `direct`: client → target;
  * - `relay`: client → relay1 → relay2 → target (bench/relay.ts; no RTCP, the ceiling);
+ * - `relay3`: client → relay1 → relay2 → relay3 → target: the ceiling for the paths of three
+ *   processes (`rtcp-connect*`, `rtcp-cluster`), whose ratios to it are printed under the table;
  * - `rtcp`: client → DP public port → `cli.ts expose` → target;
  * - `rtcp-tls`: `rtcp` with TLS between `expose` and the DP (test certificates);
  * - `rtcp-text`: `rtcp` with the DP offering no extension (original protocol);

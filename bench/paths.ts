@@ -11,6 +11,7 @@ import { type Child, type ChildGroup, projectPath } from "./procs.ts";
 export const PATH_NAMES = [
   "direct",
   "relay",
+  "relay3",
   "rtcp",
   "rtcp-early-ack",
   "rtcp-lean",
@@ -25,6 +26,17 @@ export const PATH_NAMES = [
 
 /** One of {@link PATH_NAMES}. */
 export type PathName = typeof PATH_NAMES[number];
+
+/**
+ * The paths with three processes between client and target, one more than `relay`: besides
+ * their ratios to `relay`, the bench gives their ratios to `relay3`, the plain relay of as many.
+ */
+export const THREE_PROCESS_PATHS: readonly PathName[] = [
+  "rtcp-connect",
+  "rtcp-connect-tls",
+  "rtcp-ws-connect",
+  "rtcp-cluster",
+];
 
 /** A started path. */
 export interface Chain {
@@ -339,6 +351,13 @@ export async function startPath(
       const relay2 = await startRelay(group, "relay2", target);
       const relay1 = await startRelay(group, "relay1", relay2.addr);
       return { entry: relay1.addr, members: [relay1.child, relay2.child] };
+    }
+    case "relay3": {
+      // The process count of rtcp-connect and rtcp-cluster, without RTCP: their like for like.
+      const relay3 = await startRelay(group, "relay3", target);
+      const relay2 = await startRelay(group, "relay2", relay3.addr);
+      const relay1 = await startRelay(group, "relay1", relay2.addr);
+      return { entry: relay1.addr, members: [relay1.child, relay2.child, relay3.child] };
     }
     case "rtcp-lean": {
       // Both processes with the young generation capped at 1 MiB (README: many idle sessions).

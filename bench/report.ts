@@ -11,7 +11,7 @@ import type {
   SetupRateResult,
   ThroughputResult,
 } from "./measure.ts";
-import type { PathName } from "./paths.ts";
+import { type PathName, THREE_PROCESS_PATHS } from "./paths.ts";
 
 /** A measurement that did not produce a value. */
 export interface Failure {
@@ -175,6 +175,10 @@ export interface SummaryCell {
   value?: number;
   /** value / relay's value (undefined without a relay figure). */
   ratioToRelay?: number;
+  /**
+   * For a path of three processes: value / relay3's value (undefined without a relay3 figure).
+   */
+  ratioToRelay3?: number;
   /** Every round's value, in round order. */
   rounds: number[];
 }
@@ -205,7 +209,10 @@ function valuesOf(
   );
 }
 
-/** Derives every figure of every path (median over rounds), with ratios to `relay`. */
+/**
+ * Derives every figure of every path (median over rounds), with ratios to `relay`, and for
+ * paths of three processes to `relay3` too.
+ */
 export function summarize(results: readonly PathResult[]): Summary {
   const summary: Summary = {};
   for (const path of pathsOf(results)) {
@@ -213,10 +220,14 @@ export function summarize(results: readonly PathResult[]): Summary {
     for (const metric of METRICS) {
       const rounds = valuesOf(results, path, metric.get);
       const value = median(rounds);
-      const base = median(valuesOf(results, "relay", metric.get));
+      const ratioTo = (basePath: PathName) => {
+        const base = median(valuesOf(results, basePath, metric.get));
+        return value === undefined || !base ? undefined : value / base;
+      };
       row[metric.key] = {
         value,
-        ratioToRelay: value === undefined || !base ? undefined : value / base,
+        ratioToRelay: ratioTo("relay"),
+        ...(THREE_PROCESS_PATHS.includes(path) ? { ratioToRelay3: ratioTo("relay3") } : {}),
         rounds,
       };
     }
@@ -229,6 +240,33 @@ function cellText(cell: SummaryCell | undefined, digits: number): string {
   if (cell?.value === undefined) return "—";
   const ratio = cell.ratioToRelay === undefined ? "" : ` (${cell.ratioToRelay.toFixed(2)}x)`;
   return `${cell.value.toFixed(digits)}${ratio}`;
+}
+
+/** The figures compared like for like with `relay3`, for the paths of three processes. */
+const LIKE_FOR_LIKE_KEYS = [
+  "stream1MiBps",
+  "stream8MiBps",
+  "rttP50Us",
+  "setupPerSec",
+  "pssHeldMiB",
+];
+
+/** Per path of three processes measured with `relay3`: its ratios to relay3, as lines. */
+function likeForLikeLines(summary: Summary, paths: readonly PathName[]): string[] {
+  const lines = paths.flatMap((path) => {
+    const row = summary[path];
+    if (!THREE_PROCESS_PATHS.includes(path) || row === undefined) return [];
+    const ratios = METRICS.filter((m) => LIKE_FOR_LIKE_KEYS.includes(m.key)).flatMap((m) => {
+      const ratio = row[m.key]?.ratioToRelay3;
+      return ratio === undefined ? [] : [`${m.label} ${ratio.toFixed(2)}x`];
+    });
+    return ratios.length === 0 ? [] : [`  ${path}: ${ratios.join(", ")}`];
+  });
+  return lines.length === 0 ? [] : [
+    "",
+    "Paths of three processes, as ratios to relay3 (a plain relay of as many processes):",
+    ...lines,
+  ];
 }
 
 /** Per chain process of `path`: median idle and held RSS over the rounds, as text. */
@@ -281,6 +319,7 @@ export function formatTable(results: readonly PathResult[]): string {
     "RSS (and Pss) per process, MiB idle -> held (with the idle sessions held), and per session:",
   );
   for (const path of paths) out.push(`  ${path}: ${rssText(results, path) || "—"}`);
+  out.push(...likeForLikeLines(summary, paths));
   const failures = results.flatMap((r) => {
     const where = rounds > 1 ? `${r.path} (round ${r.round})` : r.path;
     return [
