@@ -328,6 +328,11 @@ async function gitCommit(): Promise<string | undefined> {
   }
 }
 
+/** Whether this process may write `path` (asked before the run, not after it). */
+async function mayWrite(path: string): Promise<boolean> {
+  return (await Deno.permissions.query({ name: "write", path })).state === "granted";
+}
+
 /** Runs the bench; returns 0 if every figure was measured, 1 if any failed, 2 on bad flags. */
 export async function main(args: string[]): Promise<number> {
   let values;
@@ -362,6 +367,12 @@ export async function main(args: string[]): Promise<number> {
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) {
     console.error(`Bad --repeat "${values.repeat}": expected a whole number from 1\n${USAGE}`);
+    return 2;
+  }
+  if (values.json !== undefined && !await mayWrite(values.json)) {
+    console.error(
+      `Cannot write --json ${values.json}: \`deno task bench\` may write under bench/results only; give a path there, or run bench/main.ts with --allow-write for that path`,
+    );
     return 2;
   }
   const settings = values.quick ? QUICK : FULL;
