@@ -249,6 +249,12 @@ async function measurePath(run: PathRun, round: number): Promise<PathResult> {
     sessions: await onFreshChain(run, (group, chain) => heldSessions(group, chain, settings)),
     pingPong: await client<PingPongResult>("pingpong", "--count", String(settings.pingCount)),
     setup: await client<SetupRateResult>("setup", "--count", String(settings.setupCount)),
+    // A DP that has run a while: the same count again on a chain that has just done it once.
+    setupWarm: await onFreshChain(run, async (group, chain) => {
+      const count = ["--count", String(settings.setupCount)];
+      await runClient<SetupRateResult>(group, "setup", chain.entry, count);
+      return await runClient<SetupRateResult>(group, "setup", chain.entry, count);
+    }),
     throughput1: await client<ThroughputResult>(
       "throughput",
       "--streams",

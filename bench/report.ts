@@ -60,14 +60,23 @@ export interface PathResult {
   throughput8?: Figure<ThroughputResult>;
   /** 1-byte round trips. */
   pingPong?: Figure<PingPongResult>;
-  /** Connect, echo 1 byte, close. */
+  /** Connect, echo 1 byte, close: the first sessions of a fresh chain. */
   setup?: Figure<SetupRateResult>;
+  /** The same on a chain warmed by as many sessions first (its code optimized by V8). */
+  setupWarm?: Figure<SetupRateResult>;
   /** Concurrent verified echo sessions. */
   sessions?: Figure<SessionsFigure>;
 }
 
 /** The measured parts of a {@link PathResult}. */
-const FIGURES = ["throughput1", "throughput8", "pingPong", "setup", "sessions"] as const;
+const FIGURES = [
+  "throughput1",
+  "throughput8",
+  "pingPong",
+  "setup",
+  "setupWarm",
+  "sessions",
+] as const;
 
 /** The figure's result, or undefined if it failed or was not measured. */
 function ok<T extends object>(figure: Figure<T> | undefined): T | undefined {
@@ -130,6 +139,12 @@ const METRICS: readonly Metric[] = [
   { key: "rttP50Us", label: "RTT p50 µs", digits: 0, get: (r) => ok(r.pingPong)?.p50Us },
   { key: "rttP99Us", label: "RTT p99 µs", digits: 0, get: (r) => ok(r.pingPong)?.p99Us },
   { key: "setupPerSec", label: "setup /s", digits: 0, get: (r) => ok(r.setup)?.perSec },
+  {
+    key: "setupWarmPerSec",
+    label: "setup /s, warm",
+    digits: 0,
+    get: (r) => ok(r.setupWarm)?.perSec,
+  },
   { key: "sessionsOk", label: "sessions ok", digits: 0, get: (r) => ok(r.sessions)?.ok },
   {
     key: "rssIdleMiB",
@@ -248,6 +263,7 @@ const LIKE_FOR_LIKE_KEYS = [
   "stream8MiBps",
   "rttP50Us",
   "setupPerSec",
+  "setupWarmPerSec",
   "pssHeldMiB",
 ];
 
