@@ -11,6 +11,7 @@
  * - `rtcp-tls`: `rtcp` with TLS between `expose` and the DP (test certificates);
  * - `rtcp-text`: `rtcp` with the DP offering no extension (original protocol);
  * - `rtcp-ws`: `rtcp` with `expose`'s link over WebSocket (`dp.ts --http`, `ws://…/rtcp`);
+ * - `rtcp-lean`, `rtcp-connect-lean`: `rtcp`, `rtcp-connect` with README's V8 flag;
  * - `rtcp-connect`: client → `cli.ts connect` → DP → `cli.ts expose` → target;
  * - `rtcp-connect-tls`: `rtcp-connect` with TLS on both links to the DP;
  * - `rtcp-ws-connect`: `rtcp-connect` with both links to the DP over WebSocket;

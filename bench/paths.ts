@@ -19,6 +19,7 @@ export const PATH_NAMES = [
   "rtcp-text",
   "rtcp-ws",
   "rtcp-connect",
+  "rtcp-connect-lean",
   "rtcp-connect-tls",
   "rtcp-ws-connect",
   "rtcp-cluster",
@@ -33,6 +34,7 @@ export type PathName = typeof PATH_NAMES[number];
  */
 export const THREE_PROCESS_PATHS: readonly PathName[] = [
   "rtcp-connect",
+  "rtcp-connect-lean",
   "rtcp-connect-tls",
   "rtcp-ws-connect",
   "rtcp-cluster",
@@ -191,11 +193,13 @@ export function startConnect(
   group: ChildGroup,
   dpAddrs: LinkAddrs,
   link: Link = "tcp",
+  v8Flags: string[] = [],
 ): Promise<Listening> {
   const { dp, args, allowRead } = dialing(dpAddrs, link);
   return listening(group.spawn({
     name: "connect",
     script: "cli.ts",
+    v8Flags,
     args: ["connect", "--dp", dp, "--name", SERVICE_NAME, "--listen", "127.0.0.1:0", ...args],
     allowRead,
   }));
@@ -385,6 +389,15 @@ export async function startPath(
       );
       const expose = await startExpose(group, dp, target, [], link);
       return { entry: dp.publicAddr, members: [dp.child, expose] };
+    }
+    case "rtcp-connect-lean": {
+      // All three processes with the young generation capped at 1 MiB.
+      const dp = await startDiscoverPoint(group, [], "tcp", LEAN_V8_FLAGS);
+      const [expose, connect] = await Promise.all([
+        startExpose(group, dp, target, [], "tcp", LEAN_V8_FLAGS),
+        startConnect(group, dp, "tcp", LEAN_V8_FLAGS),
+      ]);
+      return { entry: connect.addr, members: [connect.child, dp.child, expose] };
     }
     case "rtcp-connect":
     case "rtcp-connect-tls":
