@@ -45,6 +45,7 @@ import { dialDiscoverPoint } from "./lib/link/handshake.ts";
 import { DiscoverPointUnreachableError } from "./lib/errors.ts";
 import { Role } from "./lib/wire/message.ts";
 import { type ShutdownSignal, shutdownSignal } from "./app/shutdown.ts";
+import { startMemoryCompactor } from "./app/memory_compactor.ts";
 import { type PipeResult, Splice } from "./app/splice.ts";
 import { SharedDeadline } from "./app/shared_deadline.ts";
 import {
@@ -947,6 +948,7 @@ export async function main(args: string[]): Promise<number> {
   }
   await setUpLogging(parseLogLevel(parsed.level), parsed.format);
   const stop = shutdownSignal();
+  using _compactor = startMemoryCompactor();
   try {
     const codes = await Promise.all([parsed, ...more].map((command) => {
       if (command.command === "expose") return runExpose(command.options, stop);

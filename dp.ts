@@ -40,6 +40,7 @@ import { parseLogFormat, parseLogLevel, setUpLogging } from "./app/logging.ts";
 import { versionLine } from "./app/version.ts";
 import { warnIfShared } from "./app/secret_file.ts";
 import { shutdownSignal } from "./app/shutdown.ts";
+import { startMemoryCompactor } from "./app/memory_compactor.ts";
 import {
   type AdminServer,
   type AdminSetting,
@@ -436,6 +437,7 @@ export async function main(args: string[]): Promise<number> {
   }
   // Listen for signals before saying we are ready: a supervisor may stop us at once.
   const stop = shutdownSignal();
+  using _compactor = startMemoryCompactor();
   for (const [name, addr] of dp.publicAddrs) {
     console.log(`Public port for "${name}" on ${formatAddress(addr)}`);
   }

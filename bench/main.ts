@@ -84,6 +84,12 @@ interface Settings {
   sessions: number;
   /** Bytes each of them echoes. */
   sessionBytes: number;
+  /**
+   * How long they are held, idle, before the chain's memory is sampled again: what an operator
+   * sees, after the burst that opened them (the forwarders and the DP give back what the burst
+   * grew, see app/memory_compactor.ts).
+   */
+  holdMs: number;
   /** After a figure, how long the chain gets to finish closing before its CPU is sampled. */
   settleMs: number;
   /** How long the chain's CPU use is then sampled. */
@@ -105,6 +111,7 @@ const FULL: Settings = {
   setupCount: 1_000,
   sessions: 1_000,
   sessionBytes: 1024,
+  holdMs: 3000,
   settleMs: 500,
   idleWindowMs: 1000,
   failoverTrials: 5,
@@ -117,6 +124,7 @@ const QUICK: Settings = {
   setupCount: 50,
   sessions: 50,
   sessionBytes: 1024,
+  holdMs: 1000,
   settleMs: 100,
   idleWindowMs: 300,
   failoverTrials: 1,
@@ -145,7 +153,10 @@ function rssAll(members: readonly Child[]): Promise<(number | undefined)[]> {
   return Promise.all(members.map((m) => m.rssKiB()));
 }
 
-/** Opens the concurrent sessions, samples the chain's memory while they are held, closes them. */
+/**
+ * Opens the concurrent sessions, samples the chain's memory at once and again after holding them
+ * idle for `holdMs`, closes them.
+ */
 async function heldSessions(
   group: ChildGroup,
   chain: Chain,
@@ -161,6 +172,9 @@ async function heldSessions(
   ], true);
   try {
     const result = await client.readJson<SessionsResult>(CLIENT_TIMEOUT_MS);
+    const atOnce = await rssAll(chain.members);
+    // A fixed window of the measurement (sessions held idle), not a wait for an event.
+    await new Promise((resolve) => setTimeout(resolve, settings.holdMs));
     const held = await rssAll(chain.members);
     const heldPss = await Promise.all(chain.members.map((m) => m.pssKiB()));
     await client.writeLine("release");
@@ -169,6 +183,7 @@ async function heldSessions(
       name: m.name,
       idleKiB: idle[i],
       heldKiB: held[i],
+      heldAtOnceKiB: atOnce[i],
       idlePssKiB: idlePss[i],
       heldPssKiB: heldPss[i],
     }));

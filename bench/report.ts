@@ -25,11 +25,13 @@ export interface ProcessRss {
   name: string;
   /** VmRSS in KiB before the concurrent sessions were opened. */
   idleKiB?: number;
-  /** VmRSS in KiB while they were held open. */
+  /** VmRSS in KiB once they had been held open, idle, for a while (`holdMs`). */
   heldKiB?: number;
+  /** VmRSS in KiB right after they were all open, before any hold. */
+  heldAtOnceKiB?: number;
   /** Pss in KiB before the sessions (shared pages divided among their processes). */
   idlePssKiB?: number;
-  /** Pss in KiB while they were held open. */
+  /** Pss in KiB once they had been held open, idle, for a while. */
   heldPssKiB?: number;
 }
 
@@ -85,7 +87,7 @@ function ok<T extends object>(figure: Figure<T> | undefined): T | undefined {
 
 function sumRss(
   figure: SessionsFigure | undefined,
-  key: "idleKiB" | "heldKiB" | "heldPssKiB",
+  key: "idleKiB" | "heldKiB" | "heldAtOnceKiB" | "heldPssKiB",
 ) {
   if (figure === undefined || figure.rss.length === 0) return undefined;
   return figure.rss.reduce((sum, p) => sum + (p[key] ?? NaN), 0) / 1024;
@@ -151,6 +153,12 @@ const METRICS: readonly Metric[] = [
     label: "chain RSS idle MiB",
     digits: 1,
     get: (r) => sumRss(ok(r.sessions), "idleKiB"),
+  },
+  {
+    key: "rssAtOnceMiB",
+    label: "chain RSS at once MiB",
+    digits: 1,
+    get: (r) => sumRss(ok(r.sessions), "heldAtOnceKiB"),
   },
   {
     key: "rssHeldMiB",
