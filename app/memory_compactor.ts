@@ -10,10 +10,11 @@
  *
  * A {@linkcode MemoryCompactor} reads V8's heap statistics once a second.
  * When the program has allocated little since the last reading (it is quiet)
- * and the committed heap has grown by {@linkcode MemoryCompactorOptions.minGrowth}
- * since the last compaction, it runs one memory-reducing collection: a full
- * one, some tens of milliseconds for these heaps. A busy process is never
- * paused, and each compaction needs fresh growth, so they are as rare as bursts.
+ * and the committed heap has grown since the last compaction (by
+ * {@linkcode MemoryCompactorOptions.minGrowth}, or a quarter of a larger heap),
+ * it runs one memory-reducing collection: a full one, some tens of
+ * milliseconds for these heaps. A busy process is never paused, and each
+ * compaction needs fresh growth, so they are as rare as bursts.
  * @module
  */
 
@@ -50,7 +51,12 @@ export interface MemoryCompactorOptions {
    * (keepalives, timers: not traffic; V8 itself takes 1 MB/s for low). @default {1048576}
    */
   quietRate?: number;
-  /** Growth of the committed heap, in bytes, that a compaction must give back. @default {4194304} */
+  /**
+   * Least growth of the committed heap, in bytes, that a compaction must give
+   * back; a heap larger than four times this must have grown by a quarter, so
+   * that the work of full collections stays in proportion to the growth.
+   * @default {4194304}
+   */
   minGrowth?: number;
 }
 
@@ -131,7 +137,8 @@ export class MemoryCompactor implements Disposable {
     const quiet = heap.allocated - this.#lastAllocated <= this.#quietBytes;
     this.#lastAllocated = heap.allocated;
     if (heap.committed < this.#baseline) this.#baseline = heap.committed;
-    if (!quiet || heap.committed - this.#baseline < this.#minGrowth) return false;
+    const growth = Math.max(this.#minGrowth, this.#baseline / 4);
+    if (!quiet || heap.committed - this.#baseline < growth) return false;
     this.#collecting = true;
     const started = performance.now();
     try {

@@ -101,3 +101,13 @@ Deno.test("processProbes: this runtime lets the program collect, and a collectio
   await probes.collect();
   ok(Deno.memoryUsage().heapUsed < used, "the collection freed what nothing holds");
 });
+
+Deno.test("MemoryCompactor: a large heap must grow by a quarter, so full collections stay rare", async () => {
+  const heap = new FakeHeap();
+  heap.committed = heap.floor = 200 * MiB;
+  const compactor = new MemoryCompactor(heap, OPTIONS);
+  heap.burst(0, 40 * MiB); // Ten times minGrowth, but a fifth of the heap.
+  equal(await compactor.sample(), false);
+  heap.burst(0, 10 * MiB);
+  equal(await compactor.sample(), true);
+});
