@@ -48,7 +48,8 @@ export interface MemoryCompactorOptions {
   interval?: number;
   /**
    * Bytes per second the program may allocate and still count as quiet
-   * (keepalives, timers: not traffic; V8 itself takes 1 MB/s for low). @default {1048576}
+   * (keepalives and timers, not traffic; V8's own memory reducer also calls
+   * under 1 MB a second a low rate). @default {1048576}
    */
   quietRate?: number;
   /**
@@ -60,22 +61,30 @@ export interface MemoryCompactorOptions {
   minGrowth?: number;
 }
 
+/** `node:v8`'s heap statistics, with the count of allocated bytes that newer runtimes give. */
+function heapStatistics(): { total_heap_size: number; total_allocated_bytes?: number } {
+  return getHeapStatistics();
+}
+
 /**
  * The running process's probes. `collect()` calls V8's `gc()`: `--expose-gc`
  * set through `node:v8` applies to the contexts made after it, so a fresh
  * `node:vm` context has the function. `node:vm` is loaded at the first
  * collection and a context made per collection: a process that never
  * compacts pays for neither.
+ * @returns `undefined` on a runtime that does not count allocated bytes:
+ * there a quiet moment cannot be told from a busy one.
  */
-export function processProbes(): CompactorProbes {
+export function processProbes(): CompactorProbes | undefined {
+  if (typeof heapStatistics().total_allocated_bytes !== "number") return undefined;
   setFlagsFromString("--expose-gc");
   let vm: typeof import("node:vm") | undefined;
   return {
     heap: () => {
-      const statistics = getHeapStatistics();
+      const statistics = heapStatistics();
       return {
         committed: statistics.total_heap_size,
-        allocated: (statistics as { total_allocated_bytes?: number }).total_allocated_bytes ?? 0,
+        allocated: statistics.total_allocated_bytes!,
       };
     },
     collect: async () => {
@@ -179,10 +188,18 @@ export class MemoryCompactor implements Disposable {
 
 /**
  * Starts a compactor for this process, as `dp.ts` and `cli.ts` do.
- * @returns It, to stop at shutdown.
+ * @returns It, to stop at shutdown; `undefined` (and a debug log) where the
+ * runtime does not give what it needs (see {@linkcode processProbes}).
  */
-export function startMemoryCompactor(options: MemoryCompactorOptions = {}): MemoryCompactor {
-  const compactor = new MemoryCompactor(processProbes(), options);
+export function startMemoryCompactor(
+  options: MemoryCompactorOptions = {},
+): MemoryCompactor | undefined {
+  const probes = processProbes();
+  if (probes === undefined) {
+    logger.debug("Not compacting memory after bursts: this runtime does not count allocations");
+    return undefined;
+  }
+  const compactor = new MemoryCompactor(probes, options);
   compactor.start();
   return compactor;
 }

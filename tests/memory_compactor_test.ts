@@ -91,6 +91,7 @@ Deno.test("MemoryCompactor: a runtime that refuses the collection stops it for g
 
 Deno.test("processProbes: this runtime lets the program collect, and a collection frees garbage", async () => {
   const probes = processProbes();
+  ok(probes, "Deno 2.9 counts allocated bytes and lets a program ask for a collection");
   const before = probes.heap();
   let garbage: number[][] | undefined = Array.from({ length: 2000 }, (_, i) => [i, i + 1, i + 2]);
   const grown = probes.heap();
